@@ -1,0 +1,80 @@
+# gitexp: every experiment traceable to its code (a git tag), seed, log, metrics and checkpoints.
+# `make help` lists the targets. The logic lives in scripts/; recipes only call it.
+#
+# Variables, given on the command line (values from the environment are ignored):
+#   TAG=x          experiment tag: make run tags HEAD as x and runs it as x/<id>
+#   ID=n           experiment id under TAG (continue: highest unfinished; rerun: 0)
+#   FIX=1          fixed seed (code/seed) and deterministic kernels, for exact reruns
+#   MSG="..."      make run: commit tracked changes with this message first
+#   GPUS=0,1       GPUs to use, one process each (without GPUS: CPU, or the default GPU)
+#   NPROC=n        n processes on CPU through torchrun (gloo)
+#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   several machines through torchrun
+#   EXP="x/0 y/3"  make record: experiments to add to a list (default: the last finished)
+#   LIST=record    experiment list __statistic__/exper-list/<LIST>.txt for record/title/table
+#   CHANGED=1      make table: show only the columns whose values differ
+#   TAGS="a b/2"   make tb: runs to compare (a bare tag means all its ids; default: all)
+#   PORT, HOST     make tb: port (default: first free from 6006) and address (127.0.0.1)
+#   TB=0           make run/continue/rerun: no background TensorBoard
+#   PYTHON=path    interpreter to use instead of .venv (then no .venv is made)
+
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+.SUFFIXES:
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+SHELL := /bin/sh
+
+USER_VARIABLES := TAG ID FIX MSG GPUS NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
+                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON
+# make expands $(...) in a value wherever the variable is used, so each value is frozen as
+# literal text here and reaches the scripts through the environment, never a recipe's shell text.
+define literal
+override $(1) := $$(if $$(filter environment%,$$(origin $(1))),,$$(value $(1)))
+endef
+$(foreach v,$(USER_VARIABLES),$(eval $(call literal,$(v))))
+export $(USER_VARIABLES)
+
+VENV := .venv
+export PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)
+PY_READY := $(if $(PYTHON),,$(VENV)/.installed)
+DATA := __data__/digits.npz
+
+# ---- commands -----------------------------------------------------------------------------------
+
+.PHONY: help
+help: ## list the targets (variables: see the top of the Makefile)
+	@printf 'usage: make TARGET [VARIABLE=value ...]\n\ntargets:\n'
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z_-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@printf '\nvariables:\n'
+	@sed -n 's/^#   /  /p' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: $(DATA) $(PY_READY) ## tag HEAD as TAG and run it as TAG/<id> (FIX=1 GPUS=0,1 NPROC=n MSG="...")
+	@"$$PY" scripts/experiment.py run
+
+.PHONY: continue
+continue: $(DATA) $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint, with TAG's code
+	@"$$PY" scripts/experiment.py continue
+
+.PHONY: rerun
+rerun: $(DATA) $(PY_READY) ## reproduce TAG/ID (default 0) from its tag as a new id, then compare metrics
+	@"$$PY" scripts/experiment.py rerun
+
+.PHONY: data
+data: $(DATA) ## prepare the example's data set in __data__/
+
+.PHONY: venv
+venv: $(PY_READY) ## create .venv from code/requirements.txt (done by any target that needs it)
+
+.PHONY: test
+test: $(PY_READY) ## run the test suite (in throw-away copies of this template)
+	@"$$PY" -m pytest tests
+
+# ---- files --------------------------------------------------------------------------------------
+
+$(VENV)/.installed: code/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r code/requirements.txt
+	touch $@
+
+$(DATA): code/data.py | $(PY_READY)
+	@"$$PY" code/data.py

@@ -1,0 +1,26 @@
+"""Every argument of an experiment, as plain `name = value` lines.
+
+git records this file with the code, and every value here is saved as an hparam in
+statistic.json and TensorBoard. Nothing is read from the command line but the tag,
+the run mode and the devices (see the Makefile).
+"""
+# data: the split is fixed by split_seed, so runs with different seeds see the same split
+val_fraction = 0.1  # share of the data held out to pick the best epoch
+test_fraction = 0.2  # share held out for the reported number
+split_seed = 0
+
+# model
+channels = 64  # width of the first convolution; the second has twice as many
+hidden = 128  # width of the fully connected layer
+dropout = 0.25
+
+# training
+epochs = 10
+batch_size = 32
+lr = 0.002
+weight_decay = 0.0
+lr_step = 4  # StepLR: multiply lr by lr_gamma every lr_step epochs
+lr_gamma = 0.5
+
+# bookkeeping
+keep_checkpoints = None  # epoch_<n>.pth files kept besides last/best; None keeps all

@@ -1,0 +1,439 @@
+"""Start, continue or rerun one experiment: `python scripts/experiment.py run|continue|rerun`.
+
+Called by `make run/continue/rerun`; its input comes from the environment (TAG, ID, FIX, GPUS,
+NPROC, MSG, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, PY), never pasted into a shell.
+Everything is checked before anything is written; a bad value stops it with one line.
+Only the standard library is used: it starts fast and needs no torch.
+"""
+import fcntl
+import getpass
+import io
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import tarfile
+from datetime import datetime
+from pathlib import Path
+
+RESULTS = Path("__result__")
+TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
+REFUSED = 3  # main.py's exit status for "bad input, nothing changed"
+
+
+class UserError(Exception):
+    """A mistake the user can fix; reported as one line, never as a traceback."""
+
+
+# ---- checking input ---------------------------------------------------------------------------
+
+def env(name):
+    return os.environ.get(name, "")
+
+
+def check_tag(tag):
+    if not tag:
+        raise UserError("TAG is missing: name the experiment, e.g. make run TAG=baseline")
+    if len(tag) > 100 or not TAG_PATTERN.fullmatch(tag) or tag.endswith((".", ".lock")) or ".." in tag:
+        raise UserError(f"TAG {tag!r} is not a valid tag: use letters, digits, '.', '_' and '-', "
+                        "starting with a letter or digit")
+    if git("check-ref-format", f"refs/tags/{tag}", check=False).returncode != 0:
+        raise UserError(f"TAG {tag!r} is not a valid git tag name (git check-ref-format): choose another")
+    return tag
+
+
+def check_number(name, value):
+    if not NUMBER.fullmatch(value):
+        raise UserError(f"{name}={value!r} is not a number: give a non-negative integer, e.g. {name}=0")
+    return int(value)
+
+
+def check_fix(value):
+    if value not in ("", "0", "1"):
+        raise UserError(f"FIX={value!r} is not 0 or 1: FIX=1 fixes the seed (code/seed) and makes kernels deterministic")
+    return value == "1"
+
+
+def parse_devices():
+    """How many processes on this node, and the CUDA_VISIBLE_DEVICES to set (or None)."""
+    gpus, nproc, nnodes = env("GPUS"), env("NPROC"), env("NNODES")
+    if gpus and nproc:
+        raise UserError("GPUS and NPROC were both given: GPUS=0,1 runs one process per GPU, NPROC=n n processes on CPU")
+    if gpus:
+        if not re.fullmatch(r"[0-9]{1,3}(,[0-9]{1,3})*", gpus):
+            raise UserError(f"GPUS={gpus!r} is not a list of GPU indices: use e.g. GPUS=0 or GPUS=0,1")
+        indices = [int(g) for g in gpus.split(",")]
+        if len(set(indices)) != len(indices):
+            raise UserError(f"GPUS={gpus!r} names a GPU twice: list each GPU once")
+        count = cuda_device_count()
+        if count == 0:
+            raise UserError(f"GPUS={gpus} was given but CUDA is not available here: leave GPUS out to run on CPU")
+        missing = [i for i in indices if i >= count]
+        if missing:
+            raise UserError(f"GPUS={gpus}: there is no GPU {missing[0]} (this machine has {count}: 0-{count - 1})")
+        processes, visible = len(indices), gpus
+    elif nproc:
+        processes, visible = check_number("NPROC", nproc), None
+        if not 1 <= processes <= 256:
+            raise UserError(f"NPROC={nproc} is out of range: give 1 to 256 processes")
+    else:
+        processes, visible = 1, None
+    nodes = check_number("NNODES", nnodes) if nnodes else 1
+    if nodes < 1:
+        raise UserError("NNODES=0 is out of range: give the number of machines, 1 or more")
+    node_rank = check_number("NODE_RANK", env("NODE_RANK")) if env("NODE_RANK") else 0
+    if node_rank >= nodes:
+        raise UserError(f"NODE_RANK={node_rank} is not below NNODES={nodes}: number the machines 0 to {nodes - 1}")
+    if nodes > 1:
+        if not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", env("MASTER_ADDR")):
+            raise UserError("NNODES>1 needs MASTER_ADDR, the address of the node with NODE_RANK=0 (a host name or IP)")
+        if not env("MASTER_PORT"):
+            raise UserError("NNODES>1 needs MASTER_PORT, a free port on the MASTER_ADDR node, e.g. MASTER_PORT=29500")
+    if env("MASTER_PORT") and not 1 <= check_number("MASTER_PORT", env("MASTER_PORT")) <= 65535:
+        raise UserError(f"MASTER_PORT={env('MASTER_PORT')} is not a port: give 1-65535")
+    return processes, nodes, node_rank, visible
+
+
+def cuda_device_count():
+    probe = subprocess.run([python(), "-c", "import torch; print(torch.cuda.device_count())"],
+                           capture_output=True, text=True)
+    return int(probe.stdout.strip() or 0) if probe.returncode == 0 else 0
+
+
+def python():
+    return env("PY") or sys.executable
+
+
+# ---- git ----------------------------------------------------------------------------------------
+
+def git(*args, check=True, identity=False):
+    """Run git; with `identity`, fall back to a local name and e-mail where git has none
+    (a fresh machine), since annotated tags and commits need one."""
+    command = ["git"]
+    if identity:
+        for key, fallback in (("user.name", getpass.getuser()),
+                              ("user.email", f"{getpass.getuser()}@{socket.gethostname()}")):
+            if subprocess.run(["git", "config", key], capture_output=True).returncode != 0:
+                command += ["-c", f"{key}={fallback}"]
+    result = subprocess.run(command + list(args), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise UserError(f"git {args[0]} failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
+    return result
+
+
+def commit_of(ref):
+    result = git("rev-parse", "-q", "--verify", f"{ref}^{{commit}}", check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def describe(commit):
+    return git("log", "-1", "--format=%h (%s)", commit).stdout.strip()
+
+
+def ensure_clean_tree(message):
+    """Refuse uncommitted changes to tracked files, or commit them with MSG. Untracked files
+    are never touched."""
+    if commit_of("HEAD") is None:
+        raise UserError("this repository has no commit yet: commit your code first (git add -A && git commit -m ...)")
+    changed = git("status", "--porcelain", "--untracked-files=no").stdout.splitlines()
+    if not changed:
+        return
+    if not message:
+        files = ", ".join(line[3:] for line in changed[:10]) + (" ..." if len(changed) > 10 else "")
+        raise UserError(f"uncommitted changes to tracked files ({files}): commit them, "
+                        f"or give MSG=\"...\" to commit them before the run")
+    git("commit", "--quiet", "--all", "--message", message, identity=True)
+    print(f"committed {len(changed)} changed file(s): {describe('HEAD')}")
+
+
+def tag_head(tag):
+    """Tag HEAD as `tag`; reuse it where it already marks HEAD."""
+    head = commit_of("HEAD")
+    for _ in range(2):  # a second pass covers a run that created the same tag a moment ago
+        tagged = commit_of(f"refs/tags/{tag}")
+        if tagged == head:
+            return head
+        if tagged is not None:
+            raise UserError(f"tag {tag} is at {describe(tagged)}, not at HEAD {describe(head)}: "
+                            f"choose a new TAG, or reproduce {tag} with make rerun TAG={tag}")
+        git("tag", "--annotate", "--message", f"gitexp experiment {tag}", tag, head, check=False, identity=True)
+    raise UserError(f"could not create tag {tag}: see git tag -l {tag}")
+
+
+def existing_tag(tag):
+    commit = commit_of(f"refs/tags/{tag}")
+    if commit is None:
+        raise UserError(f"unknown tag {tag}: no git tag of that name (make ls lists the experiments)")
+    return commit
+
+
+# ---- the experiment folder ---------------------------------------------------------------------
+
+def now():
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def read_statistic(folder):
+    try:
+        return json.loads((folder / "statistic.json").read_text())
+    except FileNotFoundError:
+        raise UserError(f"{folder} has no statistic.json: it is not an experiment")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UserError(f"{folder}/statistic.json is not valid JSON ({error}): restore it or remove {folder}")
+
+
+def write_statistic(folder, statistic):
+    path = folder / "statistic.json"
+    tmp = folder / f".statistic.json.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(statistic, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def new_folder(tag):
+    """mkdir the next id: mkdir is atomic, so runs started at once never share an id."""
+    root = RESULTS / tag
+    root.mkdir(parents=True, exist_ok=True)
+    ids = [int(p.name) for p in root.iterdir() if NUMBER.fullmatch(p.name)]
+    number = max(ids, default=-1) + 1
+    while True:
+        try:
+            (root / str(number)).mkdir()
+            return root / str(number), number
+        except FileExistsError:
+            number += 1
+
+
+def lock(folder):
+    """Hold the experiment's lock for as long as this process lives; None if another has it."""
+    handle = open(folder / ".lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def check_runnable(ref):
+    if git("cat-file", "-e", f"{ref}:code/main.py", check=False).returncode != 0:
+        raise UserError(f"{ref} has no code/main.py: commit the experiment's code under code/")
+
+
+def snapshot(tag, folder):
+    """Extract the tag's code/ into the experiment folder: the run executes exactly that."""
+    if (folder / "code" / "main.py").exists():
+        return
+    archive = subprocess.run(["git", "archive", "--format=tar", f"refs/tags/{tag}", "--", "code"],
+                             capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+
+
+def fixed_seed(ref):
+    """The seed FIX=1 uses: code/seed as committed."""
+    text = git("show", f"{ref}:code/seed", check=False).stdout.strip()
+    if not NUMBER.fullmatch(text):
+        raise UserError(f"code/seed must hold one non-negative integer for FIX=1, not {text[:20]!r}: fix it and commit")
+    return int(text)
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+def command(folder, processes, nodes, node_rank):
+    main = str(folder / "code" / "main.py")
+    if processes == 1 and nodes == 1:
+        return [python(), main]
+    launcher = [python(), "-m", "torch.distributed.run", f"--nproc-per-node={processes}", f"--nnodes={nodes}"]
+    if nodes == 1:
+        launcher.append("--standalone")  # picks a free port itself
+    else:
+        launcher += [f"--node-rank={node_rank}", f"--master-addr={env('MASTER_ADDR')}",
+                     f"--master-port={env('MASTER_PORT')}"]
+    return launcher + [main]
+
+
+def execute(folder, mode, devices):
+    """Run main.py, copying its stdout to the terminal and to the log (stderr, where tqdm draws
+    its bars, goes to the terminal only). Returns main.py's exit status."""
+    processes, nodes, node_rank, visible = devices
+    child_env = dict(os.environ, GITEXP_DIR=str(folder), GITEXP_MODE=mode,
+                     PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    if visible is not None:
+        child_env["CUDA_VISIBLE_DEVICES"] = visible
+    with open(folder / "log", "ab") as log:
+        child = subprocess.Popen(command(folder, processes, nodes, node_rank), stdout=subprocess.PIPE, env=child_env)
+        while True:
+            try:
+                chunk = os.read(child.stdout.fileno(), 65536)
+            except KeyboardInterrupt:
+                continue  # Ctrl+C reached main.py too; keep copying until it has ended
+            if not chunk:
+                break
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            log.write(chunk)
+            log.flush()
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue
+
+
+def conclude(folder, status):
+    """After main.py: mark a crash as failed, print where everything is."""
+    statistic = read_statistic(folder)
+    if status != 0 and statistic.get("status") == "running":
+        statistic.update(status="failed", end=now())
+        write_statistic(folder, statistic)
+    name = f"{statistic['tag']}/{statistic['id']}"
+    if status != 0:
+        print(f"error: experiment {name} failed (exit status {status}): the error is in {folder}/log", file=sys.stderr)
+        return statistic
+    print(f"experiment {name} {statistic['status']}: results in {folder}/ (log, statistic.json, checkpoint/, tensorboard/)")
+    return statistic
+
+
+def start(tag, number, folder, commit, seed, fix, devices, rerun_of=None):
+    processes, nodes, _, _ = devices
+    statistic = {"tag": tag, "id": number, "commit": commit, "status": "running", "seed": seed, "fix": fix,
+                 "host": socket.gethostname(), "start": now(), "end": None, "epoch": 0,
+                 "world_size": processes * nodes, "hparams": {}, "metrics": {}, "durations": {}}
+    if rerun_of:
+        statistic["rerun_of"] = rerun_of
+    write_statistic(folder, statistic)
+    print(f"experiment {tag}/{number}: commit {commit[:10]}, seed {seed}{' (FIX=1)' if fix else ''}, "
+          f"{processes * nodes} process(es)")
+    return execute(folder, "run", devices)
+
+
+def do_run():
+    tag, fix, devices = check_tag(env("TAG")), check_fix(env("FIX")), parse_devices()
+    ensure_clean_tree(env("MSG"))
+    check_runnable("HEAD")
+    seed = fixed_seed("HEAD") if fix else secrets.randbelow(2**31)
+    commit = tag_head(tag)
+    folder, number = new_folder(tag)
+    held = lock(folder)
+    snapshot(tag, folder)
+    status = start(tag, number, folder, commit, seed, fix, devices)
+    conclude(folder, status)
+    held.close()
+    return status
+
+
+def pick_unfinished(tag):
+    """The highest id of `tag` that is neither finished nor running now."""
+    root = RESULTS / tag
+    ids = sorted((int(p.name) for p in root.iterdir() if NUMBER.fullmatch(p.name)), reverse=True) if root.is_dir() else []
+    for number in ids:
+        folder = root / str(number)
+        if not (folder / "statistic.json").exists():
+            continue
+        if read_statistic(folder).get("status") != "finished":
+            held = lock(folder)
+            if held:
+                held.close()
+                return number
+    raise UserError(f"{tag} has no unfinished experiment to continue (make ls TAG={tag} shows its ids)")
+
+
+def experiment_folder(tag, number):
+    folder = RESULTS / tag / str(number)
+    if not (folder / "statistic.json").exists():
+        raise UserError(f"there is no experiment {tag}/{number} (make ls TAG={tag} shows its ids)")
+    return folder
+
+
+def check_same_code(folder, statistic, commit):
+    if statistic.get("commit") != commit:
+        raise UserError(f"{folder} was run with commit {str(statistic.get('commit'))[:10]}, but tag "
+                        f"{statistic.get('tag')} is now at {commit[:10]}: it is another code's experiment")
+
+
+def do_continue():
+    tag, devices = check_tag(env("TAG")), parse_devices()
+    commit = existing_tag(tag)
+    number = check_number("ID", env("ID")) if env("ID") else pick_unfinished(tag)
+    folder = experiment_folder(tag, number)
+    statistic = read_statistic(folder)
+    if statistic.get("status") == "finished":
+        raise UserError(f"{tag}/{number} is already finished: make rerun TAG={tag} ID={number} reproduces it")
+    check_same_code(folder, statistic, commit)
+    held = lock(folder)
+    if held is None:
+        raise UserError(f"{tag}/{number} is running right now: wait for it, or stop it first")
+    snapshot(tag, folder)
+    status = execute(folder, "continue", devices)
+    if status == REFUSED:
+        return 1  # main.py said why; nothing was changed
+    conclude(folder, status)
+    held.close()
+    return status
+
+
+def flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def compare(original, rerun):
+    name = f"{original['tag']}/{original['id']}"
+    if original.get("status") != "finished":
+        print(f"{name} did not finish ({original.get('status')}): no metrics to compare")
+        return
+    before, after = flat(original.get("metrics", {})), flat(rerun.get("metrics", {}))
+    differ = [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+    if not differ:
+        print(f"metrics equal to {name}: all {len(before)} values identical")
+        return
+    print(f"metrics differ from {name} in {len(differ)} of {len(before)} values:")
+    for key in differ:
+        print(f"  {key}: {before.get(key)} -> {after.get(key)}")
+
+
+def do_rerun():
+    tag, devices = check_tag(env("TAG")), parse_devices()
+    commit = existing_tag(tag)
+    number = check_number("ID", env("ID")) if env("ID") else 0
+    source = experiment_folder(tag, number)
+    original = read_statistic(source)
+    check_same_code(source, original, commit)
+    folder, new_number = new_folder(tag)
+    held = lock(folder)
+    snapshot(tag, folder)
+    status = start(tag, new_number, folder, commit, original["seed"], original["fix"], devices,
+                   rerun_of=f"{tag}/{number}")
+    rerun = conclude(folder, status)
+    if status == 0:
+        compare(original, rerun)
+    held.close()
+    return status
+
+
+def main():
+    modes = {"run": do_run, "continue": do_continue, "rerun": do_rerun}
+    if len(sys.argv) != 2 or sys.argv[1] not in modes:
+        sys.exit("usage: python scripts/experiment.py run|continue|rerun (settings come from the environment)")
+    try:
+        sys.exit(modes[sys.argv[1]]())
+    except UserError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
