@@ -56,6 +56,7 @@ def set_rng_state(state, loader_generator):
 def save_checkpoint(folder, checkpoint, is_best, keep=None):
     """Write epoch_<n>.pth atomically, point epoch_last/epoch_best at it, prune old epochs."""
     name = f"epoch_{checkpoint['epoch']}.pth"
+    folder.mkdir(exist_ok=True)
     with atomic_open(folder / name, "wb") as f:
         torch.save(checkpoint, f)
     symlink(name, folder / "epoch_last.pth")

@@ -1,0 +1,149 @@
+"""Fixtures: every test works in a throw-away copy of the template, never in this repository.
+
+`pristine` is built once per session: `git archive HEAD` into a temp folder, a shorter
+training in code/config.py, `git init`, one commit, the data prepared. Each test gets its
+own copy of it (`project`), and runs make there with PYTHON= this interpreter, so no venv
+is built, and with HOME pointing at an empty folder, so git has no user identity (as on a
+fresh machine).
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# a short training: tests check behaviour, not accuracy
+TEST_CONFIG = {"epochs": 3, "channels": 8, "hidden": 32}
+TEST_IDENTITY = ["-c", "user.name=gitexp tests", "-c", "user.email=tests@localhost"]
+
+
+def set_config(folder, **values):
+    """Rewrite `name = value` lines of code/config.py (values given as Python source)."""
+    path = Path(folder) / "code" / "config.py"
+    text = path.read_text()
+    for name, value in values.items():
+        text, count = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", text, flags=re.M)
+        assert count == 1, f"config.py has no line for {name}"
+    path.write_text(text)
+
+
+class Project:
+    """One throw-away copy of the template."""
+
+    def __init__(self, path, home):
+        self.path = Path(path)
+        self.env = dict(os.environ, HOME=str(home), GIT_CONFIG_NOSYSTEM="1", PYTHONDONTWRITEBYTECODE="1")
+        for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+            self.env.pop(name, None)
+
+    def make(self, *args, check=True, timeout=300, **variables):
+        """Run make here; keyword arguments become VARIABLE=value. TB is off unless asked for."""
+        variables.setdefault("TB", "0")
+        command = ["make", *args, f"PYTHON={sys.executable}", *(f"{k}={v}" for k, v in variables.items())]
+        result = subprocess.run(command, cwd=self.path, env=self.env, capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start(self, *args, **variables):
+        """Start make in the background, in a process group of its own (to kill it whole)."""
+        variables.setdefault("TB", "0")
+        command = ["make", *args, f"PYTHON={sys.executable}", *(f"{k}={v}" for k, v in variables.items())]
+        return subprocess.Popen(command, cwd=self.path, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def git(self, *args, check=True):
+        result = subprocess.run(["git", *TEST_IDENTITY, *args], cwd=self.path, env=self.env,
+                                capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout.strip()
+
+    def configure(self, message="change config", **values):
+        set_config(self.path, **values)
+        self.git("commit", "-qam", message)
+
+    def result(self, tag, number):
+        return self.path / "__result__" / tag / str(number)
+
+    def statistic(self, tag, number):
+        return json.loads((self.result(tag, number) / "statistic.json").read_text())
+
+    def finished(self):
+        path = self.path / "__statistic__" / "exper-list" / "finished.txt"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def snapshot(self):
+        """Every file's path, size and mtime (and every link's target) outside .git: to show
+        that a refused command changed nothing."""
+        state = {}
+        for path in sorted(self.path.rglob("*")):
+            if ".git" in path.relative_to(self.path).parts[:1]:
+                continue
+            if path.is_symlink():
+                state[str(path)] = ("link", os.readlink(path))
+            elif path.is_file():
+                stat = path.stat()
+                state[str(path)] = (stat.st_size, stat.st_mtime_ns)
+            else:
+                state[str(path)] = "dir"
+        state["refs"] = self.git("show-ref", check=False)
+        state["status"] = self.git("status", "--porcelain", "--untracked-files=all")
+        return state
+
+
+def wait_for(condition, timeout=120, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {condition}")
+
+
+def kill_group(process):
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def assert_refused(result, *fragments):
+    """A user's mistake: non-zero exit, one `error:` line naming the problem, no traceback."""
+    assert result.returncode != 0, result.stdout
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
+    assert len(ours) == 1 and ours[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    for fragment in fragments:
+        assert fragment in ours[0], ours[0]
+
+
+@pytest.fixture(scope="session")
+def pristine(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pristine")
+    folder, home = base / "project", base / "home"
+    folder.mkdir()
+    home.mkdir()
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    set_config(folder, **TEST_CONFIG)
+    project = Project(folder, home)
+    project.git("init", "-q", "-b", "main")
+    project.git("add", "-A")
+    project.git("commit", "-qm", "template")
+    project.make("data")
+    return folder
+
+
+@pytest.fixture
+def project(pristine, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(pristine, tmp_path / "project", symlinks=True)
+    return Project(tmp_path / "project", home)
