@@ -1,0 +1,197 @@
+"""`make run`: one experiment, recorded completely (issue 2)."""
+import ast
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import assert_refused, wait_for
+
+STATISTIC_KEYS = {"tag", "id", "commit", "status", "seed", "fix", "host", "start", "end", "epoch",
+                  "world_size", "hparams", "metrics", "durations"}
+
+
+def numbers_only(tree):
+    return all(numbers_only(v) if isinstance(v, dict) else isinstance(v, (int, float)) for v in tree.values())
+
+
+def test_run_records_everything(project):
+    out = project.make("run", TAG="demo").stdout
+    head = project.git("rev-parse", "HEAD")
+    assert project.git("rev-parse", "demo^{commit}") == head
+    assert project.git("cat-file", "-t", "demo") == "tag"  # annotated, though git has no identity here
+    folder = project.result("demo", 0)
+
+    statistic = project.statistic("demo", 0)
+    assert STATISTIC_KEYS <= statistic.keys()
+    assert (statistic["tag"], statistic["id"], statistic["commit"]) == ("demo", 0, head)
+    assert (statistic["status"], statistic["epoch"], statistic["fix"]) == ("finished", 3, False)
+    assert statistic["end"] and statistic["start"] <= statistic["end"]
+    config = (project.path / "code" / "config.py").read_text()
+    for name, value in statistic["hparams"].items():
+        assert f"\n{name} = " in "\n" + config
+        assert value == ast.literal_eval(config.split(f"\n{name} = ")[1].split("\n")[0].split("#")[0].strip())
+    assert set(statistic["metrics"]) == {"best", "last"} and numbers_only(statistic["metrics"])
+    assert statistic["metrics"]["last"]["epoch"] == 3
+    assert statistic["metrics"]["best"]["test_acc"] > 0.5
+    assert len(statistic["durations"]["epoch_seconds"]) == 3
+
+    checkpoints = folder / "checkpoint"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "epoch_1.pth", "epoch_2.pth", "epoch_3.pth", "epoch_best.pth", "epoch_last.pth"]
+    assert os.readlink(checkpoints / "epoch_last.pth") == "epoch_3.pth"
+    assert os.readlink(checkpoints / "epoch_best.pth") == f"epoch_{statistic['metrics']['best']['epoch']}.pth"
+    state = torch.load(checkpoints / "epoch_last.pth", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "best", "rng"} <= state.keys()
+    assert {"python", "numpy", "torch", "cuda", "loader"} <= state["rng"].keys()
+
+    log = (folder / "log").read_text()
+    assert "epoch 1/3" in log and "epoch 3/3" in log and "best epoch" in log
+    assert "\r" not in log and "it/s" not in log  # progress bars stay on the terminal
+    assert "epoch 3/3" in out and f"__result__/demo/0" in out
+
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"train/loss_step", "train/loss", "val/acc", "test/acc"} <= set(scalars)
+    assert [e.step for e in events.Scalars("val/acc")] == [1, 2, 3]
+    assert events.Tags()["graph"]
+
+    # the run executed the tag's code, snapshotted into the experiment folder
+    archive = subprocess.run(["git", "archive", "demo", "code"], cwd=project.path, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                assert (folder / member.name).read_bytes() == tar.extractfile(member).read()
+    assert project.finished() == ["demo/0"]
+
+
+def test_same_tag_again_is_next_id_and_fix_repeats_exactly(project):
+    project.make("run", TAG="fixed", FIX="1")
+    project.make("run", TAG="fixed", FIX="1")
+    first, second = project.statistic("fixed", 0), project.statistic("fixed", 1)
+    seed = int((project.path / "code" / "seed").read_text())
+    assert first["seed"] == second["seed"] == seed and first["fix"] is True
+    assert first["metrics"] == second["metrics"]
+    assert project.finished() == ["fixed/0", "fixed/1"]
+    project.make("run", TAG="fixed")
+    assert project.statistic("fixed", 2)["seed"] != seed  # without FIX a fresh seed is drawn
+
+
+def test_dirty_tree_is_refused_and_left_alone(project):
+    config = project.path / "code" / "config.py"
+    config.write_text(config.read_text() + "# my edit\n")
+    (project.path / "notes.txt").write_text("untracked work\n")
+    before = project.snapshot()
+    assert_refused(project.make("run", TAG="dirty", check=False), "uncommitted changes", "code/config.py", "MSG=")
+    assert project.snapshot() == before
+    assert config.read_text().endswith("# my edit\n")
+
+
+def test_msg_commits_tracked_changes_only(project):
+    config = project.path / "code" / "config.py"
+    config.write_text(config.read_text() + "# my edit\n")
+    (project.path / "notes.txt").write_text("untracked work\n")
+    project.make("run", TAG="msg", MSG="try; a $(odd) `message`")
+    assert project.git("log", "-1", "--format=%s") == "try; a $(odd) `message`"
+    assert project.git("status", "--porcelain") == "?? notes.txt"
+    assert project.statistic("msg", 0)["commit"] == project.git("rev-parse", "HEAD")
+
+
+def test_tag_at_another_commit_is_refused(project):
+    project.make("run", TAG="old")
+    project.configure(epochs=2)
+    before = project.snapshot()
+    assert_refused(project.make("run", TAG="old", check=False), "tag old is at", "not at HEAD")
+    assert project.snapshot() == before
+
+
+def test_four_runs_started_at_once_get_ids_0_to_3(project):
+    runs = [project.start("run", TAG="race") for _ in range(4)]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read()
+    assert sorted(project.statistic("race", i)["id"] for i in range(4)) == [0, 1, 2, 3]
+    assert sorted(project.finished()) == [f"race/{i}" for i in range(4)]
+    assert not (project.path / "__result__" / "race" / "4").exists()
+
+
+def test_statistic_json_is_valid_at_every_moment(project):
+    project.configure(epochs=6)
+    run = project.start("run", TAG="watch")
+    path = project.path / "__result__" / "watch" / "0" / "statistic.json"
+    reads, statuses = 0, set()
+    while run.poll() is None:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        statuses.add(json.loads(text)["status"])  # raises on a half-written file
+        reads += 1
+    assert run.returncode == 0, run.stderr.read()
+    assert reads > 50 and "running" in statuses
+    assert project.statistic("watch", 0)["status"] == "finished"
+
+
+def test_failed_run_says_failed_with_the_error_in_log(project):
+    project.configure(lr=-1.0)
+    result = project.make("run", TAG="broken", check=False)
+    assert result.returncode != 0
+    assert "failed" in result.stderr and "__result__/broken/0/log" in result.stderr
+    assert project.statistic("broken", 0)["status"] == "failed"
+    assert "Invalid learning rate" in (project.result("broken", 0) / "log").read_text()
+    assert project.finished() == []
+
+
+def test_keep_checkpoints_limits_epoch_files(project):
+    project.configure(epochs=4, keep_checkpoints=1)
+    project.make("run", TAG="keep", FIX="1")
+    folder = project.result("keep", 0) / "checkpoint"
+    best = os.readlink(folder / "epoch_best.pth")
+    assert os.readlink(folder / "epoch_last.pth") == "epoch_4.pth"
+    assert sorted(p.name for p in folder.glob("epoch_[0-9]*.pth")) == sorted({"epoch_4.pth", best})
+
+
+def test_pickled_checkpoint_is_refused_on_load(project, tmp_path):
+    project.make("run", TAG="safe")
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    planted = project.result("safe", 0) / "checkpoint" / "epoch_9.pth"
+    torch.save({"model": Payload()}, planted)
+    sys.path.insert(0, str(project.result("safe", 0) / "code"))
+    try:
+        from state import load_checkpoint
+        with pytest.raises(Exception, match="[Ww]eights only"):
+            load_checkpoint(planted)
+    finally:
+        sys.path.pop(0)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({}, "TAG is missing"),
+    ({"TAG": "-x"}, "not a valid tag"),
+    ({"TAG": "a..b"}, "not a valid tag"),
+    ({"TAG": "x; touch pwned"}, "not a valid tag"),
+    ({"TAG": "$(shell touch pwned)"}, "not a valid tag"),
+    ({"TAG": "ok", "FIX": "yes"}, "FIX='yes' is not 0 or 1"),
+    ({"TAG": "ok", "GPUS": "0;ls"}, "not a list of GPU indices"),
+    ({"TAG": "ok", "GPUS": "0"}, "CUDA is not available"),
+])
+def test_bad_input_is_refused(project, variables, message):
+    if variables.get("GPUS") == "0" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    before = project.snapshot()
+    assert_refused(project.make("run", check=False, **variables), message)
+    assert project.snapshot() == before
+    assert not (project.path / "pwned").exists()
