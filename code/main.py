@@ -100,6 +100,8 @@ def train(exp_dir, rank, world_size, device):
         if os.environ.get("GITEXP_MODE") == "continue":
             where = f"epoch {start_epoch} ({path})" if path else "epoch 0 (no checkpoint yet)"
             print(f"--- {now()}: continuing {statistic['tag']}/{statistic['id']} from {where}")
+            for stale in [*exp_dir.glob(".*.tmp*"), *exp_dir.glob("checkpoint/.*.tmp*")]:
+                stale.unlink()  # a temp file of a write that the interruption cut short
         statistic.update(status="running", hparams=hparams(), world_size=world_size, end=None)
         write_json(exp_dir / "statistic.json", statistic)
         # a new events file each start; purge_step hides what a killed run logged past the checkpoint
@@ -156,10 +158,20 @@ def train(exp_dir, rank, world_size, device):
 
 def finish(exp_dir, statistic, writer, best, last):
     """Mark the experiment finished. finished.txt is written first and only once, so a kill
-    between the two steps leaves an experiment that `make continue` finishes cleanly."""
+    between the two steps leaves an experiment that `make continue` finishes cleanly.
+
+    The hparams and the best/last metrics go into the run's own events file, for TensorBoard's
+    HParams tab. Not add_hparams: it opens a second writer (a second events file), and its
+    experiment summary would make TensorBoard show only the hparams of whichever run it reads
+    first; without one, TensorBoard builds the table from every run's hparams."""
     final = {f"{when}/{k}": v for when, m in (("best", best), ("last", last)) if m for k, v in m.items()}
     tb_hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams().items()}
-    writer.add_hparams(tb_hparams, final, run_name=".")
+    _, session_start, session_end = torch.utils.tensorboard.summary.hparams(tb_hparams, final)
+    step = last["epoch"] if last else 0
+    writer.file_writer.add_summary(session_start, step)
+    for name, value in final.items():
+        writer.add_scalar(name, value, step)
+    writer.file_writer.add_summary(session_end, step)
     writer.close()
     append_line_once(FINISHED_LIST, f"{statistic['tag']}/{statistic['id']}")
     statistic.update(status="finished", end=now())

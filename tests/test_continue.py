@@ -1,0 +1,192 @@
+"""`make continue` and `make rerun`: exact resume, exact reproduction (issue 3)."""
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import assert_refused, kill_group, wait_for
+
+# slow enough epochs that a kill lands where the test wants it
+KILL_CONFIG = {"epochs": 4, "channels": 32}
+
+
+def checkpoint_written(project, tag, epoch):
+    link = project.result(tag, 0) / "checkpoint" / "epoch_last.pth"
+    return lambda: link.is_symlink() and os.readlink(link) == f"epoch_{epoch}.pth"
+
+
+def kill_when(project, tag, condition, **variables):
+    run = project.start("run", TAG=tag, FIX="1", **variables)
+    wait_for(condition, interval=0.001)
+    kill_group(run)
+    assert project.statistic(tag, 0)["status"] == "running", "the run ended before the kill"
+
+
+def test_killed_after_second_checkpoint_continues_to_the_same_metrics(project):
+    project.configure(**KILL_CONFIG)
+    project.make("run", TAG="whole", FIX="1")
+    kill_when(project, "cut", checkpoint_written(project, "cut", 2))
+    result = project.make("continue", TAG="cut")
+    assert "continuing cut/0 from epoch 2" in result.stdout
+    cut, whole = project.statistic("cut", 0), project.statistic("whole", 0)
+    assert cut["status"] == "finished" and cut["metrics"] == whole["metrics"]
+    assert cut["seed"] == whole["seed"]
+    final = torch.load(project.result("cut", 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
+    reference = torch.load(project.result("whole", 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
+    for name, tensor in reference["model"].items():
+        assert torch.equal(final["model"][name], tensor), name  # the same parameters, bit for bit
+    assert project.finished() == ["whole/0", "cut/0"]
+    log = (project.result("cut", 0) / "log").read_text()
+    assert log.count("epoch 1/4") == 1 and "continuing cut/0" in log and log.count("epoch 4/4") == 1
+    assert len(list((project.result("cut", 0) / "tensorboard").glob("events.out.tfevents.*"))) >= 2
+
+
+def test_killed_during_a_checkpoint_write_continues_cleanly(project):
+    project.configure(**KILL_CONFIG)
+    project.make("run", TAG="whole", FIX="1")
+    folder = project.result("cut", 0) / "checkpoint"
+    kill_when(project, "cut", lambda: folder.is_dir() and any(p.name.startswith(".") for p in folder.iterdir()))
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert leftovers and all(".tmp" in name for name in leftovers)  # the half-written file is a temp file
+    for checkpoint in folder.glob("epoch_*.pth"):
+        torch.load(checkpoint, weights_only=True)  # every visible checkpoint is whole
+    project.make("continue", TAG="cut", ID="0")
+    assert project.statistic("cut", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_killed_before_first_checkpoint_starts_again_from_epoch_0(project):
+    project.configure(**KILL_CONFIG)
+    project.make("run", TAG="whole", FIX="1")
+    statistic = project.result("cut", 0) / "statistic.json"
+    kill_when(project, "cut", lambda: statistic.exists() and json.loads(statistic.read_text())["hparams"])
+    assert not (project.result("cut", 0) / "checkpoint" / "epoch_1.pth").exists()
+    assert "from epoch 0" in project.make("continue", TAG="cut").stdout
+    assert project.statistic("cut", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
+
+
+def test_unreadable_newest_checkpoint_falls_back_to_an_older_one(project):
+    project.make("run", TAG="disk", FIX="1")
+    folder = project.result("disk", 0)
+    reference = project.statistic("disk", 0)
+    statistic = dict(reference, status="failed")
+    (folder / "statistic.json").write_text(json.dumps(statistic))
+    newest = folder / "checkpoint" / "epoch_3.pth"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a disk error
+    result = project.make("continue", TAG="disk")
+    assert "epoch_3.pth is unreadable" in result.stdout and "from epoch 2" in result.stdout
+    assert project.statistic("disk", 0)["metrics"] == reference["metrics"]
+    assert project.finished() == ["disk/0"]  # once
+
+
+def test_no_readable_checkpoint_is_a_clear_error(project):
+    project.make("run", TAG="disk")
+    folder = project.result("disk", 0)
+    (folder / "statistic.json").write_text(json.dumps(dict(project.statistic("disk", 0), status="failed")))
+    for checkpoint in (folder / "checkpoint").glob("epoch_[0-9]*.pth"):
+        checkpoint.write_bytes(b"garbage")
+    before = project.snapshot()
+    assert_refused(project.make("continue", TAG="disk", check=False), "no readable checkpoint")
+    assert project.snapshot() == before
+
+
+def test_rerun_after_head_moved_on_reproduces_exactly(project):
+    project.make("run", TAG="paper", FIX="1")
+    project.configure(epochs=2, lr=0.01)
+    result = project.make("rerun", TAG="paper")
+    original, rerun = project.statistic("paper", 0), project.statistic("paper", 1)
+    assert rerun["rerun_of"] == "paper/0" and rerun["commit"] == original["commit"]
+    assert rerun["hparams"] == original["hparams"] and rerun["hparams"]["epochs"] == 3
+    assert rerun["metrics"] == original["metrics"]
+    assert "metrics equal to paper/0" in result.stdout
+
+
+def test_rerun_reports_differences_metric_by_metric(project):
+    project.make("run", TAG="paper", FIX="1")
+    folder = project.result("paper", 0)
+    statistic = project.statistic("paper", 0)
+    statistic["metrics"]["best"]["test_acc"] = 0.5  # as if the original had another number
+    (folder / "statistic.json").write_text(json.dumps(statistic))
+    out = project.make("rerun", TAG="paper", ID="0").stdout
+    assert "metrics differ from paper/0 in 1 of" in out and "best.test_acc: 0.5 ->" in out
+
+
+def test_continue_picks_the_highest_unfinished_id(project):
+    for _ in range(3):
+        project.make("run", TAG="many", FIX="1")
+    for number in (0, 1):
+        path = project.result("many", number) / "statistic.json"
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), status="failed")))
+    assert "continuing many/1" in project.make("continue", TAG="many").stdout
+    assert project.statistic("many", 1)["status"] == "finished"
+    assert project.statistic("many", 0)["status"] == "failed"
+
+
+def make_unfinished(project, tag, **config):
+    if config:
+        project.configure(**config)
+    project.make("run", TAG=tag)
+    path = project.result(tag, 0) / "statistic.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), status="failed")))
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"TAG": "nope"}, "unknown tag nope"),
+    ({"TAG": "open", "ID": "7"}, "there is no experiment open/7"),
+    ({"TAG": "open", "ID": "x"}, "ID='x' is not a number"),
+    ({"TAG": "open", "ID": "../0"}, "is not a number"),
+    ({"TAG": "done"}, "done has no unfinished experiment"),
+    ({"TAG": "done", "ID": "0"}, "already finished"),
+])
+def test_continue_bad_input(project, variables, message):
+    make_unfinished(project, "open")
+    project.make("run", TAG="done")
+    before = project.snapshot()
+    assert_refused(project.make("continue", check=False, **variables), message)
+    assert project.snapshot() == before
+
+
+def test_continue_refuses_another_tags_code(project):
+    make_unfinished(project, "moved")
+    project.configure(epochs=2)
+    project.git("tag", "-f", "-a", "-m", "moved by hand", "moved")
+    before = project.snapshot()
+    assert_refused(project.make("continue", TAG="moved", check=False), "another code's experiment")
+    assert project.snapshot() == before
+
+
+def test_continue_refuses_a_checkpoint_of_another_model_shape(project):
+    make_unfinished(project, "small")
+    project.configure(channels=16)
+    project.make("run", TAG="wide")
+    target = project.result("small", 0) / "checkpoint"
+    for checkpoint in target.glob("epoch_[0-9]*.pth"):
+        wide = project.result("wide", 0) / "checkpoint" / checkpoint.name
+        checkpoint.write_bytes(wide.read_bytes())
+    before = project.snapshot()
+    assert_refused(project.make("continue", TAG="small", check=False), "different model")
+    assert project.snapshot() == before
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"TAG": "nope"}, "unknown tag nope"),
+    ({"TAG": "done", "ID": "4"}, "there is no experiment done/4"),
+    ({"TAG": "done", "ID": "-1"}, "is not a number"),
+])
+def test_rerun_bad_input(project, variables, message):
+    project.make("run", TAG="done")
+    before = project.snapshot()
+    assert_refused(project.make("rerun", check=False, **variables), message)
+    assert project.snapshot() == before
+
+
+def test_source_sh_wrappers_call_the_make_targets(project):
+    script = ". scripts/source.sh && run wrap -f TB=0 PYTHON=\"$PY\" && re wrap 0 TB=0 PYTHON=\"$PY\""
+    import subprocess
+    import sys
+    result = subprocess.run(["sh", "-c", script], cwd=project.path, env=dict(project.env, PY=sys.executable),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert project.statistic("wrap", 0)["fix"] is True
+    assert project.statistic("wrap", 1)["rerun_of"] == "wrap/0"
