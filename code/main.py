@@ -47,18 +47,16 @@ def now():
 def resume_state(exp_dir):
     """The checkpoint to continue from (None: start again from epoch 0), checked to fit the model."""
     checkpoint, path, skipped = load_latest(exp_dir / "checkpoint")
-    for bad, error in skipped:
-        print(f"warning: {bad} is unreadable ({type(error).__name__}), trying an older checkpoint")
     if checkpoint is None:
         if skipped:
             raise Refused(f"no readable checkpoint in {exp_dir / 'checkpoint'}: every epoch_<n>.pth failed to load")
-        return None, None
+        return None, None, []
     try:
         build_model(config).load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[-1].strip()
         raise Refused(f"{path} was made by a different model ({first_line}); continue needs the model of its own tag")
-    return checkpoint, path
+    return checkpoint, path, skipped
 
 
 def train(exp_dir, rank, world_size, device):
@@ -66,9 +64,10 @@ def train(exp_dir, rank, world_size, device):
     record = exp_dir is not None and rank == 0
     statistic = read_json(exp_dir / "statistic.json") if record else None
     checkpoint = path = refusal = None
+    skipped = []
     if record and os.environ.get("GITEXP_MODE") == "continue":
         try:
-            checkpoint, path = resume_state(exp_dir)
+            checkpoint, path, skipped = resume_state(exp_dir)
         except Refused as problem:
             refusal = str(problem)
     if statistic:
@@ -99,6 +98,8 @@ def train(exp_dir, rank, world_size, device):
         step = start_epoch * len(train_loader)
         if os.environ.get("GITEXP_MODE") == "continue":
             where = f"epoch {start_epoch} ({path})" if path else "epoch 0 (no checkpoint yet)"
+            for bad, error in skipped:
+                print(f"warning: {bad} is unreadable ({type(error).__name__}): using an older checkpoint")
             print(f"--- {now()}: continuing {statistic['tag']}/{statistic['id']} from {where}")
             for stale in [*exp_dir.glob(".*.tmp*"), *exp_dir.glob("checkpoint/.*.tmp*")]:
                 stale.unlink()  # a temp file of a write that the interruption cut short
