@@ -69,6 +69,16 @@ venv: $(PY_READY) ## create .venv from code/requirements.txt (done by any target
 test: $(PY_READY) ## run the test suite (in throw-away copies of this template)
 	@"$$PY" -m pytest tests
 
+# ---- tensorboard --------------------------------------------------------------------------------
+
+.PHONY: tb
+tb: $(PY_READY) ## compare runs in TensorBoard until Ctrl+C (TAGS="a b/2", default all; PORT= HOST=)
+	@"$$PY" scripts/tb.py serve
+
+.PHONY: tb-stop
+tb-stop: $(PY_READY) ## stop the background TensorBoard that make run starts (TB=0: none)
+	@"$$PY" scripts/tb.py stop
+
 # ---- files --------------------------------------------------------------------------------------
 
 $(VENV)/.installed: code/requirements.txt

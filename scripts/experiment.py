@@ -19,6 +19,8 @@ import tarfile
 from datetime import datetime
 from pathlib import Path
 
+import tb  # scripts/tb.py, beside this file
+
 RESULTS = Path("__result__")
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
@@ -268,6 +270,8 @@ def execute(folder, mode, devices):
                      PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
     if visible is not None:
         child_env["CUDA_VISIBLE_DEVICES"] = visible
+    if env("TB") != "0":
+        tb.serve_live()  # a background TensorBoard over every experiment, one per project
     with open(folder / "log", "ab") as log:
         child = subprocess.Popen(command(folder, processes, nodes, node_rank), stdout=subprocess.PIPE, env=child_env)
         while True:

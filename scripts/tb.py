@@ -1,0 +1,286 @@
+"""TensorBoard over the experiments: `python scripts/tb.py serve|stop`, and serve_live().
+
+    make tb TAGS="a b/2" [PORT=n] [HOST=h]   # compare runs: a bare tag means all its ids
+    make tb-stop                            # stop the project's background TensorBoard
+    make run / continue / rerun             # experiment.py calls serve_live() (TB=0: not)
+
+Each run appears under its name tag/id: TensorBoard serves (--logdir) a tree of links named
+that way, e.g. __statistic__/tb/6006/a/0 -> ../../../../__result__/a/0/tensorboard (its own
+help discourages --logdir_spec). `make tb` serves in the foreground until Ctrl+C; the live
+server serves __statistic__/tb/live/ (every experiment) in the background, one per project.
+Input comes from the environment (TAGS, PORT, HOST), checked before anything is written.
+Only the standard library at import: experiment.py imports this file and must start fast.
+"""
+import errno
+import fcntl
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+RESULTS = Path("__result__")
+TREES = Path("__statistic__/tb")  # the trees of links: <port>/ for make tb, live/ for the live server
+LIVE = TREES / "live"
+LIVE_LOCK = Path("__statistic__/tensorboard.lock")  # held by the live server while it lives
+LIVE_LOG = Path("__statistic__/tensorboard.log")
+FIRST_PORT, PORTS_TRIED = 6006, 100
+RUN_PATTERN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,99})(?:/(0|[1-9][0-9]{0,8}))?")
+NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
+HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                      r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+class UserError(Exception):
+    """A mistake the user can fix; reported as one line, never as a traceback."""
+
+
+def env(name):
+    return os.environ.get(name, "")
+
+
+# ---- checking input ---------------------------------------------------------------------------
+
+def check_host(value):
+    """An IP literal or a host name; 127.0.0.1 when not given."""
+    if not value:
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not HOSTNAME.fullmatch(value):
+        raise UserError(f"HOST={value!r} is not a host name or IP address: e.g. HOST=127.0.0.1 "
+                        "(the default), or HOST=0.0.0.0 for every interface")
+    return value
+
+
+def check_port(value):
+    if not NUMBER.fullmatch(value) or not 1 <= int(value) <= 65535:
+        raise UserError(f"PORT={value!r} is not a port: give a number from 1 to 65535, e.g. PORT=6006")
+    return int(value)
+
+
+def port_free(host, port):
+    """Whether a server could listen on host:port now (probed the way servers bind)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise UserError(f"HOST={host} does not resolve to an address: give a host name of this "
+                        "machine or an IP address")
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                    return False
+                raise UserError(f"HOST={host} is not an address of this machine ({error.strerror}): "
+                                "give one of its addresses, or leave HOST out for 127.0.0.1")
+    return True
+
+
+def pick_port(host, given):
+    if given:
+        port = check_port(given)
+        if not port_free(host, port):
+            raise UserError(f"PORT={port} is in use on {host} (or needs privileges): choose another "
+                            "PORT, or leave PORT out to take the first free one from 6006")
+        return port
+    for port in range(FIRST_PORT, FIRST_PORT + PORTS_TRIED):
+        if port_free(host, port):
+            return port
+    raise UserError(f"ports {FIRST_PORT}-{FIRST_PORT + PORTS_TRIED - 1} are all in use on {host}: give PORT=n")
+
+
+def experiment_ids(tag):
+    folder = RESULTS / tag
+    ids = [int(p.name) for p in folder.iterdir() if NUMBER.fullmatch(p.name)] if folder.is_dir() else []
+    return sorted(n for n in ids if (folder / str(n) / "statistic.json").exists())
+
+
+def select(text):
+    """The (tag, id) pairs that TAGS names, in order; every experiment when TAGS is empty."""
+    if not text.split():
+        runs = [(p.name, n) for p in sorted(RESULTS.iterdir()) if p.is_dir()
+                for n in experiment_ids(p.name)] if RESULTS.is_dir() else []
+        if not runs:
+            raise UserError("there are no experiments in __result__/ yet: make run TAG=x makes one")
+        return runs
+    runs = []
+    for word in text.split():
+        match = RUN_PATTERN.fullmatch(word)
+        if not match or ".." in word:
+            raise UserError(f"TAGS: {word!r} is not a tag or tag/id: e.g. TAGS=\"baseline wide/2\"")
+        tag, number = match[1], match[2]
+        if number is None:
+            ids = experiment_ids(tag)
+            if not ids:
+                raise UserError(f"TAGS: there is no experiment of tag {tag} in __result__/ (make run TAG={tag} makes one)")
+            runs += [(tag, n) for n in ids]
+        elif int(number) in experiment_ids(tag):
+            runs.append((tag, int(number)))
+        else:
+            raise UserError(f"TAGS: there is no experiment {tag}/{number} in __result__/")
+    return list(dict.fromkeys(runs))
+
+
+# ---- the tree of links --------------------------------------------------------------------------
+
+def link_tree(root, runs):
+    """Make root/<tag>/<id> a relative link to __result__/<tag>/<id>/tensorboard for each run
+    (the folder may appear later: TensorBoard looks again every few seconds), and remove the
+    links of runs no longer wanted."""
+    wanted = {root / tag / str(number): RESULTS / tag / str(number) / "tensorboard" for tag, number in runs}
+    if root.is_dir():
+        for tag_dir in root.iterdir():
+            for link in tag_dir.iterdir() if tag_dir.is_dir() and not tag_dir.is_symlink() else [tag_dir]:
+                if link not in wanted:
+                    link.unlink()
+            if tag_dir.is_dir() and not tag_dir.is_symlink() and not any(tag_dir.iterdir()):
+                tag_dir.rmdir()
+    for link, target in wanted.items():
+        relative = os.path.relpath(target, link.parent)
+        if link.is_symlink() and os.readlink(link) == relative:
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(relative, target_is_directory=True)
+    return root.resolve()
+
+
+def tensorboard_command(logdir, host, port):
+    return [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", host, "--port", str(port)]
+
+
+def url(host, port):
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+# ---- make tb: compare runs ------------------------------------------------------------------------
+
+def serve():
+    """Check TAGS, HOST and PORT, link the runs, then become TensorBoard until Ctrl+C."""
+    host = check_host(env("HOST"))
+    runs = select(env("TAGS"))
+    port = pick_port(host, env("PORT"))
+    root = TREES / str(port)
+    shutil.rmtree(root, ignore_errors=True)  # a tree left by an earlier make tb on this port
+    logdir = link_tree(root, runs)
+    names = " ".join(f"{tag}/{number}" for tag, number in runs)
+    print(f"TensorBoard: {url(host, port)} ({len(runs)} run(s): {names[:300]}); Ctrl+C stops it", flush=True)
+    command = tensorboard_command(logdir, host, port)
+    os.execv(command[0], command)
+
+
+# ---- the live server, one per project -------------------------------------------------------------
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (not yet reaped) is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def live_servers():
+    """The running TensorBoards that serve this project's live tree, as tensorboard.manager
+    lists them (each TensorBoard writes an info file with its logdir, port and pid once up)."""
+    from tensorboard import manager
+    logdir = str(LIVE.resolve())
+    return [info for info in manager.get_all() if info.logdir == logdir and alive(info.pid)]
+
+
+def serve_live():
+    """Make sure a TensorBoard serves every experiment of this project, and print its URL.
+    Starts one in the background (its own session, so it outlives the run) unless one is
+    running or starting; never waits for it to be ready. Problems are only warnings."""
+    try:
+        LIVE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        runs = [(p.name, int(n.name)) for p in sorted(RESULTS.iterdir()) if p.is_dir()
+                for n in p.iterdir() if NUMBER.fullmatch(n.name)] if RESULTS.is_dir() else []
+        logdir = link_tree(LIVE, runs)
+        with open(LIVE_LOCK, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a live server holds it: running, or starting up
+                running = live_servers()
+                lock.seek(0)
+                words = lock.read().split()  # "pid port", written by the run that started it
+                port = running[0].port if running else words[-1] if words else None
+                where = url("127.0.0.1", port) if port else "starting"
+                print(f"TensorBoard (live, all experiments): {where} (make tb-stop stops it)")
+                return
+            port = pick_port("127.0.0.1", "")
+            with open(LIVE_LOG, "ab") as log:
+                log.write(f"--- {datetime.now().astimezone().isoformat(timespec='seconds')}: port {port}\n".encode())
+                log.flush()
+                # the server inherits the lock: it holds it for as long as it lives
+                server = subprocess.Popen(tensorboard_command(logdir, "127.0.0.1", port), stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                          pass_fds=(lock.fileno(),))
+            lock.truncate(0)
+            lock.write(f"{server.pid} {port}\n")  # for runs that look while it starts up
+            lock.flush()
+            time.sleep(0.1)
+            if server.poll() is not None:
+                raise OSError(f"it exited at once ({server.returncode})")
+        print(f"TensorBoard (live, all experiments): {url('127.0.0.1', port)} starting (make tb-stop stops it;"
+              f" its output: {LIVE_LOG})")
+    except Exception as error:  # TensorBoard is a convenience: the run goes on without it
+        print(f"warning: no live TensorBoard ({type(error).__name__}: {error}); see {LIVE_LOG}", file=sys.stderr)
+
+
+def stop():
+    """Stop the live server(s) of this project: SIGTERM (it removes its info file), then SIGKILL."""
+    pids = {info.pid: info.port for info in live_servers()}
+    if LIVE_LOCK.exists():
+        with open(LIVE_LOCK) as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held: a server that may not have written its info file yet
+                words = lock.read().split()
+                if len(words) == 2 and words[0].isdigit() and words[1].isdigit() and alive(int(words[0])):
+                    pids.setdefault(int(words[0]), int(words[1]))
+    if not pids:
+        print("no live TensorBoard is running for this project")
+        return
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid, port in pids.items():
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        print(f"stopped the live TensorBoard (pid {pid}, port {port})")
+
+
+def main():
+    commands = {"serve": serve, "stop": stop}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        sys.exit("usage: python scripts/tb.py serve|stop (settings come from the environment: TAGS, PORT, HOST)")
+    try:
+        commands[sys.argv[1]]()
+    except UserError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
