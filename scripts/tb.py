@@ -206,6 +206,23 @@ def live_servers():
     return [info for info in manager.get_all() if info.logdir == logdir and alive(info.pid)]
 
 
+def write_lock(lock, port, pid=""):
+    lock.truncate(0)
+    lock.write(f"{port} {pid}\n")
+    lock.flush()
+
+
+def starting_port(lock):
+    """The port in the lock file of a live server that may be starting up; None if unreadable."""
+    for _ in range(20):  # the run that holds the lock writes it a moment after taking it
+        lock.seek(0)
+        words = lock.read().split()
+        if words and words[0].isdigit():
+            return int(words[0])
+        time.sleep(0.05)
+    return None
+
+
 def serve_live():
     """Make sure a TensorBoard serves every experiment of this project, and print its URL.
     Starts one in the background (its own session, so it outlives the run) unless one is
@@ -220,13 +237,12 @@ def serve_live():
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # a live server holds it: running, or starting up
                 running = live_servers()
-                lock.seek(0)
-                words = lock.read().split()  # "pid port", written by the run that started it
-                port = running[0].port if running else words[-1] if words else None
+                port = running[0].port if running else starting_port(lock)
                 where = url("127.0.0.1", port) if port else "starting"
                 print(f"TensorBoard (live, all experiments): {where} (make tb-stop stops it)")
                 return
             port = pick_port("127.0.0.1", "")
+            write_lock(lock, port)  # for runs that look while it starts up (no info file yet)
             with open(LIVE_LOG, "ab") as log:
                 log.write(f"--- {datetime.now().astimezone().isoformat(timespec='seconds')}: port {port}\n".encode())
                 log.flush()
@@ -234,9 +250,7 @@ def serve_live():
                 server = subprocess.Popen(tensorboard_command(logdir, "127.0.0.1", port), stdin=subprocess.DEVNULL,
                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                           pass_fds=(lock.fileno(),))
-            lock.truncate(0)
-            lock.write(f"{server.pid} {port}\n")  # for runs that look while it starts up
-            lock.flush()
+            write_lock(lock, port, server.pid)
             time.sleep(0.1)
             if server.poll() is not None:
                 raise OSError(f"it exited at once ({server.returncode})")
@@ -255,8 +269,8 @@ def stop():
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # held: a server that may not have written its info file yet
                 words = lock.read().split()
-                if len(words) == 2 and words[0].isdigit() and words[1].isdigit() and alive(int(words[0])):
-                    pids.setdefault(int(words[0]), int(words[1]))
+                if len(words) == 2 and words[0].isdigit() and words[1].isdigit() and alive(int(words[1])):
+                    pids.setdefault(int(words[1]), int(words[0]))
     if not pids:
         print("no live TensorBoard is running for this project")
         return

@@ -1,0 +1,263 @@
+"""make tb, make tb-stop and the live TensorBoard of make run, asked over HTTP as the browser
+asks them. Four real experiments (a/0 a/1 b/0 b/1) are made once for the module, by runs
+started two at a time with TB=1, so they also show that runs share one live server."""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from tensorboard import manager
+
+from conftest import Project, assert_refused, kill_group, wait_for
+
+LIVE_URL = re.compile(r"TensorBoard \(live, all experiments\): http://127\.0\.0\.1:([0-9]+)/")
+SCALARS = {"train/loss_step", "train/loss", "train/acc", "train/lr", "val/loss", "val/acc", "test/loss", "test/acc"}
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(port, route, body=None, host="127.0.0.1"):
+    """GET a route, or POST `body` as JSON (the hparams plugin's routes), and decode the JSON."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{host}:{port}{route}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def live_servers(project):
+    """tensorboard.manager's entries for the project's live server that are still running."""
+    logdir = str((project.path / "__statistic__" / "tb" / "live").resolve())
+    return [info for info in manager.get_all() if info.logdir == logdir and alive(info.pid)]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def stop_live(project):
+    project.make("tb-stop", check=False)
+    for info in live_servers(project):
+        os.kill(info.pid, 9)
+
+
+def sessions(port):
+    """The HParams tab's table: one group per run, with its hparams and metric values."""
+    groups = get(port, "/data/plugin/hparams/session_groups", {
+        "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+    })["sessionGroups"]
+    return {g["name"]: g for g in groups}
+
+
+def stop(server):
+    if server.poll() is None:
+        kill_group(server)
+
+
+@pytest.fixture(scope="module")
+def experiments(pristine, tmp_path_factory):
+    """A project with a/0 a/1 b/0 b/1, made two runs at a time with the live TensorBoard on;
+    returns it and the runs' stdout."""
+    base = tmp_path_factory.mktemp("tensorboard")
+    (base / "home").mkdir()
+    shutil.copytree(pristine, base / "project", symlinks=True)
+    project = Project(base / "project", base / "home")
+    outputs = []
+    try:
+        for _ in range(2):
+            runs = [project.start("run", TAG=tag, TB="1") for tag in ("a", "b")]
+            for run in runs:
+                out, err = run.communicate(timeout=300)
+                assert run.returncode == 0, out + err
+                outputs.append(out)
+        yield project, outputs
+    finally:
+        stop_live(project)
+
+
+@pytest.fixture(scope="module")
+def compare(experiments):
+    """make tb TAGS="a b/0" on a free port, serving once TensorBoard has read every run."""
+    project, _ = experiments
+    port = free_port()
+    server = project.start("tb", TAGS="a b/0", PORT=port)
+    try:
+        wait_for(lambda: len(ready(port)) == 3, timeout=60, interval=0.2)
+        yield project, server, port
+    finally:
+        stop(server)
+
+
+def ready(port):
+    """The runs whose hparams TensorBoard has read (none while it starts up)."""
+    try:
+        return {name for name, g in sessions(port).items() if g["hparams"]}
+    except (urllib.error.URLError, ConnectionError):
+        return set()
+
+
+def test_tb_serves_the_named_runs_with_scalars_hparams_and_graph(compare):
+    project, _, port = compare
+    assert sorted(get(port, "/data/runs")) == ["a/0", "a/1", "b/0"]
+    tags = get(port, "/data/plugin/scalars/tags")
+    assert set(tags) == {"a/0", "a/1", "b/0"}
+    for run in tags:
+        assert SCALARS <= set(tags[run]), tags[run]
+    statistic = project.statistic("a", 1)
+    points = get(port, "/data/plugin/scalars/scalars?run=a/1&tag=val/acc")
+    assert [p[1] for p in points] == [1, 2, 3]
+    assert points[-1][2] == pytest.approx(statistic["metrics"]["last"]["val_acc"], rel=1e-6)
+    graphs = get(port, "/data/plugin/graphs/info")
+    assert all(graphs[run]["run_graph"] for run in ("a/0", "a/1", "b/0")), graphs
+
+    # the HParams tab: every config value, and best/last metrics, once per run
+    experiment = get(port, "/data/plugin/hparams/experiment", {"experimentName": ""})
+    assert {h["name"] for h in experiment["hparamInfos"]} == set(statistic["hparams"])
+    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
+    final = {f"{when}/{k}" for when in ("best", "last") for k in statistic["metrics"]["best"]}
+    assert final <= metrics, metrics
+    groups = sessions(port)
+    assert set(groups) == {"a/0", "a/1", "b/0"}
+    for name, group in groups.items():
+        tag, number = name.split("/")
+        statistic = project.statistic(tag, int(number))
+        assert [s["name"] for s in group["sessions"]] == [name]
+        expected = {k: v if isinstance(v, (str, bool)) else str(v) if v is None else float(v)
+                    for k, v in statistic["hparams"].items()}
+        assert group["hparams"] == expected
+        values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        for when in ("best", "last"):
+            for key, value in statistic["metrics"][when].items():
+                assert values[f"{when}/{key}"] == pytest.approx(value, rel=1e-6), (name, when, key)
+
+
+def test_tb_listens_on_loopback_only(compare):
+    _, _, port = compare
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                listening.append(local.rsplit(":", 1)[0])
+    assert listening == ["0100007F"], listening  # 127.0.0.1 and nothing else
+    # 127.0.0.2 is loopback too: only a socket bound to every address would answer there
+    for host in ["127.0.0.2", *others()]:
+        with pytest.raises(OSError):
+            socket.create_connection((host, port), timeout=2).close()
+
+
+def others():
+    """This machine's addresses that are not loopback."""
+    try:
+        found = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    except socket.gaierror:
+        return []
+    return sorted(a for a in found if not a.startswith("127."))
+
+
+def test_tb_prints_its_url_and_stops_on_kill(compare):
+    project, server, port = compare
+    kill_group(server)
+    out = server.stdout.read()
+    assert f"TensorBoard: http://127.0.0.1:{port}/ (3 run(s): a/0 a/1 b/0)" in out
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_tb_without_tags_shows_every_experiment(experiments):
+    project, _ = experiments
+    server = project.start("tb")  # no PORT: the first free from 6006
+    try:
+        line = server.stdout.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:([0-9]+)/", line)[1])
+        assert port >= 6006
+        wait_for(lambda: len(ready(port)) == 4, timeout=60, interval=0.2)
+        assert sorted(get(port, "/data/runs")) == ["a/0", "a/1", "b/0", "b/1"]
+    finally:
+        stop(server)
+
+
+def test_runs_share_one_live_server_that_outlives_them(experiments):
+    project, outputs = experiments
+    ports = {LIVE_URL.search(out)[1] for out in outputs if LIVE_URL.search(out)}
+    assert len(ports) == 1 and all(LIVE_URL.search(out) for out in outputs), outputs
+    servers = live_servers(project)
+    assert [str(s.port) for s in servers] == list(ports)
+    port, pid = servers[0].port, servers[0].pid
+    wait_for(lambda: len(ready(port)) == 4, timeout=60, interval=0.2)
+    assert sorted(get(port, "/data/runs")) == ["a/0", "a/1", "b/0", "b/1"]  # named tag/id
+
+    # killing a run's process group (as Ctrl+C would the foreground job) leaves the server up,
+    # and the next run reuses it
+    run = project.start("run", TAG="k", TB="1")
+    wait_for(lambda: (project.result("k", 0) / "log").exists(), timeout=60)
+    kill_group(run)
+    assert LIVE_URL.search(run.stdout.read())[1] == str(port)
+    assert [(s.port, s.pid) for s in live_servers(project)] == [(port, pid)]
+    wait_for(lambda: "k/0" in get(port, "/data/runs"), timeout=30, interval=0.2)
+
+    stopped = project.make("tb-stop")
+    assert f"stopped the live TensorBoard (pid {pid}, port {port})" in stopped.stdout
+    assert not alive(pid) and live_servers(project) == []
+    assert "no live TensorBoard is running" in project.make("tb-stop").stdout
+
+
+def test_tb_off_starts_no_server(project):
+    result = project.make("run", TAG="quiet")  # TB=0 by default in tests
+    assert "TensorBoard" not in result.stdout + result.stderr
+    assert live_servers(project) == [] and not (project.path / "__statistic__" / "tb").exists()
+
+
+@pytest.mark.parametrize("variables, fragment", [
+    ({"TAGS": "zz"}, "no experiment of tag zz"),
+    ({"TAGS": "a/9"}, "no experiment a/9"),
+    ({"TAGS": "a b/x"}, "'b/x' is not a tag"),
+    ({"TAGS": "a;touch pwned"}, "'a;touch' is not a tag"),
+    ({"TAGS": "$(touch pwned)"}, "is not a tag"),
+    ({"TAGS": "../a"}, "is not a tag"),
+    ({"PORT": "0"}, "PORT='0' is not a port"),
+    ({"PORT": "65536"}, "is not a port"),
+    ({"PORT": "http"}, "is not a port"),
+    ({"PORT": "-1"}, "is not a port"),
+    ({"PORT": "6006;id"}, "is not a port"),
+    ({"HOST": "bad host"}, "is not a host name or IP address"),
+    ({"HOST": "x`id`"}, "is not a host name or IP address"),
+    ({"HOST": "203.0.113.7"}, "is not an address of this machine"),
+])
+def test_tb_refuses_bad_input(experiments, variables, fragment):
+    project, _ = experiments
+    before = project.snapshot()
+    result = project.make("tb", check=False, timeout=30, **variables)
+    assert_refused(result, fragment)
+    assert project.snapshot() == before
+    assert not (project.path / "pwned").exists()
+
+
+def test_tb_refuses_a_port_in_use(experiments):
+    project, _ = experiments
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_refused(project.make("tb", check=False, timeout=30, TAGS="a", PORT=port), f"PORT={port} is in use")
+
+
+def test_tb_refuses_a_project_without_experiments(project):
+    assert_refused(project.make("tb", check=False, timeout=30), "no experiments in __result__/")
