@@ -207,7 +207,7 @@ def test_runs_share_one_live_server_that_outlives_them(experiments):
     # killing a run's process group (as Ctrl+C would the foreground job) leaves the server up,
     # and the next run reuses it
     run = project.start("run", TAG="k", TB="1")
-    wait_for(lambda: (project.result("k", 0) / "log").exists(), timeout=60)
+    wait_for(lambda: any((project.result("k", 0) / "tensorboard").glob("events.*")), timeout=60)
     kill_group(run)
     assert LIVE_URL.search(run.stdout.read())[1] == str(port)
     assert [(s.port, s.pid) for s in live_servers(project)] == [(port, pid)]
