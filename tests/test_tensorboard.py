@@ -220,8 +220,10 @@ def test_runs_share_one_live_server_that_outlives_them(experiments):
 
 
 def test_tb_off_starts_no_server(project):
-    result = project.make("run", TAG="quiet")  # TB=0 by default in tests
-    assert "TensorBoard" not in result.stdout + result.stderr
+    run = project.start("run", TAG="quiet")  # TB=0 by default in tests
+    wait_for(lambda: (project.result("quiet", 0) / "log").exists(), timeout=60)  # main.py started
+    kill_group(run)
+    assert "TensorBoard" not in run.stdout.read() + run.stderr.read()
     assert live_servers(project) == [] and not (project.path / "__statistic__" / "tb").exists()
 
 
