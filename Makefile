@@ -88,3 +88,59 @@ $(VENV)/.installed: code/requirements.txt
 
 $(DATA): code/data.py | $(PY_READY)
 	@"$$PY" code/data.py
+
+# ---- statistics (record, title, table, ls) -----------------------------------------------------
+# A list __statistic__/exper-list/<LIST>.txt names experiments (tag/id, or a bare tag: all its
+# ids). Its title (the columns, yours to edit) and its table are files made from it; the
+# included __statistic__/.deps/<LIST>.mk (made by record.py) makes every statistic.json the list
+# names a prerequisite of both, without ever putting them on a command line.
+
+# LIST becomes a file name and a target, so it is used only if it matches [A-Za-z0-9][A-Za-z0-9._-]*
+# and the list exists; otherwise title and table run `record.py check`, which says what is wrong.
+NAME_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P \
+              Q R S T U V W X Y Z 0 1 2 3 4 5 6 7 8 9 . _ -
+strip_chars = $(if $(2),$(call strip_chars,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
+is_name = $(and $(filter 1,$(words x$(1)x)),$(if $(call strip_chars,$(1),$(NAME_CHARS)),,y),$(if $(filter .% _% -%,$(1)),,y))
+LIST_NAME := $(or $(LIST),record)
+STATISTIC_LIST := $(if $(call is_name,$(LIST_NAME)),$(if $(wildcard __statistic__/exper-list/$(LIST_NAME).txt),$(LIST_NAME)))
+ifneq ($(and $(STATISTIC_LIST),$(filter title table __statistic__/%,$(MAKECMDGOALS))),)
+-include __statistic__/.deps/$(STATISTIC_LIST).mk
+endif
+
+.PHONY: record
+record: $(PY_READY) ## add EXP="x/0 y" (default: the last finished) to the list LIST (default record)
+	@"$$PY" scripts/record.py record
+
+.PHONY: title
+title: $(if $(STATISTIC_LIST),__statistic__/title/$(STATISTIC_LIST).json,list-refused) ## write the columns of LIST's table to __statistic__/title/ (comment keys out with //)
+
+.PHONY: table
+table: $(if $(STATISTIC_LIST),__statistic__/table/$(STATISTIC_LIST).csv,list-refused) ## write and print LIST's table and per-tag summary in __statistic__/table/ (CHANGED=1)
+	@"$$PY" scripts/table.py show
+
+.PHONY: ls
+ls: ## list the tags; TAG=x: its ids with status, seed and best test_acc
+	@sh scripts/ls.sh
+
+.PHONY: list-refused
+list-refused: $(PY_READY)
+	@"$$PY" scripts/record.py check
+
+# the scripts read the list's name from STATISTIC_STEM, never from their command line
+__statistic__/.deps/%.mk: export STATISTIC_STEM = $*
+__statistic__/.deps/%.mk: __statistic__/exper-list/%.txt scripts/record.py | $(PY_READY)
+	@"$$PY" scripts/record.py deps
+
+# the title is the user's file: title.py replaces it only when it has made a new one
+.PRECIOUS: __statistic__/title/%.json
+__statistic__/title/%.json: export STATISTIC_STEM = $*
+__statistic__/title/%.json: __statistic__/exper-list/%.txt scripts/title.py scripts/record.py | $(PY_READY)
+	@"$$PY" scripts/title.py
+
+__statistic__/table/%.csv: export STATISTIC_STEM = $*
+__statistic__/table/%.csv: __statistic__/title/%.json __statistic__/exper-list/%.txt scripts/table.py \
+                           scripts/title.py scripts/record.py | $(PY_READY)
+	@"$$PY" scripts/table.py write
+
+# an experiment a .mk names that is gone: remake the title, whose script names the list's line
+__result__/%: ;

@@ -1,0 +1,95 @@
+#!/bin/sh
+# List the experiments: `sh scripts/ls.sh` (make ls [TAG=x]).
+#   make ls         one line a tag: its ids, how many finished, running and failed, the subject
+#                   of the commit it ran
+#   make ls TAG=x   one line an id of x: status, epoch, seed, start time, metrics.best.test_acc
+# TAG comes from the environment. The statistic.json files are read with jq; "running" is what
+# statistic.json says (a run killed without a trace still says so; make continue takes it up).
+set -eu
+
+RESULTS=__result__
+TAG_PATTERN='[A-Za-z0-9][A-Za-z0-9._-]*'
+
+err() { printf 'error: %s\n' "$1" >&2; exit 1; }
+check_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+# print tab-separated lines as columns, numbers to the right
+align() {
+    awk -F '\t' '
+        { for (i = 1; i <= NF; i++) { cell[NR, i] = $i; if (length($i) > width[i]) width[i] = length($i) }
+          if (NF > columns) columns = NF }
+        END { for (r = 1; r <= NR; r++) { line = ""
+                for (i = 1; i <= columns; i++) {
+                    numeric = r > 1 && cell[r, i] ~ /^-?[0-9][0-9.e+-]*$/
+                    line = line (i > 1 ? "  " : "") sprintf(numeric ? "%" width[i] "s" : "%-" width[i] "s", cell[r, i]) }
+                sub(/ +$/, "", line); print line } }'
+}
+
+# jq 1.6 names no file in a parse error: when jq fails, find the first file it cannot read
+read_all() {
+    program=$1
+    shift
+    if jq -rn "$program" "$@" 2>/dev/null; then
+        return 0
+    fi
+    for file in "$@"; do
+        if ! problem=$(jq empty "$file" 2>&1 >/dev/null); then
+            err "$file is not valid JSON (${problem:-empty}): restore it, or remove its experiment"
+        fi
+    done
+    err "jq could not read the statistic.json files: $*"
+}
+
+list_tags() {
+    set -- "$RESULTS"/*/*/statistic.json
+    [ -e "$1" ] || { printf 'no experiments yet: make run TAG=x starts one\n'; return 0; }
+    printf 'tag\tids\tfinished\trunning\tfailed\tcommit\n' > "$tmp"
+    for folder in "$RESULTS"/*/; do
+        tag=${folder%/}
+        tag=${tag##*/}
+        set -- "$folder"*/statistic.json
+        [ -e "$1" ] || continue
+        line=$(read_all '
+            def ranges: reduce .[] as $i ([]; if length > 0 and .[-1][1] == $i - 1
+                then .[-1][1] = $i else . + [[$i, $i]] end)
+                | map(if .[0] == .[1] then "\(.[0])" else "\(.[0])-\(.[1])" end) | join(",");
+            [inputs] | [(map(.id) | sort | ranges),
+                        (map(select(.status == "finished")) | length),
+                        (map(select(.status == "running")) | length),
+                        (map(select(.status == "failed")) | length),
+                        (map(.commit) | max // "")] | @tsv' "$@")
+        commit=${line##*"	"}
+        subject=$(git log -1 --format=%s "$commit" 2>/dev/null || printf '?')
+        printf '%s\t%s\t%s\n' "$tag" "${line%"	"*}" "${commit%"${commit#??????????}"} $subject" >> "$tmp"
+    done
+    align < "$tmp"
+}
+
+list_ids() {
+    case $1 in
+        *[!A-Za-z0-9._-]* | [!A-Za-z0-9]*) err "TAG=$1 is not a tag: use letters, digits, '.', '_' and '-' ($TAG_PATTERN)" ;;
+    esac
+    set -- "$RESULTS/$1"/*/statistic.json
+    [ -e "$1" ] || err "unknown tag $TAG: no experiment in $RESULTS/$TAG (make ls lists the tags)"
+    {
+        printf 'id\tstatus\tepoch\tseed\tstart\tbest.test_acc\n'
+        read_all '[inputs] | sort_by(.id)[]
+            | [.id, .status, .epoch, .seed, .start,
+               (.metrics.best.test_acc // "" | if type == "number" then . * 10000 | round / 10000 else . end)]
+            | map(. // "") | @tsv' "$@"
+    } > "$tmp"
+    align < "$tmp"
+}
+
+main() {
+    check_cmd jq || err "jq is not installed: install it (apt-get install jq) and run make ls again"
+    tmp=$(mktemp)
+    trap 'rm -f "$tmp"' EXIT
+    if [ -n "${TAG:-}" ]; then
+        list_ids "$TAG"
+    else
+        list_tags
+    fi
+}
+
+main "$@"

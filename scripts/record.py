@@ -1,0 +1,242 @@
+"""Experiment lists: `python scripts/record.py record|deps|check`.
+
+A list is __statistic__/exper-list/<LIST>.txt, one experiment a line:
+    baseline/0     one experiment, __result__/baseline/0
+    baseline       every id of tag baseline
+Blank lines and lines starting with # are ignored. `make run` keeps finished.txt; any other
+list is yours: `make record` appends to one, or write it by hand.
+
+    record  (make record EXP="x/0 y" LIST=l)  append EXP (default: the last finished experiment)
+    deps    (make, before title/table)       write __statistic__/.deps/<LIST>.mk: the
+            statistic.json files a list names, as prerequisites of its title and table
+    check   (make, when LIST is refused)     say what is wrong with LIST, in one line
+
+Input comes from the environment (LIST, EXP, STATISTIC_STEM), never from a shell's text.
+title.py and table.py read lists and statistic.json files through this module, so every
+script reports a bad line or a corrupt file in the same words. Standard library only.
+"""
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+RESULTS = Path("__result__")
+LISTS = Path("__statistic__/exper-list")
+DEPS = Path("__statistic__/.deps")
+FINISHED = LISTS / "finished.txt"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a list name; also a tag (experiment.py's pattern)
+NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
+
+
+class UserError(Exception):
+    """A mistake the user can fix; reported as one line, never as a traceback."""
+
+
+def run(main):
+    """Call main(); a UserError becomes one `error:` line on stderr and exit status 1."""
+    try:
+        main()
+    except UserError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
+    except BrokenPipeError:  # `make table | head`
+        sys.stderr.close()
+        sys.exit(1)
+
+
+def list_name(value=None):
+    """LIST (default record), checked: it becomes part of a path and of make targets."""
+    name = os.environ.get("LIST", "") if value is None else value
+    name = name or "record"
+    if len(name) > 100 or not NAME.fullmatch(name):
+        raise UserError(f"LIST={name!r} is not a list name: use letters, digits, '.', '_' and '-', "
+                        f"starting with a letter or digit (the list is {LISTS}/<LIST>.txt)")
+    return name
+
+
+def list_path(name, must_exist=True):
+    path = LISTS / f"{name}.txt"
+    if must_exist and not path.is_file():
+        known = sorted(p.stem for p in LISTS.glob("*.txt")) if LISTS.is_dir() else []
+        raise UserError(f"unknown list {name}: there is no {path} (lists: {', '.join(known) or 'none yet'}; "
+                        "make record adds experiments to one)")
+    return path
+
+
+def statistic_path(tag, number):
+    return RESULTS / tag / str(number) / "statistic.json"
+
+
+def ids_of(tag):
+    """The ids of `tag` that have a statistic.json, in numeric order."""
+    folder = RESULTS / tag
+    if not folder.is_dir():
+        return []
+    numbers = sorted(int(p.name) for p in folder.iterdir() if NUMBER.fullmatch(p.name))
+    return [n for n in numbers if statistic_path(tag, n).is_file()]
+
+
+def parse_line(text):
+    """(tag, id or None) for one list line or EXP word; None for a blank or comment line."""
+    text = text.strip()
+    if not text or text.startswith("#"):
+        return None
+    tag, slash, number = text.partition("/")
+    if NAME.fullmatch(tag) and (not slash or NUMBER.fullmatch(number)):
+        return tag, int(number) if slash else None
+    raise ValueError(f"{text!r} is not tag/id or tag")
+
+
+def expand(tag, number):
+    """The experiments one line names, as tag/id strings; [] where none exists."""
+    if number is None:
+        return [f"{tag}/{n}" for n in ids_of(tag)]
+    return [f"{tag}/{number}"] if statistic_path(tag, number).is_file() else []
+
+
+def read_list(name):
+    """The experiments list `name` names, in order, each once. Every line must name one."""
+    path = list_path(name)
+    experiments = {}
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            parsed = parse_line(line)
+        except ValueError as problem:
+            raise UserError(f"{path} line {number}: {problem}")
+        if parsed is None:
+            continue
+        found = expand(*parsed)
+        if not found:
+            raise UserError(f"{path} line {number}: {line.strip()} names no experiment "
+                            f"(no {statistic_path(parsed[0], parsed[1] if parsed[1] is not None else '<id>')}; "
+                            f"make ls lists them)")
+        experiments.update(dict.fromkeys(found))
+    if not experiments:
+        raise UserError(f"{path} names no experiment: add some with make record EXP=\"tag/id\" LIST={name}")
+    return list(experiments)
+
+
+def read_statistic(name):
+    """The statistic.json of experiment `name` (tag/id), checked to be a JSON object."""
+    path = RESULTS / name / "statistic.json"
+    try:
+        with open(path, "rb") as f:
+            statistic = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing: experiment {name} was removed (make ls lists them)")
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}): "
+                        "restore it, or take the experiment off the list")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error.reason}): restore it, or take the experiment off the list")
+    if not isinstance(statistic, dict):
+        raise UserError(f"{path} is not a JSON object: restore it, or take the experiment off the list")
+    return statistic
+
+
+def atomic_write(path, text):
+    """Write a temp file beside `path` and rename it over `path`: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+def do_record():
+    name = list_name()
+    if name == FINISHED.stem:
+        raise UserError(f"LIST={name} is kept by make run: record into another list, e.g. LIST=record")
+    words = os.environ.get("EXP", "").split()
+    if not words:
+        last = FINISHED.read_text().split() if FINISHED.is_file() else []
+        if not last:
+            raise UserError(f"no finished experiment yet ({FINISHED} is empty): give EXP=\"tag/id\"")
+        words = last[-1:]
+    adding = []
+    for word in words:
+        try:
+            parsed = parse_line(word)
+        except ValueError as problem:
+            raise UserError(f"EXP: {problem}")
+        if not expand(*parsed):
+            raise UserError(f"EXP: there is no experiment {word} (make ls lists them)")
+        adding.append(word)
+    path = list_path(name, must_exist=False)
+    lines = path.read_text().splitlines() if path.is_file() else []
+    present = set()
+    for line in lines:
+        try:
+            parsed = parse_line(line)
+        except ValueError:
+            continue  # a bad line is title's and table's to report
+        if parsed:
+            present.add(line.strip())
+            if parsed[1] is None:  # a bare tag covers its ids, today's and tomorrow's
+                present.update(f"{parsed[0]}/{n}" for n in ids_of(parsed[0]))
+    new = [w for w in dict.fromkeys(adding) if w not in present]
+    for word in adding:
+        if word not in new:
+            print(f"{word} is already in {path}")
+    if new:
+        atomic_write(path, "".join(f"{line}\n" for line in lines + new))
+        print(f"recorded {' '.join(new)} in {path}")
+
+
+def do_deps():
+    """The statistic.json files a list names become prerequisites of its title and table; the
+    folders whose change could change that set become prerequisites of this file. A missing
+    path is never a prerequisite (make would remake this file each time): its nearest existing
+    folder is. Lines title.py will refuse are skipped here: it says what is wrong."""
+    name = list_name(os.environ.get("STATISTIC_STEM", ""))
+    path = list_path(name)
+    files, watch = [], {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            parsed = parse_line(line)
+        except ValueError:
+            continue
+        if parsed is None:
+            continue
+        tag, number = parsed
+        found = expand(tag, number)
+        files += [str(RESULTS / e / "statistic.json") for e in found]
+        if number is None or not found:
+            folder = RESULTS / tag / ("" if number is None else str(number))
+            while not folder.is_dir() and folder != Path("."):
+                folder = folder.parent
+            watch[str(folder)] = None
+        if number is None and (RESULTS / tag).is_dir():  # an id folder without its statistic.json yet
+            watch.update((str(RESULTS / tag / p.name), None) for p in (RESULTS / tag).iterdir()
+                         if NUMBER.fullmatch(p.name) and not statistic_path(tag, p.name).is_file())
+    targets = f"__statistic__/title/{name}.json __statistic__/table/{name}.csv"
+    atomic_write(DEPS / f"{name}.mk",
+                 f"# made by scripts/record.py from {path}: which files {name}'s title and table read\n"
+                 f"{targets}: {' '.join(dict.fromkeys(files))}\n"
+                 f"{DEPS}/{name}.mk: {' '.join(watch)}\n")
+
+
+def do_check():
+    """Called only when make refused LIST, so something is wrong: say what."""
+    name = list_name()
+    list_path(name)
+    raise UserError(f"list {name} appeared while make was starting: run make again")
+
+
+def main():
+    commands = {"record": do_record, "deps": do_deps, "check": do_check}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        sys.exit("usage: python scripts/record.py record|deps|check (settings come from the environment)")
+    run(commands[sys.argv[1]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Write a list's title: `python scripts/title.py` (make title LIST=record).
+
+The title __statistic__/title/<LIST>.json names the columns of `make table`: every key of
+`hparams` and `metrics` found in the listed experiments' statistic.json, flattened with dots
+(hparams.lr, metrics.best.val_acc; a list's items as hparams.sizes.0). Its format is a JSON
+array of strings, one a line, where a line starting with // is a comment and a comma after
+the last item is allowed (JSON with comments, as in VS Code's settings):
+
+    [
+      "hparams.lr",
+    //  "hparams.dropout",
+      "metrics.best.test_acc",
+    ]
+
+Edit it: comment a key out with // to hide its column, move lines to reorder the columns.
+Made again (a new experiment on the list, a new key), it keeps your order and every
+commented key commented; a new key is added uncommented after the key it follows in the
+experiments, and a key no experiment has any more is dropped. Comment lines that are not a
+key are not kept. On any error the title stays exactly as it was.
+
+The keys are collected with jq (paths(scalars)), in parallel over chunks of the files. Input
+comes from the environment (STATISTIC_STEM, the list's name, as the Makefile's rule sets it).
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from record import RESULTS, UserError, atomic_write, list_name, read_list, read_statistic, run
+
+TITLES = Path("__statistic__/title")
+HEADER = ("// The columns of make table, one key a line: comment a key out with // to hide its column,\n"
+          "// move lines to reorder them. make title keeps both when it adds new keys.\n")
+# Per chunk of files: how many objects were read, and for each distinct shape (pre-order: an
+# object's keys, an array's indices, a scalar's type) the flattened keys of its scalars.
+# Computing paths(scalars) only once per shape makes it several times faster. (jq 1.6's
+# paths(scalars) alone skips null and false leaves: paths(f) keeps a path where f is truthy.)
+JQ_PROGRAM = """
+reduce (inputs | objects | {hparams, metrics}) as $s ({n: 0, shapes: {}};
+  .n += 1
+  | ([$s | .. | keys_unsorted? // type] | tojson) as $shape
+  | if .shapes | has($shape) then . else
+      .shapes[$shape] = [$s | paths(scalars or . == null or . == false) | select(length > 1)
+                          | map(tostring) | join(".")]
+    end)
+| [.n, [.shapes[]]]
+"""
+CHUNK = 1000  # files per jq process
+
+
+def title_path(name):
+    return TITLES / f"{name}.json"
+
+
+def parse_title(path):
+    """The title's keys in file order, each as (key, commented out)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not valid UTF-8: fix it, or delete it to make it again")
+    entries, kept = [], []
+    for line in lines:
+        stripped = line.strip()
+        commented = stripped.startswith("//")
+        kept.append("" if commented else line)  # blank, not removed: error line numbers stay right
+        try:
+            key = json.loads((stripped[2:] if commented else stripped).strip().rstrip(","))
+        except ValueError:
+            continue
+        if isinstance(key, str):
+            entries.append((key, commented))
+    text = re.sub(r",(\s*)\]\s*\Z", r"\1]", "\n".join(kept) + "\n")
+    try:
+        shown = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} line {error.lineno}, column {error.colno}: {error.msg}: fix it, "
+                        "or delete it to make it again")
+    if not isinstance(shown, list) or not all(isinstance(k, str) for k in shown):
+        raise UserError(f"{path} is not a JSON array of strings (one key a line): fix it, or delete it to make it again")
+    # the array is the truth for shown keys; the lines give the order (and the commented keys)
+    entries = [(k, c) for k, c in entries if c or k in shown]
+    entries += [(k, False) for k in shown if (k, False) not in entries]
+    merged = {}
+    for key, commented in entries:  # a key written twice is commented out only if both are
+        merged[key] = merged.get(key, True) and commented
+    return list(merged.items())
+
+
+def shown_keys(path):
+    return list(dict.fromkeys(k for k, commented in parse_title(path) if not commented))
+
+
+def jq_keys(files):
+    """(objects read, key lists of each distinct shape) for a chunk of files."""
+    result = subprocess.run(["jq", "-cn", JQ_PROGRAM, *files], capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    count, shapes = json.loads(result.stdout)
+    return (count, shapes) if count == len(files) else None
+
+
+def collect_keys(experiments):
+    """Every flattened hparams/metrics key of the experiments, in first-seen order."""
+    if shutil.which("jq") is None:
+        raise UserError("jq is not installed: install it (apt-get install jq) and run make title again")
+    files = [str(RESULTS / e / "statistic.json") for e in experiments]
+    chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(jq_keys, chunks))
+    if None in results:
+        # jq failed or a file held no object: find which, and say it as table.py would
+        for experiment in experiments:
+            read_statistic(experiment)
+        raise UserError(f"jq could not read the statistic.json files of {len(experiments)} experiments")
+    keys = {}
+    for _, shapes in results:
+        for shape in shapes:
+            keys.update(dict.fromkeys(shape))
+    return list(keys)
+
+
+def merge(found, old_keys):
+    """The new title's keys: the old title's order for keys still found, each new key after
+    the key it follows in `found`."""
+    present = set(found)
+    order = list(dict.fromkeys(k for k in old_keys if k in present))
+    placed = set(order)
+    for i, key in enumerate(found):
+        if key in placed:
+            continue
+        before = next((found[j] for j in range(i - 1, -1, -1) if found[j] in placed), None)
+        order.insert(order.index(before) + 1 if before is not None else 0, key)
+        placed.add(key)
+    return order
+
+
+def render(keys, commented):
+    lines = [f"{'//' if k in commented else '  '}  {json.dumps(k)}," for k in keys]
+    return HEADER + "[\n" + "".join(f"{line}\n" for line in lines) + "]\n"
+
+
+def main():
+    name = list_name(os.environ.get("STATISTIC_STEM") or None)
+    path = title_path(name)
+    old = parse_title(path) if path.exists() else []
+    old_keys = [k for k, _ in old]
+    commented = {k for k, c in old if c}
+    found = collect_keys(read_list(name))
+    keys = merge(found, old_keys)
+    atomic_write(path, render(keys, commented))
+    hidden = sum(k in commented for k in keys)
+    new = len(set(keys) - set(old_keys) - commented)
+    print(f"title {path}: {len(keys)} keys ({len(keys) - hidden} shown, {hidden} commented out"
+          f"{f', {new} new' if old_keys and new else ''})")
+
+
+if __name__ == "__main__":
+    run(main)
