@@ -137,23 +137,23 @@ def select(text):
 def link_tree(root, runs):
     """Make root/<tag>/<id> a relative link to __result__/<tag>/<id>/tensorboard for each run
     (the folder may appear later: TensorBoard looks again every few seconds), and remove the
-    links of runs no longer wanted."""
+    links of runs no longer wanted. Runs that start at once may both update the live tree."""
     wanted = {root / tag / str(number): RESULTS / tag / str(number) / "tensorboard" for tag, number in runs}
-    if root.is_dir():
-        for tag_dir in root.iterdir():
-            for link in tag_dir.iterdir() if tag_dir.is_dir() and not tag_dir.is_symlink() else [tag_dir]:
-                if link not in wanted:
-                    link.unlink()
-            if tag_dir.is_dir() and not tag_dir.is_symlink() and not any(tag_dir.iterdir()):
-                tag_dir.rmdir()
+    for link in [*root.glob("*/*"), *root.glob("*")]:
+        if link.is_symlink() and link not in wanted:
+            link.unlink(missing_ok=True)
+        elif link.is_dir() and link.parent == root and not any(link.iterdir()):
+            shutil.rmtree(link, ignore_errors=True)  # a tag whose experiments are gone
     for link, target in wanted.items():
         relative = os.path.relpath(target, link.parent)
         if link.is_symlink() and os.readlink(link) == relative:
             continue
         link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink():
-            link.unlink()
-        link.symlink_to(relative, target_is_directory=True)
+        link.unlink(missing_ok=True)
+        try:
+            link.symlink_to(relative, target_is_directory=True)
+        except FileExistsError:  # made by another run a moment ago
+            pass
     return root.resolve()
 
 
