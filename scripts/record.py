@@ -65,16 +65,16 @@ def list_path(name, must_exist=True):
 
 
 def statistic_path(tag, number):
-    return RESULTS / tag / str(number) / "statistic.json"
+    return f"{RESULTS}/{tag}/{number}/statistic.json"  # a str: pathlib costs 0.3 s for 10,000
 
 
 def ids_of(tag):
     """The ids of `tag` that have a statistic.json, in numeric order."""
-    folder = RESULTS / tag
-    if not folder.is_dir():
+    folder = f"{RESULTS}/{tag}"
+    if not os.path.isdir(folder):
         return []
-    numbers = sorted(int(p.name) for p in folder.iterdir() if NUMBER.fullmatch(p.name))
-    return [n for n in numbers if statistic_path(tag, n).is_file()]
+    numbers = sorted(int(p) for p in os.listdir(folder) if NUMBER.fullmatch(p))
+    return [n for n in numbers if os.path.isfile(statistic_path(tag, n))]
 
 
 def parse_line(text):
@@ -92,7 +92,7 @@ def expand(tag, number):
     """The experiments one line names, as tag/id strings; [] where none exists."""
     if number is None:
         return [f"{tag}/{n}" for n in ids_of(tag)]
-    return [f"{tag}/{number}"] if statistic_path(tag, number).is_file() else []
+    return [f"{tag}/{number}"] if os.path.isfile(statistic_path(tag, number)) else []
 
 
 def read_list(name):
@@ -119,7 +119,7 @@ def read_list(name):
 
 def read_statistic(name):
     """The statistic.json of experiment `name` (tag/id), checked to be a JSON object."""
-    path = RESULTS / name / "statistic.json"
+    path = f"{RESULTS}/{name}/statistic.json"
     try:
         with open(path, "rb") as f:
             statistic = json.load(f)
@@ -208,7 +208,7 @@ def do_deps():
             continue
         tag, number = parsed
         found = expand(tag, number)
-        files += [str(RESULTS / e / "statistic.json") for e in found]
+        files += [f"{RESULTS}/{e}/statistic.json" for e in found]
         if number is None or not found:
             folder = RESULTS / tag / ("" if number is None else str(number))
             while not folder.is_dir() and folder != Path("."):
@@ -216,7 +216,7 @@ def do_deps():
             watch[str(folder)] = None
         if number is None and (RESULTS / tag).is_dir():  # an id folder without its statistic.json yet
             watch.update((str(RESULTS / tag / p.name), None) for p in (RESULTS / tag).iterdir()
-                         if NUMBER.fullmatch(p.name) and not statistic_path(tag, p.name).is_file())
+                         if NUMBER.fullmatch(p.name) and not os.path.isfile(statistic_path(tag, p.name)))
     targets = f"__statistic__/title/{name}.json __statistic__/table/{name}.csv"
     atomic_write(DEPS / f"{name}.mk",
                  f"# made by scripts/record.py from {path}: which files {name}'s title and table read\n"

@@ -12,7 +12,7 @@
 Input comes from the environment (STATISTIC_STEM or LIST, CHANGED). The statistic.json files
 are read with json and one DataFrame is built at the end: pandas is only imported for that.
 """
-import math
+import marshal
 import os
 import sys
 from pathlib import Path
@@ -44,6 +44,49 @@ def row_of(experiment, keys):
     return [experiment] + [flat.get(k) for k in keys]
 
 
+def read_rows(experiments, keys):
+    """The experiments' rows, read by forked processes, one a CPU, while this one imports
+    pandas (it takes about as long as reading 10,000 files): some 0.4 s saved on 2 CPUs."""
+    workers = min(os.cpu_count() or 1, len(experiments) // 1000)
+    if workers < 2:
+        return [row_of(e, keys) for e in experiments]
+    size = -(-len(experiments) // workers)
+    readers = []
+    for start in range(0, len(experiments), size):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the reader: rows (or the first error) through the pipe, then exit at once
+            os.close(read_end)
+            try:
+                payload = ("rows", [row_of(e, keys) for e in experiments[start:start + size]])
+            except UserError as problem:
+                payload = ("error", str(problem))
+            except BaseException as error:
+                payload = ("crash", f"{type(error).__name__}: {error}")
+            with os.fdopen(write_end, "wb") as f:
+                marshal.dump(payload, f)
+            os._exit(0)
+        os.close(write_end)
+        readers.append((pid, read_end))
+    import pandas  # noqa: F401  (while the readers read)
+    results = []
+    for pid, read_end in readers:
+        with os.fdopen(read_end, "rb") as f:
+            try:
+                results.append(marshal.load(f))
+            except EOFError:
+                results.append(("crash", "a reader process died"))
+        os.waitpid(pid, 0)
+    rows = []
+    for kind, value in results:  # the first problem in list order, as a plain loop would meet it
+        if kind == "error":
+            raise UserError(value)
+        if kind == "crash":
+            raise RuntimeError(f"reading the statistic.json files failed: {value}")
+        rows += value
+    return rows
+
+
 def summary(frame, keys):
     """Per tag: count, then mean and std of each numeric metric column."""
     import pandas as pd
@@ -60,36 +103,33 @@ def summary(frame, keys):
     return out.reset_index()
 
 
-def cell(value):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+def texts(values):
+    """A column's cells as text: floats to 6 significant digits, None and NaN empty."""
+    return ["" if v is None or v != v else f"{v:.6g}" if isinstance(v, float) else str(v) for v in values]
 
 
-def aligned(header, rows):
-    """Columns padded to their widest cell: text to the left, numbers to the right."""
-    columns = list(zip(header, *rows)) if rows else [(h,) for h in header]
-    texts = [[cell(v) for v in column] for column in columns]
-    widths = [max(map(len, t)) for t in texts]
-    right = [all(isinstance(v, (int, float)) and not isinstance(v, bool) or v is None for v in column[1:])
-             for column in columns]
-    lines = []
-    for i in range(len(texts[0]) if texts else 0):
-        parts = [t[i].rjust(w) if r and i else t[i].ljust(w) for t, w, r in zip(texts, widths, right)]
-        lines.append("  ".join(parts).rstrip())
-    return "".join(f"{line}\n" for line in lines)
+def aligned(frame):
+    """The frame's columns padded to their widest cell: numbers to the right, text to the left."""
+    import pandas as pd
+
+    padded = []
+    for name in frame.columns:
+        column = frame[name]
+        cells = texts(column.tolist())
+        width = max(len(name), *map(len, cells)) if cells else len(name)
+        numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+        padded.append([name.ljust(width)] + [c.rjust(width) if numeric else c.ljust(width) for c in cells])
+    return "".join("  ".join(line).rstrip() + "\n" for line in zip(*padded))
 
 
 def write(name):
     import pandas as pd
 
     keys = shown_keys(title_path(name))
-    rows = [row_of(e, keys) for e in read_list(name)]
+    rows = read_rows(read_list(name), keys)
     frame = pd.DataFrame(rows, columns=["exper", *keys])
     table, stats, text = (TABLES / f"{name}{suffix}" for suffix in (".csv", ".summary.csv", ".txt"))
-    pending = [(stats, summary(frame, keys).to_csv(index=False)), (text, aligned(["exper", *keys], rows)),
+    pending = [(stats, summary(frame, keys).to_csv(index=False)), (text, aligned(frame)),
                (table, frame.to_csv(index=False))]
     for path, content in pending:  # all made before any is written; the csv, make's target, last
         atomic_write(path, content)
@@ -107,8 +147,7 @@ def show(name):
 
     frame = pd.read_csv(TABLES / f"{name}.csv", keep_default_na=False, na_values=[""])
     differ = [c for c in frame.columns[1:] if frame[c].nunique(dropna=False) > 1]
-    shown = frame[["exper", *differ]].astype(object)
-    sys.stdout.write(aligned(list(shown.columns), shown.where(shown.notna(), None).values.tolist()))
+    sys.stdout.write(aligned(frame[["exper", *differ]]))
     if not differ:
         print(f"(all {len(frame.columns) - 1} columns are the same in every row)")
 

@@ -107,7 +107,7 @@ def collect_keys(experiments):
     """Every flattened hparams/metrics key of the experiments, in first-seen order."""
     if shutil.which("jq") is None:
         raise UserError("jq is not installed: install it (apt-get install jq) and run make title again")
-    files = [str(RESULTS / e / "statistic.json") for e in experiments]
+    files = [f"{RESULTS}/{e}/statistic.json" for e in experiments]
     chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = list(pool.map(jq_keys, chunks))
