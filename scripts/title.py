@@ -104,7 +104,8 @@ def jq_keys(files):
 
 
 def collect_keys(experiments):
-    """Every flattened hparams/metrics key of the experiments, in first-seen order."""
+    """Every flattened hparams/metrics key of the experiments: a key first seen in a later
+    experiment comes after the key it follows there."""
     if shutil.which("jq") is None:
         raise UserError("jq is not installed: install it (apt-get install jq) and run make title again")
     files = [f"{RESULTS}/{e}/statistic.json" for e in experiments]
@@ -116,26 +117,31 @@ def collect_keys(experiments):
         for experiment in experiments:
             read_statistic(experiment)
         raise UserError(f"jq could not read the statistic.json files of {len(experiments)} experiments")
-    keys = {}
+    keys = []
     for _, shapes in results:
         for shape in shapes:
-            keys.update(dict.fromkeys(shape))
-    return list(keys)
+            keys = union(keys, shape)
+    return keys
+
+
+def union(order, keys):
+    """`order`, with each of `keys` it lacks inserted after the key it follows in `keys`."""
+    order = list(dict.fromkeys(order))
+    placed = set(order)
+    for i, key in enumerate(keys):
+        if key in placed:
+            continue
+        before = next((keys[j] for j in range(i - 1, -1, -1) if keys[j] in placed), None)
+        order.insert(order.index(before) + 1 if before is not None else 0, key)
+        placed.add(key)
+    return order
 
 
 def merge(found, old_keys):
     """The new title's keys: the old title's order for keys still found, each new key after
     the key it follows in `found`."""
     present = set(found)
-    order = list(dict.fromkeys(k for k in old_keys if k in present))
-    placed = set(order)
-    for i, key in enumerate(found):
-        if key in placed:
-            continue
-        before = next((found[j] for j in range(i - 1, -1, -1) if found[j] in placed), None)
-        order.insert(order.index(before) + 1 if before is not None else 0, key)
-        placed.add(key)
-    return order
+    return union([k for k in old_keys if k in present], found)
 
 
 def render(keys, commented):
