@@ -221,7 +221,10 @@ def test_bad_files_are_refused(project):
 
     # an empty statistic.json is not valid JSON either (jq alone would read no value from it)
     title.write_text(text)
-    (project.result("a", 0) / "statistic.json").write_text("")
+    empty = project.result("a", 0) / "statistic.json"
+    empty.write_text("")
+    later = mtime(project, TITLE) + 10**9  # newer than the title, whatever the clock's tick
+    os.utime(empty, ns=(later, later))
     before = outputs(project)
     assert_refused(project.make("title", check=False), "__result__/a/0/statistic.json", "not valid JSON")
     assert outputs(project) == before
