@@ -223,8 +223,8 @@ def test_bad_files_are_refused(project):
     title.write_text(text)
     empty = project.result("a", 0) / "statistic.json"
     empty.write_text("")
-    later = mtime(project, TITLE) + 10**9  # newer than the title, whatever the clock's tick
-    os.utime(empty, ns=(later, later))
+    earlier = mtime(project, TITLE) - 2 * 10**9  # the title older, whatever the clock's tick
+    os.utime(title, ns=(earlier, earlier))
     before = outputs(project)
     assert_refused(project.make("title", check=False), "__result__/a/0/statistic.json", "not valid JSON")
     assert outputs(project) == before
