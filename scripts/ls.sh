@@ -25,16 +25,21 @@ align() {
                 sub(/ +$/, "", line); print line } }'
 }
 
-# jq 1.6 names no file in a parse error: when jq fails, find the first file it cannot read
+# run a jq program on the array of the files' objects. jq 1.6 names no file in a parse error
+# and reads nothing from an empty file: then find the first file that is not one JSON object.
 read_all() {
-    program=$1
+    program="[inputs | objects] | if length != \$files then error(\"unreadable\") else . end | $1"
     shift
-    if jq -rn "$program" "$@" 2>/dev/null; then
+    if jq -rn --argjson files "$#" "$program" "$@" 2>/dev/null; then
         return 0
     fi
     for file in "$@"; do
-        if ! problem=$(jq empty "$file" 2>&1 >/dev/null); then
-            err "$file is not valid JSON (${problem:-empty}): restore it, or remove its experiment"
+        if ! problem=$(jq -en 'input | objects' "$file" 2>&1 >/dev/null); then
+            case $problem in
+                *'parse error'*) ;;
+                *) problem='empty, or not a JSON object' ;;
+            esac
+            err "$file is not valid JSON ($problem): restore it, or remove its experiment"
         fi
     done
     err "jq could not read the statistic.json files: $*"
@@ -53,7 +58,7 @@ list_tags() {
             def ranges: reduce .[] as $i ([]; if length > 0 and .[-1][1] == $i - 1
                 then .[-1][1] = $i else . + [[$i, $i]] end)
                 | map(if .[0] == .[1] then "\(.[0])" else "\(.[0])-\(.[1])" end) | join(",");
-            [inputs] | [(map(.id) | sort | ranges),
+            [(map(.id) | sort | ranges),
                         (map(select(.status == "finished")) | length),
                         (map(select(.status == "running")) | length),
                         (map(select(.status == "failed")) | length),
@@ -73,7 +78,7 @@ list_ids() {
     [ -e "$1" ] || err "unknown tag $TAG: no experiment in $RESULTS/$TAG (make ls lists the tags)"
     {
         printf 'id\tstatus\tepoch\tseed\tstart\tbest.test_acc\n'
-        read_all '[inputs] | sort_by(.id)[]
+        read_all 'sort_by(.id)[]
             | [.id, .status, .epoch, .seed, .start,
                (.metrics.best.test_acc // "" | if type == "number" then . * 10000 | round / 10000 else . end)]
             | map(. // "") | @tsv' "$@"
