@@ -79,7 +79,7 @@ def train(exp_dir, rank, world_size, device):
     if refusal:
         raise Refused(refusal)
 
-    seed_everything(seed, fix)
+    seed_everything(seed + rank, fix)  # dropout differs by rank; the shuffling below does not
     generator = torch.Generator().manual_seed(seed)
     train_loader, val_loader, test_loader = make_loaders(config, generator, seed, rank, world_size)
     model = build_model(config).to(device)
@@ -91,7 +91,8 @@ def train(exp_dir, rank, world_size, device):
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         start_epoch, best, last, seconds = (checkpoint[k] for k in ("epoch", "best", "last", "seconds"))
-        set_rng_state(checkpoint["rng"], generator)  # after building the model, whose init drew from it
+        # after building the model, whose init drew from it; each rank its own generators
+        set_rng_state(checkpoint["rng"][rank % len(checkpoint["rng"])], generator)
 
     writer = None
     if record:
@@ -125,8 +126,9 @@ def train(exp_dir, rank, world_size, device):
         lr = scheduler.get_last_lr()[0]
         result = {"train": train_epoch(net, train_loader, optimizer, device, log_step if record else None,
                                        progress=rank == 0, desc=f"epoch {epoch + 1}/{config.epochs}"),
-                  "val": evaluate(net, val_loader, device),
-                  "test": evaluate(net, test_loader, device)}
+                  # the bare model: evaluation shards differ in length, and DDP must not sync here
+                  "val": evaluate(model, val_loader, device),
+                  "test": evaluate(model, test_loader, device)}
         scheduler.step()
         last = {"epoch": epoch + 1} | {f"{split}_{k}": v for split, r in result.items() for k, v in r.items()}
         is_best = best is None or last["val_acc"] > best["val_acc"]
@@ -136,6 +138,7 @@ def train(exp_dir, rank, world_size, device):
         if rank == 0:
             print(f"epoch {epoch + 1}/{config.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch")
                   + f"  ({seconds[-1]:.1f}s)")
+        rng = dist.gather(rng_state(generator))  # on every rank, before rank 0 saves
         if record:
             for split, r in result.items():
                 for k, v in r.items():
@@ -144,7 +147,7 @@ def train(exp_dir, rank, world_size, device):
             save_checkpoint(exp_dir / "checkpoint", {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best, "last": last,
-                "seconds": seconds, "rng": rng_state(generator), "hparams": hparams(),
+                "seconds": seconds, "rng": rng, "hparams": hparams(),
             }, is_best, config.keep_checkpoints)
             statistic.update(epoch=epoch + 1, metrics={"best": best, "last": last},
                              durations={"epoch_seconds": seconds, "total_seconds": round(sum(seconds), 3)})

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -262,14 +264,18 @@ def command(folder, processes, nodes, node_rank):
     return launcher + [main]
 
 
+def child_environment(visible, **extra):
+    child_env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", **extra)
+    if visible is not None:
+        child_env["CUDA_VISIBLE_DEVICES"] = visible
+    return child_env
+
+
 def execute(folder, mode, devices):
     """Run main.py, copying its stdout to the terminal and to the log (stderr, where tqdm draws
     its bars, goes to the terminal only). Returns main.py's exit status."""
     processes, nodes, node_rank, visible = devices
-    child_env = dict(os.environ, GITEXP_DIR=str(folder), GITEXP_MODE=mode,
-                     PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
-    if visible is not None:
-        child_env["CUDA_VISIBLE_DEVICES"] = visible
+    child_env = child_environment(visible, GITEXP_DIR=str(folder), GITEXP_MODE=mode)
     if env("TB") != "0":
         tb.serve_live()  # a background TensorBoard over every experiment, one per project
     with open(folder / "log", "ab") as log:
@@ -319,8 +325,26 @@ def start(tag, number, folder, commit, seed, fix, devices, rerun_of=None):
     return execute(folder, "run", devices)
 
 
+def follow(tag, devices):
+    """Another machine of a multi-node run: train with the tag's code and write nothing.
+    Node 0 records the experiment and sends every rank its seed and checkpoint."""
+    deadline = time.monotonic() + 120
+    while commit_of(f"refs/tags/{tag}") is None:  # node 0 may not have tagged yet
+        if time.monotonic() > deadline:
+            raise UserError(f"tag {tag} is unknown on this node: start node 0 first, or git fetch --tags")
+        time.sleep(1)
+    processes, nodes, node_rank, visible = devices
+    print(f"node {node_rank} of {nodes}: training {tag} with node 0 at {env('MASTER_ADDR')}:{env('MASTER_PORT')}")
+    with tempfile.TemporaryDirectory() as folder:
+        snapshot(tag, Path(folder))
+        return subprocess.run(command(Path(folder), processes, nodes, node_rank),
+                              env=child_environment(visible)).returncode
+
+
 def do_run():
     tag, fix, devices = check_tag(env("TAG")), check_fix(env("FIX")), parse_devices()
+    if devices[2] > 0:
+        return follow(tag, devices)
     ensure_clean_tree(env("MSG"))
     check_runnable("HEAD")
     seed = fixed_seed("HEAD") if fix else secrets.randbelow(2**31)
@@ -365,6 +389,8 @@ def check_same_code(folder, statistic, commit):
 
 def do_continue():
     tag, devices = check_tag(env("TAG")), parse_devices()
+    if devices[2] > 0:
+        return follow(tag, devices)
     commit = existing_tag(tag)
     number = check_number("ID", env("ID")) if env("ID") else pick_unfinished(tag)
     folder = experiment_folder(tag, number)
@@ -411,6 +437,8 @@ def compare(original, rerun):
 
 def do_rerun():
     tag, devices = check_tag(env("TAG")), parse_devices()
+    if devices[2] > 0:
+        return follow(tag, devices)
     commit = existing_tag(tag)
     number = check_number("ID", env("ID")) if env("ID") else 0
     source = experiment_folder(tag, number)

@@ -50,7 +50,7 @@ def test_run_records_everything(project):
     assert os.readlink(checkpoints / "epoch_best.pth") == f"epoch_{statistic['metrics']['best']['epoch']}.pth"
     state = torch.load(checkpoints / "epoch_last.pth", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "best", "rng"} <= state.keys()
-    assert {"python", "numpy", "torch", "cuda", "loader"} <= state["rng"].keys()
+    assert {"python", "numpy", "torch", "cuda", "loader"} <= state["rng"][0].keys()  # one per rank
 
     log = (folder / "log").read_text()
     assert "epoch 1/3" in log and "epoch 3/3" in log and "best epoch" in log

@@ -1,0 +1,104 @@
+"""Several processes and several machines through torchrun, on CPU with gloo (issue 6)."""
+import json
+import socket
+
+import pytest
+import torch
+
+from conftest import assert_refused, kill_group, wait_for
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_record_one_experiment_exactly(project):
+    project.make("run", TAG="ddp", NPROC="2", FIX="1")
+    project.make("run", TAG="ddp", NPROC="2", FIX="1")
+    first, second = project.statistic("ddp", 0), project.statistic("ddp", 1)
+    assert first["world_size"] == 2 and first["status"] == "finished"
+    assert first["metrics"] == second["metrics"]
+    assert project.finished() == ["ddp/0", "ddp/1"]
+    assert sorted(p.name for p in (project.path / "__result__" / "ddp").iterdir()) == ["0", "1"]
+    log = (project.result("ddp", 0) / "log").read_text()
+    assert log.count("epoch 3/3") == 1  # rank 0 alone prints
+    # the checkpoint holds the bare model (no DDP "module." prefix) and each rank's generators
+    state = torch.load(project.result("ddp", 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
+    assert not any(name.startswith("module.") for name in state["model"]) and len(state["rng"]) == 2
+
+
+def test_two_processes_killed_after_a_checkpoint_continue_to_the_same_metrics(project):
+    project.configure(epochs=4, channels=32)
+    project.make("run", TAG="whole", NPROC="2", FIX="1")
+    run = project.start("run", TAG="cut", NPROC="2", FIX="1")
+    link = project.result("cut", 0) / "checkpoint" / "epoch_last.pth"
+    wait_for(lambda: link.is_symlink(), interval=0.001)
+    kill_group(run)
+    assert project.statistic("cut", 0)["status"] == "running"
+    project.make("continue", TAG="cut", NPROC="2")
+    assert project.statistic("cut", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
+    assert project.finished() == ["whole/0", "cut/0"]
+
+
+def test_a_two_process_checkpoint_continues_on_one_process(project):
+    project.make("run", TAG="shrink", NPROC="2")
+    path = project.result("shrink", 0) / "statistic.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), status="failed")))
+    (project.result("shrink", 0) / "checkpoint" / "epoch_3.pth").unlink()
+    project.make("continue", TAG="shrink")
+    statistic = project.statistic("shrink", 0)
+    assert statistic["status"] == "finished" and statistic["world_size"] == 1 and statistic["epoch"] == 3
+
+
+def test_a_crash_on_one_rank_fails_the_whole_run(project):
+    main = project.path / "code" / "main.py"
+    text = main.read_text()
+    hook = "        scheduler.step()\n"
+    main.write_text(text.replace(hook, hook + "        if rank == 1 and epoch == 1:\n"
+                                             "            raise RuntimeError('rank 1 crashed')\n"))
+    project.git("commit", "-qam", "crash on rank 1")
+    result = project.make("run", TAG="crash", NPROC="2", check=False)
+    assert result.returncode != 0
+    assert project.statistic("crash", 0)["status"] == "failed"
+    assert "rank 1 crashed" in (project.result("crash", 0) / "log").read_text()
+    assert project.finished() == []
+
+
+def test_two_nodes_on_loopback_train_together(project):
+    nodes = {"NNODES": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    follower = project.start("run", TAG="nodes", NODE_RANK="1", **nodes)
+    leader = project.start("run", TAG="nodes", NODE_RANK="0", FIX="1", **nodes)
+    assert leader.wait(timeout=300) == 0, leader.stderr.read()
+    assert follower.wait(timeout=300) == 0, follower.stderr.read()
+    statistic = project.statistic("nodes", 0)
+    assert statistic["world_size"] == 2 and statistic["status"] == "finished"
+    assert sorted(p.name for p in (project.path / "__result__" / "nodes").iterdir()) == ["0"]
+    assert project.finished() == ["nodes/0"]
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"NPROC": "0"}, "NPROC=0 is out of range"),
+    ({"NPROC": "two"}, "NPROC='two' is not a number"),
+    ({"NPROC": "2", "GPUS": "0"}, "GPUS and NPROC were both given"),
+    ({"GPUS": "0,0"}, "names a GPU twice"),
+    ({"NNODES": "2"}, "needs MASTER_ADDR"),
+    ({"NNODES": "2", "MASTER_ADDR": "127.0.0.1"}, "needs MASTER_PORT"),
+    ({"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "NODE_RANK=2 is not below NNODES=2"),
+    ({"MASTER_PORT": "70000"}, "is not a port"),
+    ({"NNODES": "2", "MASTER_ADDR": "h;ls", "MASTER_PORT": "1"}, "needs MASTER_ADDR"),
+])
+def test_bad_device_input(project, variables, message):
+    before = project.snapshot()
+    assert_refused(project.make("run", TAG="bad", check=False, **variables), message)
+    assert project.snapshot() == before
+
+
+def test_gpus_without_cuda_is_refused(project):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    before = project.snapshot()
+    assert_refused(project.make("continue", TAG="x", GPUS="1", check=False), "CUDA is not available")
+    assert_refused(project.make("run", TAG="x", GPUS="99", check=False), "CUDA is not available")
+    assert project.snapshot() == before
