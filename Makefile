@@ -69,6 +69,10 @@ venv: $(PY_READY) ## create .venv from code/requirements.txt (done by any target
 test: $(PY_READY) ## run the test suite (in throw-away copies of this template)
 	@"$$PY" -m pytest tests
 
+.PHONY: test-faults
+test-faults: $(PY_READY) ## run the whole fault suite alone: ten kills and a full disk
+	@"$$PY" -m pytest tests -m faults
+
 # ---- tensorboard --------------------------------------------------------------------------------
 
 .PHONY: tb

@@ -7,6 +7,7 @@ The launcher (scripts/experiment.py) runs this file from the project root with
 GITEXP_DIR=__result__/x/<id>, whose statistic.json already holds the seed and FIX mode.
 `python code/main.py` alone trains once with the fixed seed and records nothing.
 """
+import errno
 import os
 import sys
 import time
@@ -192,9 +193,12 @@ def main():
         sys.exit(REFUSED)
     except SystemExit:
         raise
-    except BaseException:
+    except BaseException as error:
         # into stdout, so the error lands in the experiment's log; the launcher marks it failed
         traceback.print_exc(file=sys.stdout)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            print(f"error: the disk is full ({error.filename or exp_dir}); every checkpoint already "
+                  "written is whole: free some space, then make continue")
         sys.exit(1)
     finally:
         dist.teardown()

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import tarfile
-import threading
+import time
 
 import pytest
 import torch
@@ -114,6 +114,7 @@ def test_tag_at_another_commit_is_refused(project):
 
 
 def test_four_runs_started_at_once_get_ids_0_to_3(project):
+    project.configure(epochs=1)
     runs = [project.start("run", TAG="race") for _ in range(4)]
     for run in runs:
         assert run.wait(timeout=300) == 0, run.stderr.read()
@@ -132,10 +133,12 @@ def test_statistic_json_is_valid_at_every_moment(project):
             text = path.read_text()
         except FileNotFoundError:
             continue
+        finally:
+            time.sleep(0.001)  # leave the run a core
         statuses.add(json.loads(text)["status"])  # raises on a half-written file
         reads += 1
     assert run.returncode == 0, run.stderr.read()
-    assert reads > 50 and "running" in statuses
+    assert reads > 20 and "running" in statuses
     assert project.statistic("watch", 0)["status"] == "finished"
 
 
