@@ -40,8 +40,8 @@ def kill_moment(kind, rng, folder):
         return inside_epoch
     if kind == "checkpoint":  # a checkpoint's temp file is being written
         return lambda: hidden_temp(checkpoints)
-    if kind == "statistic":  # statistic.json's temp file is being written
-        return lambda: hidden_temp(folder)
+    if kind == "statistic":  # an update of statistic.json is being written
+        return lambda: (folder / "statistic.json").exists() and hidden_temp(folder)
     if kind == "last":  # the last checkpoint is written, the run not yet marked finished
         link = checkpoints / "epoch_last.pth"
         return lambda: link.is_symlink() and os.readlink(link) == f"epoch_{EPOCHS}.pth"
