@@ -167,7 +167,7 @@ def do_record():
             parsed = parse_line(word)
         except ValueError as problem:
             raise UserError(f"EXP: {problem}")
-        if not expand(*parsed):
+        if not [read_statistic(e) for e in expand(*parsed)]:  # each must be readable, not only exist
             raise UserError(f"EXP: there is no experiment {word} (make ls lists them)")
         adding.append(word)
     path = list_path(name, must_exist=False)
