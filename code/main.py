@@ -60,6 +60,12 @@ def resume_state(exp_dir):
     return checkpoint, path, skipped
 
 
+def progress(best, last, seconds):
+    """statistic.json's metrics (numbers only, equal for equal runs) and, apart, the timings."""
+    return {"metrics": {"best": best, "last": last},
+            "durations": {"epoch_seconds": seconds, "total_seconds": round(sum(seconds), 3)}}
+
+
 def train(exp_dir, rank, world_size, device):
     """The training loop. Records into `exp_dir` on rank 0; with exp_dir None, records nothing."""
     record = exp_dir is not None and rank == 0
@@ -106,6 +112,8 @@ def train(exp_dir, rank, world_size, device):
             for stale in [*exp_dir.glob(".*.tmp*"), *exp_dir.glob("checkpoint/.*.tmp*")]:
                 stale.unlink()  # a temp file of a write that the interruption cut short
         statistic.update(status="running", hparams=hparams(), world_size=world_size, end=None)
+        if checkpoint is not None:  # statistic.json may lag behind: a kill can fall between the two writes
+            statistic.update(epoch=start_epoch, **progress(best, last, seconds))
         write_json(exp_dir / "statistic.json", statistic)
         # a new events file each start; purge_step hides what a killed run logged past the checkpoint
         writer = SummaryWriter(exp_dir / "tensorboard", purge_step=step if checkpoint or step else None)
@@ -150,8 +158,7 @@ def train(exp_dir, rank, world_size, device):
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best, "last": last,
                 "seconds": seconds, "rng": rng, "hparams": hparams(),
             }, is_best, config.keep_checkpoints)
-            statistic.update(epoch=epoch + 1, metrics={"best": best, "last": last},
-                             durations={"epoch_seconds": seconds, "total_seconds": round(sum(seconds), 3)})
+            statistic.update(epoch=epoch + 1, **progress(best, last, seconds))
             write_json(exp_dir / "statistic.json", statistic)
 
     if record:

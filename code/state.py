@@ -3,6 +3,7 @@
 Checkpoints are data, never code: they hold only tensors, numbers, strings, lists and
 dicts, and are loaded with `torch.load(weights_only=True)`, which refuses anything else.
 """
+import io
 import os
 import random
 import re
@@ -57,8 +58,12 @@ def save_checkpoint(folder, checkpoint, is_best, keep=None):
     """Write epoch_<n>.pth atomically, point epoch_last/epoch_best at it, prune old epochs."""
     name = f"epoch_{checkpoint['epoch']}.pth"
     folder.mkdir(exist_ok=True)
+    # serialised in memory first: torch.save hides a full disk behind a vague RuntimeError,
+    # a plain write reports it as the OSError it is
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
     with atomic_open(folder / name, "wb") as f:
-        torch.save(checkpoint, f)
+        f.write(buffer.getbuffer())
     symlink(name, folder / "epoch_last.pth")
     if is_best:
         symlink(name, folder / "epoch_best.pth")
