@@ -15,6 +15,7 @@
 #   TAGS="a b/2"   make tb: runs to compare (a bare tag means all its ids; default: all)
 #   PORT, HOST     make tb: port (default: first free from 6006) and address (127.0.0.1)
 #   TB=0           make run/continue/rerun: no background TensorBoard
+#   BENCH_QUICK=1  make bench: a quick version (about a minute)
 #   PYTHON=path    interpreter to use instead of .venv (then no .venv is made)
 
 .DEFAULT_GOAL := help
@@ -24,7 +25,7 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 SHELL := /bin/sh
 
 USER_VARIABLES := TAG ID FIX MSG GPUS NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
-                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON
+                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK
 # make expands $(...) in a value wherever the variable is used, so each value is frozen as
 # literal text here and reaches the scripts through the environment, never a recipe's shell text.
 define literal
@@ -68,6 +69,10 @@ venv: $(PY_READY) ## create .venv from code/requirements.txt (done by any target
 .PHONY: test
 test: $(PY_READY) ## run the test suite (in throw-away copies of this template)
 	@"$$PY" -m pytest tests
+
+.PHONY: bench
+bench: $(PY_READY) ## measure tracking overhead, launch cost and table speed (BENCH_QUICK=1: ~1 minute)
+	@"$$PY" scripts/bench.py
 
 .PHONY: test-faults
 test-faults: $(PY_READY) ## run the whole fault suite alone: ten kills and a full disk

@@ -20,7 +20,9 @@ def train_epoch(model, loader, optimizer, device, on_step=None, progress=False, 
     """Train one epoch; `on_step(loss)` is called after every optimizer step."""
     model.train()
     loss_sum, correct, count = 0.0, 0, 0
-    for x, y in tqdm(loader, desc=desc, leave=False, file=sys.stderr, disable=not progress):
+    # disable is left to tqdm's default where a bar is wanted, so TQDM_DISABLE=1 can still hide it
+    bar = {} if progress else {"disable": True}
+    for x, y in tqdm(loader, desc=desc, leave=False, file=sys.stderr, **bar):
         x, y = x.to(device), y.to(device)
         logits = model(x)
         loss = F.cross_entropy(logits, y)

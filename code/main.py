@@ -128,6 +128,7 @@ def train(exp_dir, rank, world_size, device):
         step += 1
         writer.add_scalar("train/loss_step", loss, step)
 
+    loop_began = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
         if world_size > 1:
@@ -165,7 +166,8 @@ def train(exp_dir, rank, world_size, device):
         finish(exp_dir, statistic, writer, best, last)
     if rank == 0 and best is not None:
         print(f"best epoch {best['epoch']}: val_acc {best['val_acc']:.4f}  test_acc {best['test_acc']:.4f}"
-              f"  |  last epoch {last['epoch']}: test_acc {last['test_acc']:.4f}")
+              f"  |  last epoch {last['epoch']}: test_acc {last['test_acc']:.4f}"
+              f"  |  trained in {time.perf_counter() - loop_began:.3f}s")
 
 
 def finish(exp_dir, statistic, writer, best, last):

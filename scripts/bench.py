@@ -1,0 +1,116 @@
+"""What tracking costs: `make bench` (BENCH_QUICK=1 for a version that finishes in about a minute).
+
+In a throw-away copy of this template (the working tree's files, `git init`, one commit, a
+short training in code/config.py), side by side in one run:
+  tracking overhead  the example's training loop with everything on (`make run`: progress bar,
+                     per-step TensorBoard scalars, log capture, statistic.json and a checkpoint
+                     every epoch) against the same loop with all of it off (`python code/main.py`
+                     with TQDM_DISABLE=1: records nothing), alternating, several repetitions.
+                     Each side's time is the loop's own "trained in" figure, so start-up and
+                     imports stay out of it; R = median(on) / median(off).
+  launch cost        the wall time of the command minus its loop time, for `make run` and for
+                     `python code/main.py`: what the template adds before and after training.
+  tables             scripts/bench_tables.py: make title + make table cold against a bare
+                     Python loop over the same statistic.json files, and a no-change make table.
+The table is printed and written to __statistic__/bench.json.
+"""
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+REPEATS = 2 if QUICK else 5
+EPOCHS = 2 if QUICK else 4
+IDENTITY = ["-c", "user.name=gitexp bench", "-c", "user.email=bench@localhost"]
+
+
+def copy_template(folder):
+    """The working tree as it would be committed, as a fresh repository."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = ROOT / os.fsdecode(name)
+        if source.is_file():
+            (folder / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, folder / os.fsdecode(name))
+    config = folder / "code" / "config.py"
+    config.write_text(re.sub(r"^epochs = .*$", f"epochs = {EPOCHS}", config.read_text(), flags=re.M))
+    if (ROOT / "__data__").is_dir():
+        shutil.copytree(ROOT / "__data__", folder / "__data__")
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
+        subprocess.run(["git", *IDENTITY, *command], cwd=folder, check=True, capture_output=True)
+
+
+def timed(command, folder, env):
+    """(wall seconds, the loop's own seconds) of one training command."""
+    began = time.perf_counter()
+    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - began
+    found = re.search(r"trained in ([0-9.]+)s", result.stdout)
+    if result.returncode != 0 or not found:
+        sys.exit(f"error: benchmark run failed: {' '.join(command)}\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return wall, float(found.group(1))
+
+
+def tracking(folder):
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    python = os.environ.get("PY") or sys.executable
+    on_command = ["make", "run", "TAG=bench", "TB=0", f"PYTHON={python}"]
+    off_command = [python, "code/main.py"]
+    subprocess.run(["make", "data", f"PYTHON={python}"], cwd=folder, env=env, check=True, capture_output=True)
+    timed(off_command, folder, dict(env, TQDM_DISABLE="1"))  # warm the file cache
+    on, off = [], []
+    for _ in range(REPEATS):
+        off.append(timed(off_command, folder, dict(env, TQDM_DISABLE="1")))
+        on.append(timed(on_command, folder, env))
+    loop_on, loop_off = (statistics.median(t for _, t in runs) for runs in (on, off))
+    launch_on, launch_off = (statistics.median(w - t for w, t in runs) for runs in (on, off))
+    return {"epochs": EPOCHS, "repeats": REPEATS,
+            "loop_on_s": round(loop_on, 3), "loop_off_s": round(loop_off, 3),
+            "tracking_overhead": round(loop_on / loop_off, 3),
+            "launch_make_run_s": round(launch_on, 3), "launch_python_s": round(launch_off, 3)}
+
+
+def tables():
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "tables.json"
+        command = [sys.executable, str(ROOT / "scripts" / "bench_tables.py"), "--json", str(out)]
+        subprocess.run(command + (["--quick"] if QUICK else []), check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
+def main():
+    with tempfile.TemporaryDirectory() as folder:
+        copy_template(Path(folder))
+        figures = {"quick": QUICK, "tracking": tracking(Path(folder))}
+    figures["tables"] = tables()
+    t, s = figures["tracking"], figures["tables"]
+    rows = [
+        ("tracking overhead", f"{t['tracking_overhead']:.3f}",
+         f"loop {t['loop_on_s']:.2f}s on / {t['loop_off_s']:.2f}s off, {EPOCHS} epochs, median of {REPEATS}"),
+        ("launch cost", f"{t['launch_make_run_s'] / t['launch_python_s']:.2f}x",
+         f"make run {t['launch_make_run_s']:.2f}s / python {t['launch_python_s']:.2f}s outside the loop"),
+    ]
+    for key, value in s.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append((f"tables: {key}", f"{value:g}", ""))
+    width = max(len(name) for name, _, _ in rows)
+    print(f"tracking overhead: {t['tracking_overhead']:.3f}")
+    for name, value, detail in rows:
+        print(f"  {name:<{width}}  {value:>9}  {detail}")
+    out = ROOT / "__statistic__" / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
