@@ -123,9 +123,16 @@ record: $(PY_READY) ## add EXP="x/0 y" (default: the last finished) to the list 
 .PHONY: title
 title: $(if $(STATISTIC_LIST),__statistic__/title/$(STATISTIC_LIST).json,list-refused) ## write the columns of LIST's table to __statistic__/title/ (comment keys out with //)
 
+# CHANGED is checked before anything is made: one word, and 0 or 1
+CHANGED_OK := $(and $(filter 1,$(words x$(CHANGED)x)),$(filter x x0 x1,x$(CHANGED)))
+
 .PHONY: table
-table: $(if $(STATISTIC_LIST),__statistic__/table/$(STATISTIC_LIST).csv,list-refused) ## write and print LIST's table and per-tag summary in __statistic__/table/ (CHANGED=1)
+table: $(if $(CHANGED_OK),$(if $(STATISTIC_LIST),__statistic__/table/$(STATISTIC_LIST).csv,list-refused),changed-refused) ## write and print LIST's table and per-tag summary in __statistic__/table/ (CHANGED=1)
 	@"$$PY" scripts/table.py show
+
+.PHONY: changed-refused
+changed-refused:
+	@printf 'error: CHANGED=%s is not 0 or 1: CHANGED=1 shows only the columns that differ\n' "$$CHANGED" >&2; exit 2
 
 .PHONY: ls
 ls: ## list the tags; TAG=x: its ids with status, seed and best test_acc

@@ -86,13 +86,13 @@ def load_checkpoint(path):
 
 
 def load_latest(folder):
-    """The newest readable checkpoint as (checkpoint, path, skipped paths), or None."""
-    candidates = [folder / "epoch_last.pth"] if (folder / "epoch_last.pth").exists() else []
-    candidates += [p for p in epoch_files(folder) if p not in {c.resolve() for c in candidates}]
+    """The newest readable checkpoint as (checkpoint, path, skipped paths with their errors),
+    or (None, None, skipped). epoch_last.pth points at the newest epoch file, unless a kill fell
+    between writing that file and moving the link: the files themselves are the truth."""
     skipped = []
-    for path in candidates:
+    for path in epoch_files(folder) if folder.is_dir() else []:
         try:
             return load_checkpoint(path), path, skipped
-        except Exception as error:  # truncated, corrupt or not a plain-data checkpoint
+        except Exception as error:  # truncated, corrupt, or not plain data (weights_only refused it)
             skipped.append((path, error))
     return None, None, skipped

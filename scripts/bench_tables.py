@@ -7,7 +7,6 @@ real ones, 100 ids a tag, and a list naming them all, then measures, side by sid
     cold      make title, then make table, with no title, table or .deps file yet
     loop      a bare Python script that reads the same files with json and builds a pandas
               DataFrame: a fresh interpreter, like each step of the make path
-    loop_in   the same loop inside this process, pandas already imported (for reference)
     nochange  make table again with nothing changed (it must rewrite nothing)
 Goals: cold <= 2 x loop, nochange <= cold / 10. Tables go to /dev/null, not to the terminal.
 --json PATH writes the figures as one JSON object. The exit status is 0 either way.
@@ -99,21 +98,6 @@ def make(folder, *goals):
     return timed(["make", *goals, f"LIST={LIST}", f"PYTHON={sys.executable}"], folder)
 
 
-def loop_in_process(folder):
-    import pandas as pd  # imported before the clock starts
-    namespace = {}
-    exec(LOOP.split("rows = []")[0].replace("import pandas as pd", ""), namespace)
-    flat = namespace["flat"]
-    began = time.perf_counter()
-    rows = []
-    for line in (folder / "__statistic__/exper-list" / f"{LIST}.txt").read_text().split():
-        with open(folder / "__result__" / line / "statistic.json") as f:
-            s = json.load(f)
-        rows.append(flat({"hparams": s["hparams"], "metrics": s["metrics"]}, "", {"exper": line}))
-    pd.DataFrame(rows)
-    return time.perf_counter() - began
-
-
 def outputs(folder):
     paths = [folder / "__statistic__" / sub / f"{LIST}{suffix}" for sub, suffix in
              (("title", ".json"), ("table", ".csv"), ("table", ".summary.csv"), ("table", ".txt"))]
@@ -125,7 +109,6 @@ def round_of(folder):
         shutil.rmtree(folder / "__statistic__" / stale, ignore_errors=True)
     figures = {"loop": timed([sys.executable, "-c", LOOP, f"__statistic__/exper-list/{LIST}.txt"], folder)}
     figures["cold"] = make(folder, "title") + make(folder, "table")
-    figures["loop_in"] = loop_in_process(folder)
     before = outputs(folder)
     figures["nochange"] = make(folder, "table")
     if outputs(folder) != before:
@@ -149,15 +132,14 @@ def main():
     result = {
         "experiments": n, "rounds": len(rounds), "cpus": os.cpu_count(),
         "cold_title_table_s": round(median["cold"], 3), "bare_loop_s": round(median["loop"], 3),
-        "bare_loop_in_process_s": round(median["loop_in"], 3), "nochange_table_s": round(median["nochange"], 3),
+        "nochange_table_s": round(median["nochange"], 3),
         "cold_over_loop": round(median["cold"] / median["loop"], 2),
         "nochange_over_cold": round(median["nochange"] / median["cold"], 3),
     }
     result["goals_met"] = result["cold_over_loop"] <= 2 and result["nochange_over_cold"] <= 0.1
     print(f"{n} experiments, median of {len(rounds)} rounds:")
     print(f"  make title + make table, cold  {result['cold_title_table_s']:7.3f} s")
-    print(f"  bare json + pandas loop        {result['bare_loop_s']:7.3f} s   "
-          f"(in this process, pandas imported: {result['bare_loop_in_process_s']:.3f} s)")
+    print(f"  bare json + pandas loop        {result['bare_loop_s']:7.3f} s")
     print(f"  make table, nothing changed    {result['nochange_table_s']:7.3f} s")
     print(f"  cold / loop = {result['cold_over_loop']} (goal <= 2), nochange / cold = "
           f"{result['nochange_over_cold']} (goal <= 0.1): {'met' if result['goals_met'] else 'NOT met'}")

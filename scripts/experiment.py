@@ -276,8 +276,12 @@ def execute(folder, mode, devices):
     its bars, goes to the terminal only). Returns main.py's exit status."""
     processes, nodes, node_rank, visible = devices
     child_env = child_environment(visible, GITEXP_DIR=str(folder), GITEXP_MODE=mode)
-    if env("TB") != "0":
-        tb.serve_live()  # a background TensorBoard over every experiment, one per project
+    # a background TensorBoard over every experiment, one per project; a continue may still be
+    # refused by main.py, so it waits for main.py's first line, printed once the resume is accepted
+    live_tensorboard = env("TB") != "0"
+    if live_tensorboard and mode != "continue":
+        tb.serve_live()
+        live_tensorboard = False
     with open(folder / "log", "ab") as log:
         child = subprocess.Popen(command(folder, processes, nodes, node_rank), stdout=subprocess.PIPE, env=child_env)
         while True:
@@ -287,6 +291,9 @@ def execute(folder, mode, devices):
                 continue  # Ctrl+C reached main.py too; keep copying until it has ended
             if not chunk:
                 break
+            if live_tensorboard:
+                tb.serve_live()
+                live_tensorboard = False
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
             log.write(chunk)
@@ -341,10 +348,22 @@ def follow(tag, devices):
                               env=child_environment(visible)).returncode
 
 
+def check_tag_free(tag, message):
+    """Before anything is committed: would HEAD, after a MSG commit, be where tag `tag` is?"""
+    tagged, head = commit_of(f"refs/tags/{tag}"), commit_of("HEAD")
+    if tagged is None or head is None:
+        return
+    will_commit = message and git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    if tagged != head or will_commit:
+        raise UserError(f"tag {tag} is at {describe(tagged)}, not at {'the commit MSG would make' if tagged == head else 'HEAD ' + describe(head)}: "
+                        f"choose a new TAG, or reproduce {tag} with make rerun TAG={tag}")
+
+
 def do_run():
     tag, fix, devices = check_tag(env("TAG")), check_fix(env("FIX")), parse_devices()
     if devices[2] > 0:
         return follow(tag, devices)
+    check_tag_free(tag, env("MSG"))
     ensure_clean_tree(env("MSG"))
     check_runnable("HEAD")
     seed = fixed_seed("HEAD") if fix else secrets.randbelow(2**31)

@@ -140,12 +140,6 @@ def case(name, target, fragments, setup=None, dirty=None, xfail=None, **variable
     return pytest.param(target, variables, fragments, setup, dirty, id=name, marks=marks)
 
 
-MSG_BUG = ("make run TAG=a MSG=... with tracked changes commits them, then refuses because tag a "
-           "is not at the new HEAD: the refused run leaves a commit behind (experiment.py do_run "
-           "commits in ensure_clean_tree before tag_head checks the tag)")
-CHANGED_BUG = ("make table CHANGED=yes with an out-of-date table rewrites the title and the table "
-               "(table.py write) before table.py show refuses CHANGED")
-
 CASES = [
     # ---- run: TAG
     case("run-TAG-backtick", "run", "is not a valid tag", TAG="`touch pwned`"),
@@ -180,7 +174,7 @@ CASES = [
     case("run-staged-change", "run", ["uncommitted changes", EDITED], setup=staged_edit, TAG="new"),
     case("run-dirty-MSG-bad-TAG", "run", "is not a valid tag", dirty=True, TAG="-x",
          MSG="x$(touch pwned)`touch {M}`"),
-    case("run-dirty-MSG-tag-at-other-commit", "run", "tag a is at", dirty=True, xfail=MSG_BUG, TAG="a",
+    case("run-dirty-MSG-tag-at-other-commit", "run", "tag a is at", dirty=True, TAG="a",
          MSG="x$(touch pwned)"),
     # ---- continue
     case("continue-TAG-missing", "continue", "TAG is missing"),
@@ -239,7 +233,7 @@ CASES = [
     case("table-LIST-subshell-abs", "table", "is not a list name", LIST="$(touch {M})"),
     case("table-CHANGED-semicolon", "table", "CHANGED='1; touch pwned' is not 0 or 1", CHANGED="1; touch pwned"),
     case("table-CHANGED-make-shell", "table", "is not 0 or 1", CHANGED="$(shell touch pwned)"),
-    case("table-CHANGED-bad-with-stale-table", "table", "is not 0 or 1", setup=stale_table, xfail=CHANGED_BUG,
+    case("table-CHANGED-bad-with-stale-table", "table", "is not 0 or 1", setup=stale_table,
          CHANGED="yes"),
     case("table-title-not-an-array", "table", [TITLE, "not a JSON array of strings"], setup=title_not_an_array),
     case("table-corrupt-statistic", "table", ["__result__/a/0/statistic.json", "not valid JSON"],
@@ -365,12 +359,9 @@ def torch_loads_without_weights_only(text):
     return bad
 
 
-EXEC_BUG = "scripts/bench_tables.py: loop_in_process() exec()s the LOOP source string to define flat()"
-
-
 @pytest.mark.parametrize("pattern", [
     "eval",
-    pytest.param("exec", marks=pytest.mark.xfail(strict=True, reason=EXEC_BUG)),
+    "exec",
     "pickle.load",
     "torch.load",
 ])

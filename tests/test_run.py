@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import assert_refused, wait_for
+from conftest import assert_refused
 
 STATISTIC_KEYS = {"tag", "id", "commit", "status", "seed", "fix", "host", "start", "end", "epoch",
                   "world_size", "hparams", "metrics", "durations"}
@@ -55,7 +55,7 @@ def test_run_records_everything(project):
     log = (folder / "log").read_text()
     assert "epoch 1/3" in log and "epoch 3/3" in log and "best epoch" in log
     assert "\r" not in log and "it/s" not in log  # progress bars stay on the terminal
-    assert "epoch 3/3" in out and f"__result__/demo/0" in out
+    assert "epoch 3/3" in out and "__result__/demo/0" in out
 
     events = EventAccumulator(str(folder / "tensorboard"))
     events.Reload()
