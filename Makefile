@@ -132,7 +132,7 @@ table: $(if $(CHANGED_OK),$(if $(STATISTIC_LIST),__statistic__/table/$(STATISTIC
 
 .PHONY: changed-refused
 changed-refused:
-	@printf 'error: CHANGED=%s is not 0 or 1: CHANGED=1 shows only the columns that differ\n' "$$CHANGED" >&2; exit 2
+	@printf "error: CHANGED='%s' is not 0 or 1: CHANGED=1 shows only the columns that differ\n" "$$CHANGED" >&2; exit 2
 
 .PHONY: ls
 ls: ## list the tags; TAG=x: its ids with status, seed and best test_acc
