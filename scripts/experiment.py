@@ -103,8 +103,10 @@ def parse_devices():
 
 
 def cuda_device_count():
+    """The GPUs GPUS can name: those of the machine, as CUDA_VISIBLE_DEVICES=GPUS will see them."""
+    probe_env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     probe = subprocess.run([python(), "-c", "import torch; print(torch.cuda.device_count())"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=probe_env)
     return int(probe.stdout.strip() or 0) if probe.returncode == 0 else 0
 
 

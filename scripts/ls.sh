@@ -54,6 +54,7 @@ list_tags() {
         tag=${tag##*/}
         set -- "$folder"*/statistic.json
         [ -e "$1" ] || continue
+        # shellcheck disable=SC2016  # a jq program: its $i is jq's, not the shell's
         line=$(read_all '
             def ranges: reduce .[] as $i ([]; if length > 0 and .[-1][1] == $i - 1
                 then .[-1][1] = $i else . + [[$i, $i]] end)
