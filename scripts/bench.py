@@ -63,7 +63,8 @@ def timed(command, folder, env):
 def tracking(folder):
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     python = os.environ.get("PY") or sys.executable
-    on_command = ["make", "run", "TAG=bench", "TB=0", f"PYTHON={python}"]
+    # both sides FIX=1: the direct run uses code/seed and deterministic kernels, so must make run
+    on_command = ["make", "run", "TAG=bench", "FIX=1", "TB=0", f"PYTHON={python}"]
     off_command = [python, "code/main.py"]
     subprocess.run(["make", "data", f"PYTHON={python}"], cwd=folder, env=env, check=True, capture_output=True)
     timed(off_command, folder, dict(env, TQDM_DISABLE="1"))  # warm the file cache
