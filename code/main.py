@@ -7,11 +7,13 @@ The launcher (scripts/experiment.py) runs this file from the project root with
 GITEXP_DIR=__result__/x/<id>, whose statistic.json already holds the seed and FIX mode.
 `python code/main.py` alone trains once with the fixed seed and records nothing.
 """
+import copy
 import errno
 import os
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import config
 from data import make_loaders
 from epoch import evaluate, train_epoch
 from model import build_model, example_input
-from state import load_latest, rng_state, save_checkpoint, seed_everything, set_rng_state
+from state import load_latest, rng_state, save_checkpoint, seed_everything, serialize, set_rng_state
 from utils import dist
 from utils.files import append_line_once, read_json, write_json
 
@@ -128,6 +130,9 @@ def train(exp_dir, rank, world_size, device):
         step += 1
         writer.add_scalar("train/loss_step", loss, step)
 
+    # checkpoints and statistic.json are written on a second thread while training goes on;
+    # the state itself is serialised on this one, so what is written is exactly this epoch's
+    writer_thread, pending = ThreadPoolExecutor(max_workers=1), None
     loop_began = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
@@ -154,13 +159,18 @@ def train(exp_dir, rank, world_size, device):
                 for k, v in r.items():
                     writer.add_scalar(f"{split}/{k}", v, epoch + 1)
             writer.add_scalar("train/lr", lr, epoch + 1)
-            save_checkpoint(exp_dir / "checkpoint", {
+            data = serialize({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best, "last": last,
                 "seconds": seconds, "rng": rng, "hparams": hparams(),
-            }, is_best, config.keep_checkpoints)
-            statistic.update(epoch=epoch + 1, **progress(best, last, seconds))
-            write_json(exp_dir / "statistic.json", statistic)
+            })
+            statistic.update(epoch=epoch + 1, **progress(best, last, list(seconds)))
+            if pending is not None:
+                pending.result()  # one write at a time, in order; its error surfaces here
+            pending = writer_thread.submit(persist, exp_dir, epoch + 1, data, is_best, copy.deepcopy(statistic))
+
+    if pending is not None:
+        pending.result()  # finished means every checkpoint is on disk
 
     if record:
         finish(exp_dir, statistic, writer, best, last)
@@ -168,6 +178,12 @@ def train(exp_dir, rank, world_size, device):
         print(f"best epoch {best['epoch']}: val_acc {best['val_acc']:.4f}  test_acc {best['test_acc']:.4f}"
               f"  |  last epoch {last['epoch']}: test_acc {last['test_acc']:.4f}"
               f"  |  trained in {time.perf_counter() - loop_began:.3f}s")
+
+
+def persist(exp_dir, epoch, data, is_best, statistic):
+    """The checkpoint first, then statistic.json: it never claims an epoch not yet on disk."""
+    save_checkpoint(exp_dir / "checkpoint", epoch, data, is_best, config.keep_checkpoints)
+    write_json(exp_dir / "statistic.json", statistic)
 
 
 def finish(exp_dir, statistic, writer, best, last):

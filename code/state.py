@@ -54,16 +54,21 @@ def set_rng_state(state, loader_generator):
     loader_generator.set_state(state["loader"])
 
 
-def save_checkpoint(folder, checkpoint, is_best, keep=None):
-    """Write epoch_<n>.pth atomically, point epoch_last/epoch_best at it, prune old epochs."""
-    name = f"epoch_{checkpoint['epoch']}.pth"
-    folder.mkdir(exist_ok=True)
-    # serialised in memory first: torch.save hides a full disk behind a vague RuntimeError,
-    # a plain write reports it as the OSError it is
+def serialize(checkpoint):
+    """The checkpoint as bytes, taken now: what is written later, on another thread, is this.
+    (In memory first also because torch.save hides a full disk behind a vague RuntimeError,
+    where a plain write reports it as the OSError it is.)"""
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
+    return buffer.getbuffer()
+
+
+def save_checkpoint(folder, epoch, data, is_best, keep=None):
+    """Write epoch_<n>.pth atomically, point epoch_last/epoch_best at it, prune old epochs."""
+    name = f"epoch_{epoch}.pth"
+    folder.mkdir(exist_ok=True)
     with atomic_open(folder / name, "wb") as f:
-        f.write(buffer.getbuffer())
+        f.write(data)
     symlink(name, folder / "epoch_last.pth")
     if is_best:
         symlink(name, folder / "epoch_best.pth")
