@@ -16,6 +16,7 @@ title.py and table.py read lists and statistic.json files through this module, s
 script reports a bad line or a corrupt file in the same words. Standard library only.
 """
 import json
+import marshal
 import os
 import re
 import sys
@@ -119,9 +120,16 @@ def read_list(name):
 
 def read_statistic(name):
     """The statistic.json of experiment `name` (tag/id), checked to be a JSON object."""
+    return load_statistic(name)[0]
+
+
+def load_statistic(name):
+    """read_statistic's object, and the os.stat_result of the file it was read from, taken
+    before reading (a change while it is read changes the file's ctime after this stat)."""
     path = f"{RESULTS}/{name}/statistic.json"
     try:
         with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
             statistic = json.load(f)
     except FileNotFoundError:
         raise UserError(f"{path} is missing: experiment {name} was removed (make ls lists them)")
@@ -132,7 +140,54 @@ def read_statistic(name):
         raise UserError(f"{path} is not valid JSON ({error.reason}): restore it, or take the experiment off the list")
     if not isinstance(statistic, dict):
         raise UserError(f"{path} is not a JSON object: restore it, or take the experiment off the list")
-    return statistic
+    return statistic, stat
+
+
+def in_parallel(jobs):
+    """Call each of `jobs` (functions of no argument) at the same time: the first in this
+    process, each other one in a forked process that sends its result (marshal: plain values
+    only) through a pipe. Their results, in order; the first UserError in job order is raised,
+    as a plain loop would meet it. Fork before importing anything that starts threads."""
+    children = []
+    for job in jobs[1:]:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its result (or its error) through the pipe, then exit at once
+            try:
+                os.close(read_end)
+                try:
+                    payload = ("ok", job())
+                except UserError as problem:
+                    payload = ("error", str(problem))
+                except BaseException as error:
+                    payload = ("crash", f"{type(error).__name__}: {error}")
+                with os.fdopen(write_end, "wb") as f:
+                    marshal.dump(payload, f)
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        children.append((pid, read_end))
+    results = []
+    try:
+        results.append(("ok", jobs[0]()))
+    except UserError as problem:
+        results.append(("error", str(problem)))
+    finally:  # read every pipe before waiting: a child blocks until its pipe is read
+        for pid, read_end in children:
+            with os.fdopen(read_end, "rb") as f:
+                try:
+                    results.append(marshal.load(f))
+                except (EOFError, ValueError):
+                    results.append(("crash", "a reader process died"))
+            os.waitpid(pid, 0)
+    values = []
+    for kind, value in results:
+        if kind == "error":
+            raise UserError(value)
+        if kind == "crash":
+            raise RuntimeError(f"reading the statistic.json files failed: {value}")
+        values.append(value)
+    return values
 
 
 def atomic_write(path, text):

@@ -9,82 +9,69 @@
     show   (make table)  print <LIST>.txt; with CHANGED=1, only the columns whose values
            differ between rows (the files keep every column).
 
-Input comes from the environment (STATISTIC_STEM or LIST, CHANGED). The statistic.json files
-are read with json and one DataFrame is built at the end: pandas is only imported for that.
+Input comes from the environment (STATISTIC_STEM or LIST, CHANGED). The rows are the ones
+title.py has just read, where each file is provably unchanged since, else read again with json;
+one DataFrame is built at the end: pandas is only imported for that.
 """
-import marshal
+import json
 import os
 import sys
 from pathlib import Path
 
-from record import UserError, atomic_write, list_name, read_list, read_statistic, run
-from title import shown_keys, title_path
+from record import RESULTS, UserError, atomic_write, in_parallel, list_name, read_list, read_statistic, run
+from title import ROWS, flat_row, shown_keys, title_path
 
 TABLES = Path("__statistic__/table")
 
 
-def flatten(tree, prefix, out):
-    """hparams/metrics leaves as `prefix.key` (a list's items as `prefix.key.0`): the keys of
-    title.py's jq paths(scalars)."""
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
-    for key, value in items:
-        if isinstance(value, (dict, list)):
-            flatten(value, f"{prefix}{key}.", out)
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def row_of(experiment, keys):
-    statistic = read_statistic(experiment)
-    flat = {}
-    for part in ("hparams", "metrics"):
-        if isinstance(statistic.get(part), (dict, list)):
-            flatten(statistic[part], f"{part}.", flat)
+    flat = flat_row(read_statistic(experiment))
     return [experiment] + [flat.get(k) for k in keys]
 
 
-def read_rows(experiments, keys):
-    """The experiments' rows, read by forked processes, one a CPU, while this one imports
-    pandas (it takes about as long as reading 10,000 files): some 0.4 s saved on 2 CPUs."""
-    workers = min(os.cpu_count() or 1, len(experiments) // 1000)
-    if workers < 2:
-        return [row_of(e, keys) for e in experiments]
-    size = -(-len(experiments) // workers)
-    readers = []
-    for start in range(0, len(experiments), size):
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the reader: rows (or the first error) through the pipe, then exit at once
-            os.close(read_end)
+def cached_rows(name, experiments, keys):
+    """The rows title.py read (ROWS/<LIST>.rows.json), for each experiment whose statistic.json
+    has the same mtime_ns, ctime_ns, size and inode as when it was read (any write changes its
+    ctime, which no one can set back); None for any other. A cache that cannot be read is no cache."""
+    try:
+        with open(ROWS / f"{name}.rows.json", "rb") as f:
+            cache = json.load(f)
+        if cache["version"] != 1:
+            return [None] * len(experiments)
+        positions = []  # per shape, where each key's value is in a row's values (None: absent)
+        for shape in cache["shapes"]:
+            where = {key: i for i, key in enumerate(shape)}
+            positions.append(([where.get(k) for k in keys], len(shape)))
+        entries = {entry[0]: entry for entry in cache["rows"]}
+        rows = []
+        for experiment in experiments:
+            entry = entries.get(experiment)
             try:
-                payload = ("rows", [row_of(e, keys) for e in experiments[start:start + size]])
-            except UserError as problem:
-                payload = ("error", str(problem))
-            except BaseException as error:
-                payload = ("crash", f"{type(error).__name__}: {error}")
-            with os.fdopen(write_end, "wb") as f:
-                marshal.dump(payload, f)
-            os._exit(0)
-        os.close(write_end)
-        readers.append((pid, read_end))
-    import pandas  # noqa: F401  (while the readers read)
-    results = []
-    for pid, read_end in readers:
-        with os.fdopen(read_end, "rb") as f:
-            try:
-                results.append(marshal.load(f))
-            except EOFError:
-                results.append(("crash", "a reader process died"))
-        os.waitpid(pid, 0)
-    rows = []
-    for kind, value in results:  # the first problem in list order, as a plain loop would meet it
-        if kind == "error":
-            raise UserError(value)
-        if kind == "crash":
-            raise RuntimeError(f"reading the statistic.json files failed: {value}")
-        rows += value
-    return rows
+                stat = os.stat(f"{RESULTS}/{experiment}/statistic.json") if entry else None
+            except OSError:
+                stat = None
+            if stat is None or entry[1:5] != [stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino]:
+                rows.append(None)
+                continue
+            shape, values = entry[5:7]
+            if type(shape) is not int or shape < 0 or len(values) != positions[shape][1]:
+                raise ValueError("a row that is not title.py's")
+            where = positions[shape][0]
+            rows.append([experiment] + [None if i is None else values[i] for i in where])
+        return rows
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
+        return [None] * len(experiments)
+
+
+def read_rows(name, keys):
+    """The list's rows: from title.py's cache where it is provably fresh, else read again."""
+    experiments = read_list(name)
+    rows = cached_rows(name, experiments, keys)
+    return [row or row_of(experiment, keys) for experiment, row in zip(experiments, rows)]
+
+
+def import_pandas():
+    import pandas  # noqa: F401
 
 
 def summary(frame, keys):
@@ -126,7 +113,8 @@ def write(name):
     import pandas as pd
 
     keys = shown_keys(title_path(name))
-    rows = read_rows(read_list(name), keys)
+    # the rows are gathered by a forked process while this one imports pandas (some 0.3 s)
+    _, rows = in_parallel([import_pandas, lambda: read_rows(name, keys)])
     frame = pd.DataFrame(rows, columns=["exper", *keys])
     table, stats, text = (TABLES / f"{name}{suffix}" for suffix in (".csv", ".summary.csv", ".txt"))
     pending = [(stats, summary(frame, keys).to_csv(index=False)), (text, aligned(frame)),

@@ -18,37 +18,28 @@ commented key commented; a new key is added uncommented after the key it follows
 experiments, and a key no experiment has any more is dropped. Comment lines that are not a
 key are not kept. On any error the title stays exactly as it was.
 
-The keys are collected with jq (paths(scalars)), in parallel over chunks of the files. Input
-comes from the environment (STATISTIC_STEM, the list's name, as the Makefile's rule sets it).
+The files are read with json, in parallel over chunks of them; the rows read are kept for
+table.py beside the list's .deps file. Input comes from the environment (STATISTIC_STEM, the
+list's name, as the Makefile's rule sets it).
 """
 import json
 import os
 import re
-import shutil
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
+import time
 from pathlib import Path
 
-from record import RESULTS, UserError, atomic_write, list_name, read_list, read_statistic, run
+from record import DEPS, UserError, atomic_write, in_parallel, list_name, load_statistic, read_list, run
 
 TITLES = Path("__statistic__/title")
 HEADER = ("// The columns of make table, one key a line: comment a key out with // to hide its column,\n"
           "// move lines to reorder them. make title keeps both when it adds new keys.\n")
-# Per chunk of files: how many objects were read, and for each distinct shape (pre-order: an
-# object's keys, an array's indices, a scalar's type) the flattened keys of its scalars.
-# Computing paths(scalars) only once per shape makes it several times faster. (jq 1.6's
-# paths(scalars) alone skips null and false leaves: paths(f) keeps a path where f is truthy.)
-JQ_PROGRAM = """
-reduce (inputs | objects | {hparams, metrics}) as $s ({n: 0, shapes: {}};
-  .n += 1
-  | ([$s | .. | keys_unsorted? // type] | tojson) as $shape
-  | if .shapes | has($shape) then . else
-      .shapes[$shape] = [$s | paths(scalars or . == null or . == false) | select(length > 1)
-                          | map(tostring) | join(".")]
-    end)
-| [.n, [.shapes[]]]
-"""
-CHUNK = 1000  # files per jq process
+# The rows read are written to ROWS/<LIST>.rows.json for table.py (see cached_rows there): each
+# experiment's values with the stat of its file. A file whose ctime is not at least RACY_NS older
+# than the reading is left out: a change within its timestamp's tick (up to 2 s on some file
+# systems) could leave its stat as it was.
+ROWS = DEPS
+RACY_NS = 2 * 10**9
+CHUNK = 1000  # the least files a process reads
 
 
 def title_path(name):
@@ -93,34 +84,60 @@ def shown_keys(path):
     return list(dict.fromkeys(k for k, commented in parse_title(path) if not commented))
 
 
-def jq_keys(files):
-    """(objects read, key lists of each distinct shape) for a chunk of files."""
-    result = subprocess.run(["jq", "-cn", JQ_PROGRAM, *files], capture_output=True, text=True)
-    if result.returncode != 0:
-        return None
-    count, shapes = json.loads(result.stdout)
-    return (count, shapes) if count == len(files) else None
+def flatten(tree, prefix, out):
+    """hparams/metrics leaves as `prefix.key` (a list's items as `prefix.key.0`), depth first,
+    in the file's order; an empty object or list has none."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for key, value in items:
+        if isinstance(value, (dict, list)):
+            flatten(value, f"{prefix}{key}.", out)
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
-def collect_keys(experiments):
-    """Every flattened hparams/metrics key of the experiments: a key first seen in a later
-    experiment comes after the key it follows there."""
-    if shutil.which("jq") is None:
-        raise UserError("jq is not installed: install it (apt-get install jq) and run make title again")
-    files = [f"{RESULTS}/{e}/statistic.json" for e in experiments]
-    chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(jq_keys, chunks))
-    if None in results:
-        # jq failed or a file held no object: find which, and say it as table.py would
-        for experiment in experiments:
-            read_statistic(experiment)
-        raise UserError(f"jq could not read the statistic.json files of {len(experiments)} experiments")
+def flat_row(statistic):
+    """The flattened hparams and metrics of one statistic.json: the title's keys and the table's values."""
+    flat = {}
+    for part in ("hparams", "metrics"):
+        if isinstance(statistic.get(part), (dict, list)):
+            flatten(statistic[part], f"{part}.", flat)
+    return flat
+
+
+def read_flat(experiments):
+    """Each experiment's (mtime_ns, ctime_ns, size, inode) of its file, and its flat_row."""
+    rows = []
+    for experiment in experiments:
+        statistic, stat = load_statistic(experiment)
+        rows.append(((stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino), flat_row(statistic)))
+    return rows
+
+
+def collect(experiments):
+    """Every flattened hparams/metrics key of the experiments (a key first seen in a later
+    experiment comes after the key it follows there), and each experiment's row. The files are
+    read by one process a CPU, at least CHUNK files each."""
+    workers = max(1, min(os.cpu_count() or 1, len(experiments) // CHUNK))
+    size = -(-len(experiments) // workers)
+    chunks = [experiments[i:i + size] for i in range(0, len(experiments), size)]
+    rows = [row for part in in_parallel([lambda c=c: read_flat(c) for c in chunks]) for row in part]
+    shapes = {}  # the distinct key sequences, each a row's shape
+    for _, flat in rows:
+        shapes.setdefault(tuple(flat), len(shapes))
     keys = []
-    for _, shapes in results:
-        for shape in shapes:
-            keys = union(keys, shape)
-    return keys
+    for shape in shapes:
+        keys = union(keys, shape)
+    return keys, shapes, rows
+
+
+def write_rows(name, experiments, shapes, rows, began_ns):
+    """The rows as table.py reads them: a JSON object, values as json.load gave them."""
+    entries = [[experiment, *stamp, shapes[tuple(flat)], list(flat.values())]
+               for experiment, (stamp, flat) in zip(experiments, rows) if stamp[1] < began_ns - RACY_NS]
+    atomic_write(ROWS / f"{name}.rows.json",
+                 json.dumps({"version": 1, "shapes": [list(shape) for shape in shapes], "rows": entries},
+                            separators=(",", ":")))
 
 
 def union(order, keys):
@@ -154,8 +171,11 @@ def main():
     old = parse_title(path) if path.exists() else []
     old_keys = [k for k, _ in old]
     commented = {k for k, c in old if c}
-    found = collect_keys(read_list(name))
+    experiments = read_list(name)
+    began_ns = time.time_ns()
+    found, shapes, rows = collect(experiments)
     keys = merge(found, old_keys)
+    write_rows(name, experiments, shapes, rows, began_ns)
     atomic_write(path, render(keys, commented))
     hidden = sum(k in commented for k in keys)
     new = len(set(keys) - set(old_keys) - commented)
