@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import time
 
 import pytest
 
@@ -129,6 +130,36 @@ def test_commented_title_lines_survive_regeneration(project):
     project.make("table")
     text = title.read_text()
     assert "momentum" not in text and '//  "hparams.lr",' in text
+
+
+def test_a_changed_value_is_never_shown_stale(project):
+    """table.py reuses the rows title.py read only where a file is provably unchanged."""
+    write_statistic(project, "a", 0, lr=0.1)
+    write_statistic(project, "a", 1, lr=0.2)
+    write_list(project, "record", "a/0", "a/1")
+    time.sleep(2.2)  # older than title.py's RACY_NS: the rows it reads are kept for table.py
+    project.make("table")
+    cached = json.loads((project.path / "__statistic__/.deps/record.rows.json").read_text())
+    assert [row[0] for row in cached["rows"]] == ["a/0", "a/1"]
+    assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.1", "0.2"]
+
+    # a new value, written the usual way: title and table are made again
+    write_statistic(project, "a", 0, lr=0.3)
+    project.make("table")
+    assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.3", "0.2"]
+
+    # a new value of the same size with the old mtime, and only the table made again (its csv
+    # removed; the title is up to date): the file's ctime says it changed, so it is read again
+    cached = json.loads((project.path / "__statistic__/.deps/record.rows.json").read_text())
+    assert [row[0] for row in cached["rows"]] == ["a/1"]  # a/0 is too new to be kept
+    path = project.result("a", 1) / "statistic.json"
+    stat = path.stat()
+    write_statistic(project, "a", 1, lr=0.7)
+    assert path.stat().st_size == stat.st_size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (project.path / TABLE).unlink()
+    assert "title" not in project.make("table").stdout
+    assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.3", "0.7"]
 
 
 def test_summary_changed_columns_and_bare_tags(project):
