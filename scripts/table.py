@@ -50,7 +50,7 @@ def cached_rows(name, experiments, keys):
                 stat = os.stat(f"{RESULTS}/{experiment}/statistic.json") if entry else None
             except OSError:
                 stat = None
-            if stat is None or entry[1:2] != [stat.st_mtime_ns]:
+            if stat is None or entry[1:5] != [stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino]:
                 rows.append(None)
                 continue
             shape, values = entry[5:7]
