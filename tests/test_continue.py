@@ -11,59 +11,70 @@ from conftest import assert_refused, kill_group, wait_for
 KILL_CONFIG = {"epochs": 4, "channels": 32}
 
 
-def checkpoint_written(project, tag, epoch):
-    link = project.result(tag, 0) / "checkpoint" / "epoch_last.pth"
-    return lambda: link.is_symlink() and os.readlink(link) == f"epoch_{epoch}.pth"
+def checkpoint_written(epoch):
+    def condition(folder):
+        link = folder / "checkpoint" / "epoch_last.pth"
+        return link.is_symlink() and os.readlink(link) == f"epoch_{epoch}.pth"
+    return condition
 
 
-def kill_when(project, tag, condition, **variables):
-    run = project.start("run", TAG=tag, FIX="1", **variables)
-    wait_for(condition, interval=0.001)
-    kill_group(run)
-    assert project.statistic(tag, 0)["status"] == "running", "the run ended before the kill"
+def kill_when(project, condition):
+    """Run a FIX=1 experiment and SIGKILL its process group once `condition(folder)` holds.
+    A moment of a few milliseconds can slip past on a busy machine: then try a new tag.
+    Returns the tag of the killed run."""
+    for attempt in range(5):
+        tag = f"cut{attempt}"
+        run = project.start("run", TAG=tag, FIX="1")
+        wait_for(lambda: condition(project.result(tag, 0)) or run.poll() is not None, interval=0.0005)
+        if run.poll() is None:
+            kill_group(run)
+            assert project.statistic(tag, 0)["status"] == "running"
+            return tag
+    raise AssertionError("five runs ended before the moment to kill them came")
 
 
 def test_killed_after_second_checkpoint_continues_to_the_same_metrics(project):
     project.configure(**KILL_CONFIG)
     project.make("run", TAG="whole", FIX="1")
-    kill_when(project, "cut", checkpoint_written(project, "cut", 2))
-    result = project.make("continue", TAG="cut")
-    assert "continuing cut/0 from epoch 2" in result.stdout
-    cut, whole = project.statistic("cut", 0), project.statistic("whole", 0)
+    tag = kill_when(project, checkpoint_written(2))
+    result = project.make("continue", TAG=tag)
+    assert f"continuing {tag}/0 from epoch 2" in result.stdout
+    cut, whole = project.statistic(tag, 0), project.statistic("whole", 0)
     assert cut["status"] == "finished" and cut["metrics"] == whole["metrics"]
     assert cut["seed"] == whole["seed"]
-    final = torch.load(project.result("cut", 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
+    final = torch.load(project.result(tag, 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
     reference = torch.load(project.result("whole", 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
     for name, tensor in reference["model"].items():
         assert torch.equal(final["model"][name], tensor), name  # the same parameters, bit for bit
-    assert project.finished() == ["whole/0", "cut/0"]
-    log = (project.result("cut", 0) / "log").read_text()
-    assert log.count("epoch 1/4") == 1 and "continuing cut/0" in log and log.count("epoch 4/4") == 1
-    assert len(list((project.result("cut", 0) / "tensorboard").glob("events.out.tfevents.*"))) >= 2
+    assert project.finished() == ["whole/0", f"{tag}/0"]
+    log = (project.result(tag, 0) / "log").read_text()
+    assert log.count("epoch 1/4") == 1 and f"continuing {tag}/0" in log and log.count("epoch 4/4") == 1
+    assert len(list((project.result(tag, 0) / "tensorboard").glob("events.out.tfevents.*"))) >= 2
 
 
 def test_killed_during_a_checkpoint_write_continues_cleanly(project):
     project.configure(**KILL_CONFIG)
     project.make("run", TAG="whole", FIX="1")
-    folder = project.result("cut", 0) / "checkpoint"
-    kill_when(project, "cut", lambda: folder.is_dir() and any(p.name.startswith(".") for p in folder.iterdir()))
+    tag = kill_when(project, lambda exp: (exp / "checkpoint").is_dir()
+                    and any(name.startswith(".") for name in os.listdir(exp / "checkpoint")))
+    folder = project.result(tag, 0) / "checkpoint"
     leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")]
     assert leftovers and all(".tmp" in name for name in leftovers)  # the half-written file is a temp file
     for checkpoint in folder.glob("epoch_*.pth"):
         torch.load(checkpoint, weights_only=True)  # every visible checkpoint is whole
-    project.make("continue", TAG="cut", ID="0")
-    assert project.statistic("cut", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
+    project.make("continue", TAG=tag, ID="0")
+    assert project.statistic(tag, 0)["metrics"] == project.statistic("whole", 0)["metrics"]
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
 def test_killed_before_first_checkpoint_starts_again_from_epoch_0(project):
     project.configure(**KILL_CONFIG)
     project.make("run", TAG="whole", FIX="1")
-    statistic = project.result("cut", 0) / "statistic.json"
-    kill_when(project, "cut", lambda: statistic.exists() and json.loads(statistic.read_text())["hparams"])
-    assert not (project.result("cut", 0) / "checkpoint" / "epoch_1.pth").exists()
-    assert "from epoch 0" in project.make("continue", TAG="cut").stdout
-    assert project.statistic("cut", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
+    tag = kill_when(project, lambda exp: (exp / "statistic.json").exists()
+                    and json.loads((exp / "statistic.json").read_text())["hparams"])
+    assert not (project.result(tag, 0) / "checkpoint" / "epoch_1.pth").exists()
+    assert "from epoch 0" in project.make("continue", TAG=tag).stdout
+    assert project.statistic(tag, 0)["metrics"] == project.statistic("whole", 0)["metrics"]
 
 
 def test_unreadable_newest_checkpoint_falls_back_to_an_older_one(project):
