@@ -162,7 +162,7 @@ def in_parallel(jobs):
                 except BaseException as error:
                     payload = ("crash", f"{type(error).__name__}: {error}")
                 with os.fdopen(write_end, "wb") as f:
-                    marshal.dump(payload, f)
+                    f.write(marshal.dumps(payload))
             finally:
                 os._exit(0)
         os.close(write_end)
@@ -176,7 +176,7 @@ def in_parallel(jobs):
         for pid, read_end in children:
             with os.fdopen(read_end, "rb") as f:
                 try:
-                    results.append(marshal.load(f))
+                    results.append(marshal.loads(f.read()))  # marshal.load(f) reads item by item
                 except (EOFError, ValueError):
                     results.append(("crash", "a reader process died"))
             os.waitpid(pid, 0)

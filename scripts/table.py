@@ -36,16 +36,22 @@ def cached_rows(name, experiments, keys):
     try:
         with open(ROWS / f"{name}.rows.json", "rb") as f:
             cache = json.load(f)
-        if cache["version"] != 1:
+        if cache["version"] != 2:
             return [None] * len(experiments)
-        positions = []  # per shape, where each key's value is in a row's values (None: absent)
-        for shape in cache["shapes"]:
-            where = {key: i for i, key in enumerate(shape)}
-            positions.append(([where.get(k) for k in keys], len(shape)))
-        entries = {entry[0]: entry for entry in cache["rows"]}
+        entries = {}  # tag/id: (where each key's value is in its values (None: absent), entry)
+        for part in cache["parts"]:
+            wheres = []
+            for shape in part["shapes"]:
+                where = {key: i for i, key in enumerate(shape)}
+                wheres.append(([where.get(k) for k in keys], len(shape)))
+            for entry in part["rows"]:
+                shape = entry[5]
+                if type(shape) is not int or shape < 0 or len(entry[6]) != wheres[shape][1]:
+                    raise ValueError("a row that is not title.py's")
+                entries[entry[0]] = (wheres[shape][0], entry)
         rows = []
         for experiment in experiments:
-            entry = entries.get(experiment)
+            where, entry = entries.get(experiment, (None, None))
             try:
                 stat = os.stat(f"{RESULTS}/{experiment}/statistic.json") if entry else None
             except OSError:
@@ -53,10 +59,7 @@ def cached_rows(name, experiments, keys):
             if stat is None or entry[1:5] != [stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino]:
                 rows.append(None)
                 continue
-            shape, values = entry[5:7]
-            if type(shape) is not int or shape < 0 or len(values) != positions[shape][1]:
-                raise ValueError("a row that is not title.py's")
-            where = positions[shape][0]
+            values = entry[6]
             rows.append([experiment] + [None if i is None else values[i] for i in where])
         return rows
     except (OSError, ValueError, LookupError, TypeError, AttributeError):
@@ -90,8 +93,17 @@ def summary(frame, keys):
     return out.reset_index()
 
 
-def texts(values):
+def texts(column):
     """A column's cells as text: floats to 6 significant digits, None and NaN empty."""
+    import numpy as np
+
+    values = column.tolist()
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "O"
+    if kind == "f":  # Python floats only: the general case below, faster
+        cells = [format(v, ".6g") for v in values]
+        return [c if c != "nan" else "" for c in cells] if "nan" in cells else cells
+    if kind in "iub":  # ints and bools: never None or NaN
+        return list(map(str, values))
     return ["" if v is None or v != v else f"{v:.6g}" if isinstance(v, float) else str(v) for v in values]
 
 
@@ -102,7 +114,7 @@ def aligned(frame):
     padded = []
     for name in frame.columns:
         column = frame[name]
-        cells = texts(column.tolist())
+        cells = texts(column)
         width = max(len(name), *map(len, cells)) if cells else len(name)
         numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
         padded.append([name.ljust(width)] + [c.rjust(width) if numeric else c.ljust(width) for c in cells])

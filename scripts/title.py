@@ -105,39 +105,36 @@ def flat_row(statistic):
     return flat
 
 
-def read_flat(experiments):
-    """Each experiment's (mtime_ns, ctime_ns, size, inode) of its file, and its flat_row."""
-    rows = []
+def read_part(experiments, fresh_before_ns):
+    """The distinct key sequences (shapes) of the experiments' flat_rows, in order of first
+    appearance, and the JSON text of their part of the rows file: those shapes, and for each
+    experiment whose file's ctime is before fresh_before_ns, [tag/id, mtime_ns, ctime_ns, size,
+    inode, its shape's index, its values]."""
+    shapes, entries = {}, []
     for experiment in experiments:
         statistic, stat = load_statistic(experiment)
-        rows.append(((stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino), flat_row(statistic)))
-    return rows
+        flat = flat_row(statistic)
+        shape = shapes.setdefault(tuple(flat), len(shapes))
+        if stat.st_ctime_ns < fresh_before_ns:
+            entries.append([experiment, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino, shape,
+                            list(flat.values())])
+    return list(shapes), json.dumps({"shapes": list(shapes), "rows": entries}, separators=(",", ":"))
 
 
 def collect(experiments):
     """Every flattened hparams/metrics key of the experiments (a key first seen in a later
-    experiment comes after the key it follows there), and each experiment's row. The files are
-    read by one process a CPU, at least CHUNK files each."""
+    experiment comes after the key it follows there), and the text of the rows file. The files
+    are read by one process a CPU, at least CHUNK files each."""
+    fresh_before_ns = time.time_ns() - RACY_NS
     workers = max(1, min(os.cpu_count() or 1, len(experiments) // CHUNK))
     size = -(-len(experiments) // workers)
     chunks = [experiments[i:i + size] for i in range(0, len(experiments), size)]
-    rows = [row for part in in_parallel([lambda c=c: read_flat(c) for c in chunks]) for row in part]
-    shapes = {}  # the distinct key sequences, each a row's shape
-    for _, flat in rows:
-        shapes.setdefault(tuple(flat), len(shapes))
+    parts = in_parallel([lambda c=c: read_part(c, fresh_before_ns) for c in chunks])
     keys = []
-    for shape in shapes:
-        keys = union(keys, shape)
-    return keys, shapes, rows
-
-
-def write_rows(name, experiments, shapes, rows, began_ns):
-    """The rows as table.py reads them: a JSON object, values as json.load gave them."""
-    entries = [[experiment, *stamp, shapes[tuple(flat)], list(flat.values())]
-               for experiment, (stamp, flat) in zip(experiments, rows) if stamp[1] < began_ns - RACY_NS]
-    atomic_write(ROWS / f"{name}.rows.json",
-                 json.dumps({"version": 1, "shapes": [list(shape) for shape in shapes], "rows": entries},
-                            separators=(",", ":")))
+    for shapes, _ in parts:
+        for shape in shapes:
+            keys = union(keys, shape)
+    return keys, '{"version":2,"parts":[' + ",".join(text for _, text in parts) + "]}"
 
 
 def union(order, keys):
@@ -171,11 +168,9 @@ def main():
     old = parse_title(path) if path.exists() else []
     old_keys = [k for k, _ in old]
     commented = {k for k, c in old if c}
-    experiments = read_list(name)
-    began_ns = time.time_ns()
-    found, shapes, rows = collect(experiments)
+    found, rows = collect(read_list(name))
     keys = merge(found, old_keys)
-    write_rows(name, experiments, shapes, rows, began_ns)
+    atomic_write(ROWS / f"{name}.rows.json", rows)
     atomic_write(path, render(keys, commented))
     hidden = sum(k in commented for k in keys)
     new = len(set(keys) - set(old_keys) - commented)

@@ -140,7 +140,7 @@ def test_a_changed_value_is_never_shown_stale(project):
     time.sleep(2.2)  # older than title.py's RACY_NS: the rows it reads are kept for table.py
     project.make("table")
     cached = json.loads((project.path / "__statistic__/.deps/record.rows.json").read_text())
-    assert [row[0] for row in cached["rows"]] == ["a/0", "a/1"]
+    assert [row[0] for part in cached["parts"] for row in part["rows"]] == ["a/0", "a/1"]
     assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.1", "0.2"]
 
     # a new value, written the usual way: title and table are made again
@@ -151,7 +151,7 @@ def test_a_changed_value_is_never_shown_stale(project):
     # a new value of the same size with the old mtime, and only the table made again (its csv
     # removed; the title is up to date): the file's ctime says it changed, so it is read again
     cached = json.loads((project.path / "__statistic__/.deps/record.rows.json").read_text())
-    assert [row[0] for row in cached["rows"]] == ["a/1"]  # a/0 is too new to be kept
+    assert [row[0] for part in cached["parts"] for row in part["rows"]] == ["a/1"]  # a/0 is too new
     path = project.result("a", 1) / "statistic.json"
     stat = path.stat()
     write_statistic(project, "a", 1, lr=0.7)
