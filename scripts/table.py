@@ -122,11 +122,12 @@ def aligned(frame):
 
 
 def write(name):
+    keys = shown_keys(title_path(name))
+    # the rows are gathered by a forked process while this one imports pandas (some 0.3 s):
+    # pandas is imported only after the fork, since numpy starts a thread
+    _, rows = in_parallel([import_pandas, lambda: read_rows(name, keys)])
     import pandas as pd
 
-    keys = shown_keys(title_path(name))
-    # the rows are gathered by a forked process while this one imports pandas (some 0.3 s)
-    _, rows = in_parallel([import_pandas, lambda: read_rows(name, keys)])
     frame = pd.DataFrame(rows, columns=["exper", *keys])
     table, stats, text = (TABLES / f"{name}{suffix}" for suffix in (".csv", ".summary.csv", ".txt"))
     pending = [(stats, summary(frame, keys).to_csv(index=False)), (text, aligned(frame)),
