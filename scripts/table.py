@@ -13,6 +13,7 @@ Input comes from the environment (STATISTIC_STEM or LIST, CHANGED). The rows are
 title.py has just read, where each file is provably unchanged since, else read again with json;
 one DataFrame is built at the end: pandas is only imported for that.
 """
+import gc
 import json
 import os
 import sys
@@ -122,6 +123,7 @@ def aligned(frame):
 
 
 def write(name):
+    gc.disable()  # as in title.py: no cycles worth collecting, and its passes cost time
     keys = shown_keys(title_path(name))
     # the rows are gathered by a forked process while this one imports pandas (some 0.3 s):
     # pandas is imported only after the fork, since numpy starts a thread
