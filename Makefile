@@ -102,7 +102,9 @@ $(DATA): code/data.py | $(PY_READY)
 # A list __statistic__/exper-list/<LIST>.txt names experiments (tag/id, or a bare tag: all its
 # ids). Its title (the columns, yours to edit) and its table are files made from it; the
 # included __statistic__/.deps/<LIST>.mk (made by record.py) makes every statistic.json the list
-# names a prerequisite of both, without ever putting them on a command line.
+# names a prerequisite of both, without ever putting them on a command line. title.py leaves the
+# rows it read beside it (<LIST>.rows.json); table.py takes a row from there only while its
+# statistic.json has the same mtime, ctime, size and inode, and reads the file again otherwise.
 
 # LIST becomes a file name and a target, so it is used only if it matches [A-Za-z0-9][A-Za-z0-9._-]*
 # and the list exists; otherwise title and table run `record.py check`, which says what is wrong.
