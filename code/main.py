@@ -104,9 +104,10 @@ def train(exp_dir, rank, world_size, device):
         set_rng_state(checkpoint["rng"][rank % len(checkpoint["rng"])], generator)
 
     writer = None
+    continuing = os.environ.get("GITEXP_MODE") == "continue"
     if record:
         step = start_epoch * len(train_loader)
-        if os.environ.get("GITEXP_MODE") == "continue":
+        if continuing:
             where = f"epoch {start_epoch} ({path})" if path else "epoch 0 (no checkpoint yet)"
             for bad, error in skipped:
                 print(f"warning: {bad} is unreadable ({type(error).__name__}): using an older checkpoint")
@@ -118,7 +119,7 @@ def train(exp_dir, rank, world_size, device):
             statistic.update(epoch=start_epoch, **progress(best, last, seconds))
         write_json(exp_dir / "statistic.json", statistic)
         # a new events file each start; purge_step hides what a killed run logged past the checkpoint
-        writer = SummaryWriter(exp_dir / "tensorboard", purge_step=step if checkpoint or step else None)
+        writer = SummaryWriter(exp_dir / "tensorboard", purge_step=step if continuing else None)
         if start_epoch == 0:
             model.eval()  # trace without dropout, so the graph draws nothing from the RNG
             writer.add_graph(model, example_input().to(device))
