@@ -44,7 +44,7 @@ DATA := __data__/digits.npz
 .PHONY: help
 help: ## list the targets (variables: see the top of the Makefile)
 	@printf 'usage: make TARGET [VARIABLE=value ...]\n\ntargets:\n'
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z_-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z_-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@printf '\nvariables:\n'
 	@sed -n 's/^#   /  /p' $(MAKEFILE_LIST)
 
