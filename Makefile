@@ -91,7 +91,7 @@ tb-stop: $(PY_READY) ## stop the background TensorBoard that make run starts (TB
 # ---- files --------------------------------------------------------------------------------------
 
 $(VENV)/.installed: code/requirements.txt
-	python3 -m venv $(VENV)
+	python3 -m venv --clear $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r code/requirements.txt
 	touch $@
 

@@ -22,7 +22,7 @@ def prepare(path=DATA_FILE):
 
     digits = load_digits()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # several nodes may prepare at once
     np.savez_compressed(tmp, images=(digits.images / 16.0).astype(np.float32),
                         labels=digits.target.astype(np.int64))
     os.replace(tmp, path)

@@ -118,7 +118,8 @@ def train(exp_dir, rank, world_size, device):
         if checkpoint is not None:  # statistic.json may lag behind: a kill can fall between the two writes
             statistic.update(epoch=start_epoch, **progress(best, last, seconds))
         write_json(exp_dir / "statistic.json", statistic)
-        # a new events file each start; purge_step hides what a killed run logged past the checkpoint
+        # a new events file each start; purge_step hides what a killed run logged past the
+        # checkpoint. Every scalar is logged at the global step, so the purge covers them all.
         writer = SummaryWriter(exp_dir / "tensorboard", purge_step=step if continuing else None)
         if start_epoch == 0:
             model.eval()  # trace without dropout, so the graph draws nothing from the RNG
@@ -158,8 +159,8 @@ def train(exp_dir, rank, world_size, device):
         if record:
             for split, r in result.items():
                 for k, v in r.items():
-                    writer.add_scalar(f"{split}/{k}", v, epoch + 1)
-            writer.add_scalar("train/lr", lr, epoch + 1)
+                    writer.add_scalar(f"{split}/{k}", v, step)
+            writer.add_scalar("train/lr", lr, step)
             data = serialize({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best, "last": last,
@@ -174,7 +175,7 @@ def train(exp_dir, rank, world_size, device):
         pending.result()  # finished means every checkpoint is on disk
 
     if record:
-        finish(exp_dir, statistic, writer, best, last)
+        finish(exp_dir, statistic, writer, best, last, step)
     if rank == 0 and best is not None:
         print(f"best epoch {best['epoch']}: val_acc {best['val_acc']:.4f}  test_acc {best['test_acc']:.4f}"
               f"  |  last epoch {last['epoch']}: test_acc {last['test_acc']:.4f}"
@@ -187,7 +188,7 @@ def persist(exp_dir, epoch, data, is_best, statistic):
     write_json(exp_dir / "statistic.json", statistic)
 
 
-def finish(exp_dir, statistic, writer, best, last):
+def finish(exp_dir, statistic, writer, best, last, step):
     """Mark the experiment finished. finished.txt is written first and only once, so a kill
     between the two steps leaves an experiment that `make continue` finishes cleanly.
 
@@ -198,7 +199,6 @@ def finish(exp_dir, statistic, writer, best, last):
     final = {f"{when}/{k}": v for when, m in (("best", best), ("last", last)) if m for k, v in m.items()}
     tb_hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams().items()}
     _, session_start, session_end = torch.utils.tensorboard.summary.hparams(tb_hparams, final)
-    step = last["epoch"] if last else 0
     writer.file_writer.add_summary(session_start, step)
     for name, value in final.items():
         writer.add_scalar(name, value, step)

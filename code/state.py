@@ -37,7 +37,8 @@ def rng_state(loader_generator):
         "python": random.getstate(),
         "numpy": numpy_state,
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # the current device's only: a checkpoint from GPUS=0,1 must also continue on GPUS=0
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
         "loader": loader_generator.get_state(),
     }
 
@@ -49,8 +50,8 @@ def set_rng_state(state, loader_generator):
     numpy_state["state"] = dict(numpy_state["state"], key=np.array(numpy_state["state"]["key"], dtype=np.uint32))
     np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
     loader_generator.set_state(state["loader"])
 
 

@@ -47,6 +47,8 @@ def check_tag(tag):
                         "starting with a letter or digit")
     if git("check-ref-format", f"refs/tags/{tag}", check=False).returncode != 0:
         raise UserError(f"TAG {tag!r} is not a valid git tag name (git check-ref-format): choose another")
+    if tag == "HEAD" or commit_of(f"refs/heads/{tag}") is not None:
+        raise UserError(f"TAG {tag!r} is the name of a branch: a tag of that name would shadow it, choose another")
     return tag
 
 
@@ -81,7 +83,7 @@ def parse_devices():
             raise UserError(f"GPUS={gpus}: there is no GPU {missing[0]} (this machine has {count}: 0-{count - 1})")
         processes, visible = len(indices), gpus
     elif nproc:
-        processes, visible = check_number("NPROC", nproc), None
+        processes, visible = check_number("NPROC", nproc), ""  # no GPU visible: gloo on CPU, as promised
         if not 1 <= processes <= 256:
             raise UserError(f"NPROC={nproc} is out of range: give 1 to 256 processes")
     else:
@@ -228,9 +230,11 @@ def lock(folder):
     return handle
 
 
-def check_runnable(ref):
-    if git("cat-file", "-e", f"{ref}:code/main.py", check=False).returncode != 0:
-        raise UserError(f"{ref} has no code/main.py: commit the experiment's code under code/")
+def check_runnable():
+    """Before anything is committed or tagged: code/main.py is tracked (what MSG would commit
+    is what the working tree holds)."""
+    if git("ls-files", "--error-unmatch", "code/main.py", check=False).returncode != 0:
+        raise UserError("code/main.py is not committed: commit the experiment's code under code/")
 
 
 def snapshot(tag, folder):
@@ -243,9 +247,10 @@ def snapshot(tag, folder):
         tar.extractall(folder, filter="data")
 
 
-def fixed_seed(ref):
-    """The seed FIX=1 uses: code/seed as committed."""
-    text = git("show", f"{ref}:code/seed", check=False).stdout.strip()
+def fixed_seed():
+    """The seed FIX=1 uses: code/seed, committed (or about to be, with MSG)."""
+    tracked = git("ls-files", "--error-unmatch", "code/seed", check=False).returncode == 0
+    text = Path("code/seed").read_text().strip() if tracked and Path("code/seed").is_file() else ""
     if not NUMBER.fullmatch(text):
         raise UserError(f"code/seed must hold one non-negative integer for FIX=1, not {text[:20]!r}: fix it and commit")
     return int(text)
@@ -366,9 +371,9 @@ def do_run():
     if devices[2] > 0:
         return follow(tag, devices)
     check_tag_free(tag, env("MSG"))
+    check_runnable()
+    seed = fixed_seed() if fix else secrets.randbelow(2**31)
     ensure_clean_tree(env("MSG"))
-    check_runnable("HEAD")
-    seed = fixed_seed("HEAD") if fix else secrets.randbelow(2**31)
     commit = tag_head(tag)
     folder, number = new_folder(tag)
     held = lock(folder)
@@ -465,6 +470,10 @@ def do_rerun():
     source = experiment_folder(tag, number)
     original = read_statistic(source)
     check_same_code(source, original, commit)
+    processes, nodes, _, _ = devices
+    if original.get("world_size", 1) != processes * nodes:
+        print(f"note: {tag}/{number} ran with {original.get('world_size')} process(es), this rerun with "
+              f"{processes * nodes}: give NPROC or GPUS to match, or expect different numbers")
     folder, new_number = new_folder(tag)
     held = lock(folder)
     snapshot(tag, folder)

@@ -198,12 +198,24 @@ def alive(pid):
         return True
 
 
+def serves_live_tree(pid):
+    """Is `pid` a running TensorBoard over this project's live tree? An info file or the lock
+    file can outlive its server (kill -9), and its pid can since belong to another process."""
+    if not alive(pid):
+        return False
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return b"tensorboard.main" in words and any(w.decode(errors="replace").endswith(str(LIVE)) for w in words)
+
+
 def live_servers():
     """The running TensorBoards that serve this project's live tree, as tensorboard.manager
     lists them (each TensorBoard writes an info file with its logdir, port and pid once up)."""
     from tensorboard import manager
     logdir = str(LIVE.resolve())
-    return [info for info in manager.get_all() if info.logdir == logdir and alive(info.pid)]
+    return [info for info in manager.get_all() if info.logdir == logdir and serves_live_tree(info.pid)]
 
 
 def write_lock(lock, port, pid=""):
@@ -269,7 +281,7 @@ def stop():
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # held: a server that may not have written its info file yet
                 words = lock.read().split()
-                if len(words) == 2 and words[0].isdigit() and words[1].isdigit() and alive(int(words[1])):
+                if len(words) == 2 and words[0].isdigit() and words[1].isdigit() and serves_live_tree(int(words[1])):
                     pids.setdefault(int(words[1]), int(words[0]))
     if not pids:
         print("no live TensorBoard is running for this project")

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import assert_refused, kill_group, wait_for
 
@@ -50,6 +51,12 @@ def test_killed_after_second_checkpoint_continues_to_the_same_metrics(project):
     log = (project.result(tag, 0) / "log").read_text()
     assert log.count("epoch 1/4") == 1 and f"continuing {tag}/0" in log and log.count("epoch 4/4") == 1
     assert len(list((project.result(tag, 0) / "tensorboard").glob("events.out.tfevents.*"))) >= 2
+    # the curves read as one run: what the killed run logged past its checkpoint is purged
+    events = EventAccumulator(str(project.result(tag, 0) / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("val/acc")]
+    assert len(steps) == 4 and steps == sorted(set(steps))
+    assert len(events.Scalars("train/loss_step")) == steps[-1]
 
 
 def test_killed_during_a_checkpoint_write_continues_cleanly(project):
