@@ -119,8 +119,9 @@ def train(exp_dir, rank, world_size, device):
             statistic.update(epoch=start_epoch, **progress(best, last, seconds))
         write_json(exp_dir / "statistic.json", statistic)
         # a new events file each start; purge_step hides what a killed run logged past the
-        # checkpoint. Every scalar is logged at the global step, so the purge covers them all.
-        writer = SummaryWriter(exp_dir / "tensorboard", purge_step=step if continuing else None)
+        # checkpoint (steps above `step`). Every scalar is logged at the global step, so the
+        # purge covers them all.
+        writer = SummaryWriter(exp_dir / "tensorboard", purge_step=step + 1 if continuing else None)
         if start_epoch == 0:
             model.eval()  # trace without dropout, so the graph draws nothing from the RNG
             writer.add_graph(model, example_input().to(device))
