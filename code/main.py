@@ -212,6 +212,15 @@ def finish(exp_dir, statistic, writer, best, last, step):
 
 def main():
     exp_dir = os.environ.get("GITEXP_DIR")
+    if os.environ.get("GITEXP_MODE") == "check":
+        # the launcher's look before a continue with several processes, whose refusal would
+        # otherwise come back as torchrun's failure: one process, nothing written
+        try:
+            resume_state(Path(exp_dir))
+        except Refused as problem:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(REFUSED)
+        return
     rank, world_size, device = dist.setup()
     try:
         train(Path(exp_dir) if exp_dir else None, rank, world_size, device)

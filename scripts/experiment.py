@@ -428,6 +428,12 @@ def do_continue():
     if held is None:
         raise UserError(f"{tag}/{number} is running right now: wait for it, or stop it first")
     snapshot(tag, folder)
+    processes, nodes, _, visible = devices
+    if processes * nodes > 1:  # under torchrun, a refusal would look like a crash: ask first
+        check = subprocess.run([python(), str(folder / "code" / "main.py")],
+                               env=child_environment(visible, GITEXP_DIR=str(folder), GITEXP_MODE="check"))
+        if check.returncode != 0:
+            return 1  # main.py said why; nothing was changed
     status = execute(folder, "continue", devices)
     if status == REFUSED:
         return 1  # main.py said why; nothing was changed

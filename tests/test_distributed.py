@@ -52,6 +52,18 @@ def test_a_two_process_checkpoint_continues_on_one_process(project):
     assert statistic["status"] == "finished" and statistic["world_size"] == 1 and statistic["epoch"] == 3
 
 
+def test_a_refused_continue_with_two_processes_changes_nothing(project):
+    project.make("run", TAG="bad")
+    folder = project.result("bad", 0)
+    path = folder / "statistic.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), status="failed")))
+    for checkpoint in (folder / "checkpoint").glob("epoch_[0-9]*.pth"):
+        checkpoint.write_bytes(b"garbage")
+    before = project.snapshot()
+    assert_refused(project.make("continue", TAG="bad", NPROC="2", check=False), "no readable checkpoint")
+    assert project.snapshot() == before
+
+
 def test_a_crash_on_one_rank_fails_the_whole_run(project):
     main = project.path / "code" / "main.py"
     text = main.read_text()
