@@ -2,7 +2,7 @@
 # List the experiments: `sh scripts/ls.sh` (make ls [TAG=x]).
 #   make ls         one line a tag: its ids, how many finished, running and failed, the subject
 #                   of the commit it ran
-#   make ls TAG=x   one line an id of x: status, epoch, seed, start time, metrics.best.test_acc
+#   make ls TAG=x   one line an id of x: status (stopped: killed while running), epoch, seed, start time, metrics.best.test_acc
 # TAG comes from the environment. The statistic.json files are read with jq; "running" is what
 # statistic.json says (a run killed without a trace still says so; make continue takes it up).
 set -eu
@@ -82,9 +82,21 @@ list_ids() {
         read_all 'sort_by(.id)[]
             | [.id, .status, .epoch, .seed, .start,
                (.metrics.best.test_acc // "" | if type == "number" then . * 10000 | round / 10000 else . end)]
-            | map(. // "") | @tsv' "$@"
+            | map(. // "") | @tsv' "$@" | mark_stopped "$TAG"
     } > "$tmp"
     align < "$tmp"
+}
+
+# A run killed with -9 still says "running" in its statistic.json; a live run holds the flock
+# on its .lock file (scripts/experiment.py), so a free lock means it stopped: make continue.
+mark_stopped() {
+    while IFS='	' read -r id status rest; do
+        lock="$RESULTS/$1/$id/.lock"
+        if [ "$status" = running ] && [ -f "$lock" ] && check_cmd flock && flock -n "$lock" true; then
+            status='stopped'
+        fi
+        printf '%s\t%s\t%s\n' "$id" "$status" "$rest"
+    done
 }
 
 main() {

@@ -38,6 +38,7 @@ def test_killed_after_second_checkpoint_continues_to_the_same_metrics(project):
     project.configure(**KILL_CONFIG)
     project.make("run", TAG="whole", FIX="1")
     tag = kill_when(project, checkpoint_written(2))
+    assert "stopped" in project.make("ls", TAG=tag).stdout  # not "running": no process holds its lock
     result = project.make("continue", TAG=tag)
     assert f"continuing {tag}/0 from epoch 2" in result.stdout
     cut, whole = project.statistic(tag, 0), project.statistic("whole", 0)
