@@ -2,9 +2,10 @@
 # List the experiments: `sh scripts/ls.sh` (make ls [TAG=x]).
 #   make ls         one line a tag: its ids, how many finished, running and failed, the subject
 #                   of the commit it ran
-#   make ls TAG=x   one line an id of x: status (stopped: killed while running), epoch, seed, start time, metrics.best.test_acc
-# TAG comes from the environment. The statistic.json files are read with jq; "running" is what
-# statistic.json says (a run killed without a trace still says so; make continue takes it up).
+#   make ls TAG=x   one line an id of x: status, epoch, seed, start time, metrics.best.test_acc;
+#                   a run killed while running shows as "stopped" (make continue takes it up)
+# TAG comes from the environment. The statistic.json files are read with jq; the per-tag
+# "running" count is what statistic.json says, killed runs included.
 set -eu
 
 RESULTS=__result__
