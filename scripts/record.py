@@ -138,6 +138,8 @@ def load_statistic(name):
                         "restore it, or take the experiment off the list")
     except UnicodeDecodeError as error:
         raise UserError(f"{path} is not valid JSON ({error.reason}): restore it, or take the experiment off the list")
+    except OSError as error:  # a folder in its place, no permission to read it, ...
+        raise UserError(f"{path} cannot be read ({error.strerror}): fix it, or take the experiment off the list")
     if not isinstance(statistic, dict):
         raise UserError(f"{path} is not a JSON object: restore it, or take the experiment off the list")
     return statistic, stat
