@@ -192,6 +192,8 @@ def read_statistic(folder):
         raise UserError(f"{folder} has no statistic.json: it is not an experiment")
     except (ValueError, UnicodeDecodeError) as error:
         raise UserError(f"{folder}/statistic.json is not valid JSON ({error}): restore it or remove {folder}")
+    except OSError as error:
+        raise UserError(f"{folder}/statistic.json cannot be read ({error.strerror}): fix its permissions")
 
 
 def write_statistic(folder, statistic):
