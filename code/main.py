@@ -224,6 +224,9 @@ def main():
     rank, world_size, device = dist.setup()
     try:
         train(Path(exp_dir) if exp_dir else None, rank, world_size, device)
+        # every rank waits for rank 0's final writes: a rank that tears the process group down
+        # while another still uses it can abort ("terminate called without an active exception")
+        dist.barrier()
     except Refused as problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(REFUSED)

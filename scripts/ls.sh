@@ -78,12 +78,14 @@ list_ids() {
     esac
     set -- "$RESULTS/$1"/*/statistic.json
     [ -e "$1" ] || err "unknown tag $TAG: no experiment in $RESULTS/$TAG (make ls lists the tags)"
+    # not piped: set -e stops this script only for a failure of the last command of a pipe
+    rows=$(read_all 'sort_by(.id)[]
+        | [.id, .status, .epoch, .seed, .start,
+           (.metrics.best.test_acc // "" | if type == "number" then . * 10000 | round / 10000 else . end)]
+        | map(. // "") | @tsv' "$@")
     {
         printf 'id\tstatus\tepoch\tseed\tstart\tbest.test_acc\n'
-        read_all 'sort_by(.id)[]
-            | [.id, .status, .epoch, .seed, .start,
-               (.metrics.best.test_acc // "" | if type == "number" then . * 10000 | round / 10000 else . end)]
-            | map(. // "") | @tsv' "$@" | mark_stopped "$TAG"
+        printf '%s\n' "$rows" | mark_stopped "$TAG"
     } > "$tmp"
     align < "$tmp"
 }

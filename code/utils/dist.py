@@ -56,6 +56,11 @@ def gather(obj):
     return box
 
 
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def teardown():
     if dist.is_initialized():
         dist.destroy_process_group()
