@@ -227,6 +227,8 @@ def main():
         # every rank waits for rank 0's final writes: a rank that tears the process group down
         # while another still uses it can abort ("terminate called without an active exception")
         dist.barrier()
+        dist.teardown()  # only here: after an error, other ranks may be mid-collective, and
+        # destroying the group would hang; exiting lets torchrun end them all
     except Refused as problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(REFUSED)
@@ -239,8 +241,6 @@ def main():
             print(f"error: the disk is full ({error.filename or exp_dir}); every checkpoint already "
                   "written is whole: free some space, then make continue")
         sys.exit(1)
-    finally:
-        dist.teardown()
 
 
 if __name__ == "__main__":
