@@ -27,8 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-REPEATS = 2 if QUICK else 5
-EPOCHS = 2 if QUICK else 4
+REPEATS = 2 if QUICK else 7
+EPOCHS = 2 if QUICK else 6
 IDENTITY = ["-c", "user.name=gitexp bench", "-c", "user.email=bench@localhost"]
 
 
