@@ -144,9 +144,13 @@ def pristine(tmp_path_factory):
     return folder
 
 
+def copy_project(source, base):
+    """A copy of the project at `source` in base/project, with an empty base/home."""
+    (base / "home").mkdir()
+    shutil.copytree(source, base / "project", symlinks=True)
+    return Project(base / "project", base / "home")
+
+
 @pytest.fixture
 def project(pristine, tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copytree(pristine, tmp_path / "project", symlinks=True)
-    return Project(tmp_path / "project", home)
+    return copy_project(pristine, tmp_path)

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from conftest import Project, assert_refused
+from conftest import assert_refused, copy_project
 
 MARKER = "pwned"
 UNTRACKED = "my-notes.txt"  # the user's untracked file, in every case
@@ -33,10 +33,7 @@ TITLE = "__statistic__/title/record.json"
 
 @pytest.fixture(scope="module")
 def prepared(pristine, tmp_path_factory):
-    base = tmp_path_factory.mktemp("bad_input")
-    (base / "home").mkdir()
-    shutil.copytree(pristine, base / "project", symlinks=True)
-    project = Project(base / "project", base / "home")
+    project = copy_project(pristine, tmp_path_factory.mktemp("bad_input"))
     project.make("run", TAG="a", FIX="1")
     # a/1: unfinished, without a second training
     shutil.copytree(project.result("a", 0), project.result("a", 1), symlinks=True)
@@ -52,10 +49,7 @@ def prepared(pristine, tmp_path_factory):
 
 
 def copy_of(prepared, tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copytree(prepared.path, tmp_path / "project", symlinks=True)
-    project = Project(tmp_path / "project", home)
+    project = copy_project(prepared.path, tmp_path)
     (project.path / UNTRACKED).write_text(UNTRACKED_TEXT)
     return project
 

@@ -6,14 +6,13 @@ moments, one of each kind; `make test-faults` runs all ten.
 import json
 import os
 import random
-import shutil
 import subprocess
 import time
 
 import pytest
 import torch
 
-from conftest import Project, kill_group, wait_for
+from conftest import copy_project, kill_group, wait_for
 
 pytestmark = pytest.mark.faults
 CONFIG = {"epochs": 4, "channels": 32}
@@ -56,10 +55,7 @@ MOMENTS = [(kind, n) for n, kind in enumerate(KINDS)] + [(KINDS[n % 4], n) for n
 @pytest.fixture(scope="module")
 def prepared(pristine, tmp_path_factory):
     """A copy with the fault config and one uninterrupted FIX=1 run to compare with."""
-    base = tmp_path_factory.mktemp("faults")
-    (base / "home").mkdir()
-    shutil.copytree(pristine, base / "project", symlinks=True)
-    project = Project(base / "project", base / "home")
+    project = copy_project(pristine, tmp_path_factory.mktemp("faults"))
     project.configure(**CONFIG)
     project.make("run", TAG="whole", FIX="1")
     return project
@@ -67,9 +63,7 @@ def prepared(pristine, tmp_path_factory):
 
 @pytest.fixture
 def faulty(prepared, tmp_path):
-    (tmp_path / "home").mkdir()
-    shutil.copytree(prepared.path, tmp_path / "project", symlinks=True)
-    return Project(tmp_path / "project", tmp_path / "home")
+    return copy_project(prepared.path, tmp_path)
 
 
 def assert_whole(folder):

@@ -4,7 +4,6 @@ started two at a time with TB=1, so they also show that runs share one live serv
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from tensorboard import manager
 
-from conftest import Project, assert_refused, kill_group, wait_for
+from conftest import assert_refused, copy_project, kill_group, wait_for
 
 LIVE_URL = re.compile(r"TensorBoard \(live, all experiments\): http://127\.0\.0\.1:([0-9]+)/")
 SCALARS = {"train/loss_step", "train/loss", "train/acc", "train/lr", "val/loss", "val/acc", "test/loss", "test/acc"}
@@ -79,10 +78,7 @@ def stop(server):
 def experiments(pristine, tmp_path_factory):
     """A project with a/0 a/1 b/0 b/1, made two runs at a time with the live TensorBoard on;
     returns it and the runs' stdout."""
-    base = tmp_path_factory.mktemp("tensorboard")
-    (base / "home").mkdir()
-    shutil.copytree(pristine, base / "project", symlinks=True)
-    project = Project(base / "project", base / "home")
+    project = copy_project(pristine, tmp_path_factory.mktemp("tensorboard"))
     outputs = []
     try:
         for _ in range(2):
