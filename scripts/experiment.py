@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 import tb  # scripts/tb.py, beside this file
+from title import flatten  # the keys make title names, e.g. best.test_acc
 
 RESULTS = Path("__result__")
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -444,22 +445,12 @@ def do_continue():
     return status
 
 
-def flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def compare(original, rerun):
     name = f"{original['tag']}/{original['id']}"
     if original.get("status") != "finished":
         print(f"{name} did not finish ({original.get('status')}): no metrics to compare")
         return
-    before, after = flat(original.get("metrics", {})), flat(rerun.get("metrics", {}))
+    before, after = (flatten(s.get("metrics", {}), "", {}) for s in (original, rerun))
     differ = [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
     if not differ:
         print(f"metrics equal to {name}: all {len(before)} values identical")
