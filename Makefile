@@ -28,6 +28,11 @@ USER_VARIABLES := TAG ID FIX MSG GPUS NPROC NNODES NODE_RANK MASTER_ADDR MASTER_
                   EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK
 # make expands $(...) in a value wherever the variable is used, so each value is frozen as
 # literal text here and reaches the scripts through the environment, never a recipe's shell text.
+# A value from the environment (`TB=0 make run`, `export GPUS=0`) is ignored, and said so once.
+IGNORED_FROM_ENVIRONMENT := $(strip $(foreach v,$(USER_VARIABLES),$(if $(and $(filter environment%,$(origin $(v))),$(value $(v))),$(v))))
+ifneq ($(IGNORED_FROM_ENVIRONMENT),)
+$(info note: $(IGNORED_FROM_ENVIRONMENT) set in the environment, ignored: give them on the command line, e.g. make $(or $(firstword $(MAKECMDGOALS)),help) $(foreach v,$(IGNORED_FROM_ENVIRONMENT),$(v)=$(value $(v))))
+endif
 define literal
 override $(1) := $$(if $$(filter environment%,$$(origin $(1))),,$$(value $(1)))
 endef
@@ -37,7 +42,6 @@ export $(USER_VARIABLES)
 VENV := .venv
 export PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)
 PY_READY := $(if $(PYTHON),,$(VENV)/.installed)
-DATA := __data__/digits.npz
 
 # ---- commands -----------------------------------------------------------------------------------
 
@@ -49,19 +53,20 @@ help: ## list the targets (variables: see the top of the Makefile)
 	@sed -n 's/^#   /  /p' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: $(DATA) $(PY_READY) ## tag HEAD as TAG and run it as TAG/<id> (FIX=1 GPUS=0,1 NPROC=n MSG="...")
+run: $(PY_READY) ## tag HEAD as TAG and run it as TAG/<id> (FIX=1 GPUS=0,1 NPROC=n MSG="...")
 	@"$$PY" scripts/experiment.py run
 
 .PHONY: continue
-continue: $(DATA) $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint, with TAG's code
+continue: $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint, with TAG's code
 	@"$$PY" scripts/experiment.py continue
 
 .PHONY: rerun
-rerun: $(DATA) $(PY_READY) ## reproduce TAG/ID (default 0) from its tag as a new id, then compare metrics
+rerun: $(PY_READY) ## reproduce TAG/ID (default 0) from its tag as a new id, then compare metrics
 	@"$$PY" scripts/experiment.py rerun
 
 .PHONY: data
-data: $(DATA) ## prepare the example's data set in __data__/
+data: $(PY_READY) ## prepare the data the working tree's code/ needs, in __data__/<key>/ (a run does it too)
+	@PYTHONPATH="code$${PYTHONPATH:+:$$PYTHONPATH}" "$$PY" -m gitexp.datastore
 
 .PHONY: venv
 venv: $(PY_READY) ## create .venv from code/requirements.txt (done by any target that needs it)
@@ -94,9 +99,6 @@ $(VENV)/.installed: code/requirements.txt
 	python3 -m venv --clear $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r code/requirements.txt
 	touch $@
-
-$(DATA): code/data.py | $(PY_READY)
-	@"$$PY" code/data.py
 
 # ---- statistics (record, title, table, ls) -----------------------------------------------------
 # A list __statistic__/exper-list/<LIST>.txt names experiments (tag/id, or a bare tag: all its
@@ -137,7 +139,7 @@ changed-refused:
 	@printf "error: CHANGED='%s' is not 0 or 1: CHANGED=1 shows only the columns that differ\n" "$$CHANGED" >&2; exit 2
 
 .PHONY: ls
-ls: ## list the tags; TAG=x: its ids with status, seed and best test_acc
+ls: ## list the tags; TAG=x: its ids with status, seed and best monitored metric
 	@sh scripts/ls.sh
 
 .PHONY: list-refused

@@ -1,4 +1,4 @@
-"""Every argument of an experiment, as plain `name = value` lines.
+"""Every argument of an experiment, as plain `name = value` lines (yours).
 
 git records this file with the code, and every value here is saved as an hparam in
 statistic.json and TensorBoard. Nothing is read from the command line but the tag,
@@ -15,12 +15,14 @@ hidden = 128  # width of the fully connected layer
 dropout = 0.25
 
 # training
-epochs = 10
+epochs = 10  # read by the template's loop
 batch_size = 32
 lr = 0.002
 weight_decay = 0.0
 lr_step = 4  # StepLR: multiply lr by lr_gamma every lr_step epochs
 lr_gamma = 0.5
 
-# bookkeeping
+# bookkeeping (read by the template's loop: keep these names)
+monitor = "val_acc"  # the metric that picks the best epoch (epoch_best.pth, metrics.best)
+monitor_mode = "max"  # "max": higher is better; "min": lower is better (a loss)
 keep_checkpoints = None  # epoch_<n>.pth files kept besides last/best; None keeps all

@@ -1,31 +1,24 @@
-"""The example's data: scikit-learn's bundled handwritten digits (1,797 8x8 images).
+"""The data (yours): scikit-learn's bundled handwritten digits (1,797 8x8 images).
 
-`python code/data.py` (run by `make data`) writes them once to __data__/digits.npz;
-training reads only that file, so no network and no scikit-learn at training time.
-Put your own data set here: keep `prepare()` for the one-off conversion and
-`make_loaders()` for what training needs.
+prepare(cfg, folder) converts the raw data once into `folder`; make_loaders() gives training
+what it reads from there. The template keeps each prepared data set in __data__/<key>/, keyed by
+this file's source and the config values prepare() reads, so data is prepared again exactly
+when what it depends on changes (`make data` prepares it ahead of a run).
 """
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-DATA_FILE = Path("__data__/digits.npz")
 
-
-def prepare(path=DATA_FILE):
+def prepare(cfg, folder):
+    """Write the data set into the empty `folder`. Read from cfg only what the data depends on:
+    each value read here becomes part of the data's key."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # several nodes may prepare at once
-    np.savez_compressed(tmp, images=(digits.images / 16.0).astype(np.float32),
-                        labels=digits.target.astype(np.int64))
-    os.replace(tmp, path)
+    np.save(folder / "images.npy", (digits.images / 16.0).astype(np.float32))
+    np.save(folder / "labels.npy", digits.target.astype(np.int64))
 
 
 def split_indices(n, val_fraction, test_fraction, seed):
@@ -35,14 +28,16 @@ def split_indices(n, val_fraction, test_fraction, seed):
     return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
 
 
-def make_loaders(cfg, generator, seed, rank=0, world_size=1):
-    """Train/val/test loaders. The train loader shuffles with `generator`, whose state the
-    checkpoint keeps, so a continued run sees the same batches. With several processes each
-    rank gets its own shard, shuffled from `seed` and the epoch (DistributedSampler); evaluation shards are disjoint so summed metrics are exact."""
-    if not DATA_FILE.exists():
-        sys.exit(f"error: {DATA_FILE} is missing: run `make data` from the project root")
-    with np.load(DATA_FILE) as f:
-        dataset = TensorDataset(torch.from_numpy(f["images"]).unsqueeze(1), torch.from_numpy(f["labels"]))
+def make_loaders(cfg, folder, generator, seed, rank=0, world_size=1):
+    """(training batches, {name: evaluation batches}) from the prepared `folder`.
+
+    The training batches may be any iterable with a length (the steps of an epoch). This one
+    shuffles with `generator`, whose state the checkpoint keeps, so a continued run sees the
+    same batches; with several processes each rank gets its own shard, shuffled from `seed`
+    and the epoch (DistributedSampler). Evaluation shards are disjoint, so summed metrics are
+    exact. Each evaluation set's metrics are named after it: val_loss, test_acc, ..."""
+    images = torch.from_numpy(np.load(folder / "images.npy")).unsqueeze(1)
+    dataset = TensorDataset(images, torch.from_numpy(np.load(folder / "labels.npy")))
     train, val, test = split_indices(len(dataset), cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     if world_size > 1:
         sampler = DistributedSampler(Subset(dataset, train), world_size, rank, shuffle=True, seed=seed)
@@ -53,9 +48,4 @@ def make_loaders(cfg, generator, seed, rank=0, world_size=1):
     def shard(indices):
         return DataLoader(Subset(dataset, indices[rank::world_size]), 256)
 
-    return train_loader, shard(val), shard(test)
-
-
-if __name__ == "__main__":
-    prepare()
-    print(f"wrote {DATA_FILE}")
+    return train_loader, {"val": shard(val), "test": shard(test)}

@@ -1,4 +1,6 @@
-"""A small CNN for 8x8 grey images of handwritten digits."""
+"""The model (yours): a small CNN for 8x8 grey images of handwritten digits.
+
+The loop calls build_model(cfg), and example_input() to draw the graph in TensorBoard."""
 import torch
 from torch import nn
 

@@ -315,15 +315,33 @@ def execute(folder, mode, devices):
                 continue
 
 
-def conclude(folder, status):
-    """After main.py: mark a crash as failed, print where everything is."""
+def log_size(folder):
+    log = folder / "log"
+    return log.stat().st_size if log.exists() else 0
+
+
+def first_error(folder, offset):
+    """The first `error:` line main.py (any rank) printed into the log after `offset`."""
+    with open(folder / "log", "rb") as log:
+        log.seek(offset)
+        for line in log.read().decode(errors="replace").splitlines():
+            if line.startswith("error: "):
+                return line[len("error: "):].strip()
+    return None
+
+
+def conclude(folder, status, log_offset=0):
+    """After main.py: mark a crash as failed, print where everything is; for a failure, the
+    error main.py printed, whichever rank it came from (torchrun's own report hides it)."""
     statistic = read_statistic(folder)
     if status != 0 and statistic.get("status") == "running":
         statistic.update(status="failed", end=now())
         write_statistic(folder, statistic)
     name = f"{statistic['tag']}/{statistic['id']}"
     if status != 0:
-        print(f"error: experiment {name} failed (exit status {status}): the error is in {folder}/log", file=sys.stderr)
+        cause = first_error(folder, log_offset)
+        print(f"error: experiment {name} failed (exit status {status}){': ' + cause if cause else ''}; "
+              f"the whole error is in {folder}/log", file=sys.stderr)
         return statistic
     print(f"experiment {name} {statistic['status']}: results in {folder}/ (log, statistic.json, checkpoint/, tensorboard/)")
     return statistic
@@ -437,10 +455,11 @@ def do_continue():
                                env=child_environment(visible, GITEXP_DIR=str(folder), GITEXP_MODE="check"))
         if check.returncode != 0:
             return 1  # main.py said why; nothing was changed
+    offset = log_size(folder)
     status = execute(folder, "continue", devices)
     if status == REFUSED:
         return 1  # main.py said why; nothing was changed
-    conclude(folder, status)
+    conclude(folder, status, offset)
     held.close()
     return status
 

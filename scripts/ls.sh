@@ -2,7 +2,8 @@
 # List the experiments: `sh scripts/ls.sh` (make ls [TAG=x]).
 #   make ls         one line a tag: its ids, how many finished, running and failed, the subject
 #                   of the commit it ran
-#   make ls TAG=x   one line an id of x: status, epoch, seed, start time, metrics.best.test_acc;
+#   make ls TAG=x   one line an id of x: status, epoch, seed, start time, and the run's own
+#                   monitored metric (hparams.monitor) with its best value;
 #                   a run killed while running shows as "stopped" (make continue takes it up)
 # TAG comes from the environment. The statistic.json files are read with jq; the per-tag
 # "running" count is what statistic.json says, killed runs included.
@@ -79,12 +80,15 @@ list_ids() {
     set -- "$RESULTS/$1"/*/statistic.json
     [ -e "$1" ] || err "unknown tag $TAG: no experiment in $RESULTS/$TAG (make ls lists the tags)"
     # not piped: set -e stops this script only for a failure of the last command of a pipe
+    # shellcheck disable=SC2016  # a jq program: its $m is jq's, not the shell's
     rows=$(read_all 'sort_by(.id)[]
-        | [.id, .status, .epoch, .seed, .start,
-           (.metrics.best.test_acc // "" | if type == "number" then . * 10000 | round / 10000 else . end)]
+        | (.hparams.monitor // "" | tostring) as $m
+        | [.id, .status, .epoch, .seed, .start, $m,
+           (if $m == "" then "" else (.metrics.best // {})[$m] // "" end
+            | if type == "number" then . * 10000 | round / 10000 else . end)]
         | map(. // "") | @tsv' "$@")
     {
-        printf 'id\tstatus\tepoch\tseed\tstart\tbest.test_acc\n'
+        printf 'id\tstatus\tepoch\tseed\tstart\tmonitor\tbest\n'
         printf '%s\n' "$rows" | mark_stopped "$TAG"
     } > "$tmp"
     align < "$tmp"

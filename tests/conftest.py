@@ -1,10 +1,12 @@
 """Fixtures: every test works in a throw-away copy of the template, never in this repository.
 
-`pristine` is built once per session: `git archive HEAD` into a temp folder, a shorter
-training in code/config.py, `git init`, one commit, the data prepared. Each test gets its
-own copy of it (`project`), and runs make there with PYTHON= this interpreter, so no venv
-is built, and with HOME pointing at an empty folder, so git has no user identity (as on a
-fresh machine).
+A pristine copy is built once per session and task: `git archive HEAD` into a temp folder,
+the task's files over the researcher's (tests/tasks/<task>/, none for the example), a shorter
+training in code/config.py, `git init`, one commit, the data prepared. Each test gets its own
+copy of one (`project`: the example; `task_project`: each task in turn, for the guarantees that
+must hold whatever the task), and runs make there with PYTHON= this interpreter, so no venv is
+built, and with HOME pointing at an empty folder, so git has no user identity (as on a fresh
+machine).
 """
 import json
 import os
@@ -19,8 +21,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# a short training: tests check behaviour, not accuracy
-TEST_CONFIG = {"epochs": 3, "channels": 8, "hidden": 32}
+TASKS_DIR = ROOT / "tests" / "tasks"
+# The test settings, in one place. "short": the training every copy starts with (tests check
+# behaviour, not accuracy); "slow": epochs long enough that a kill lands where a test wants it.
+# digits is the template's own example; charlm (tests/tasks/charlm/) a tiny character-level
+# language model, loss only, with a per-step schedule and batches drawn from the global RNG.
+TASKS = {
+    "digits": {"short": {"epochs": 3, "channels": 8, "hidden": 32}, "slow": {"epochs": 4, "channels": 32}},
+    "charlm": {"short": {"epochs": 3, "steps_per_epoch": 10}, "slow": {"epochs": 4, "steps_per_epoch": 150}},
+}
 TEST_IDENTITY = ["-c", "user.name=gitexp tests", "-c", "user.email=tests@localhost"]
 
 
@@ -35,10 +44,11 @@ def set_config(folder, **values):
 
 
 class Project:
-    """One throw-away copy of the template."""
+    """One throw-away copy of the template, set up for one task."""
 
-    def __init__(self, path, home):
-        self.path = Path(path)
+    def __init__(self, path, home, task="digits"):
+        self.path, self.task = Path(path), task
+        self.slow = TASKS[task]["slow"]
         self.env = dict(os.environ, HOME=str(home), GIT_CONFIG_NOSYSTEM="1", PYTHONDONTWRITEBYTECODE="1")
         # as a user's shell would be: no git identity, and not inside `make test` (whose make
         # would make each make here a sub-make, with its own messages and flags)
@@ -73,6 +83,10 @@ class Project:
     def configure(self, message="change config", **values):
         set_config(self.path, **values)
         self.git("commit", "-qam", message)
+
+    def monitor(self, tag, number):
+        """The run's monitored metric, e.g. val_acc, as its hparams say."""
+        return self.statistic(tag, number)["hparams"]["monitor"]
 
     def result(self, tag, number):
         return self.path / "__result__" / tag / str(number)
@@ -127,30 +141,51 @@ def assert_refused(result, *fragments):
         assert fragment in ours[0], ours[0]
 
 
-@pytest.fixture(scope="session")
-def pristine(tmp_path_factory):
-    base = tmp_path_factory.mktemp("pristine")
+def build_pristine(base, task):
     folder, home = base / "project", base / "home"
     folder.mkdir()
     home.mkdir()
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    set_config(folder, **TEST_CONFIG)
-    project = Project(folder, home)
+    if (TASKS_DIR / task).is_dir():
+        for path in (TASKS_DIR / task).iterdir():
+            shutil.copy(path, folder / "code" / path.name)
+    set_config(folder, **TASKS[task]["short"])
+    project = Project(folder, home, task)
     project.git("init", "-q", "-b", "main")
     project.git("add", "-A")
-    project.git("commit", "-qm", "template")
+    project.git("commit", "-qm", f"template, task {task}")
     project.make("data")
     return folder
 
 
-def copy_project(source, base):
+@pytest.fixture(scope="session")
+def pristine(tmp_path_factory):
+    return build_pristine(tmp_path_factory.mktemp("pristine"), "digits")
+
+
+@pytest.fixture(scope="session")
+def pristine_charlm(tmp_path_factory):
+    return build_pristine(tmp_path_factory.mktemp("pristine-charlm"), "charlm")
+
+
+def pristine_of(request, task):
+    return request.getfixturevalue("pristine" if task == "digits" else f"pristine_{task}")
+
+
+def copy_project(source, base, task="digits"):
     """A copy of the project at `source` in base/project, with an empty base/home."""
     (base / "home").mkdir()
     shutil.copytree(source, base / "project", symlinks=True)
-    return Project(base / "project", base / "home")
+    return Project(base / "project", base / "home", task)
 
 
 @pytest.fixture
 def project(pristine, tmp_path):
     return copy_project(pristine, tmp_path)
+
+
+@pytest.fixture(params=list(TASKS))
+def task_project(request, tmp_path):
+    """A copy for each task in turn: the guarantees must hold whatever the task."""
+    return copy_project(pristine_of(request, request.param), tmp_path, request.param)

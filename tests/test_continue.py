@@ -1,4 +1,5 @@
-"""`make continue` and `make rerun`: exact resume, exact reproduction (issue 3)."""
+"""`make continue` and `make rerun`: exact resume, exact reproduction (issue 3), on every task
+(issue 10): no metric name or config key of the example, but `epochs` and the run's monitor."""
 import json
 import os
 
@@ -7,9 +8,6 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import assert_refused, kill_group, wait_for
-
-# slow enough epochs that a kill lands where the test wants it
-KILL_CONFIG = {"epochs": 4, "channels": 32}
 
 
 def checkpoint_written(epoch):
@@ -34,8 +32,39 @@ def kill_when(project, condition):
     raise AssertionError("five runs ended before the moment to kill them came")
 
 
-def test_killed_after_second_checkpoint_continues_to_the_same_metrics(project):
-    project.configure(**KILL_CONFIG)
+def assert_same_state(final, reference):
+    """Two checkpoints hold the same training state, bit for bit: parameters, optimizer and
+    scheduler (whatever configure_optimizers built), epoch and step."""
+    for name, tensor in reference["model"].items():
+        assert torch.equal(final["model"][name], tensor), name
+    assert_equal_trees(final["optimizer"], reference["optimizer"])
+    assert_equal_trees(final["scheduler"], reference["scheduler"])
+    assert (final["epoch"], final["step"]) == (reference["epoch"], reference["step"])
+
+
+def assert_equal_trees(a, b, where="state"):
+    if torch.is_tensor(b):
+        assert torch.is_tensor(a) and torch.equal(a, b), where
+    elif isinstance(b, dict):
+        assert a.keys() == b.keys(), where
+        for key in b:
+            assert_equal_trees(a[key], b[key], f"{where}.{key}")
+    elif isinstance(b, (list, tuple)):
+        assert len(a) == len(b), where
+        for n, (x, y) in enumerate(zip(a, b)):
+            assert_equal_trees(x, y, f"{where}[{n}]")
+    else:
+        assert a == b, where
+
+
+def epoch_tag(project, tag):
+    """The TensorBoard curve of the run's monitored metric: val_loss is val/loss."""
+    return project.monitor(tag, 0).replace("_", "/", 1)
+
+
+def test_killed_after_second_checkpoint_continues_to_the_same_metrics(task_project):
+    project = task_project
+    project.configure(**project.slow)
     project.make("run", TAG="whole", FIX="1")
     tag = kill_when(project, checkpoint_written(2))
     assert "stopped" in project.make("ls", TAG=tag).stdout  # not "running": no process holds its lock
@@ -46,8 +75,7 @@ def test_killed_after_second_checkpoint_continues_to_the_same_metrics(project):
     assert cut["seed"] == whole["seed"]
     final = torch.load(project.result(tag, 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
     reference = torch.load(project.result("whole", 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
-    for name, tensor in reference["model"].items():
-        assert torch.equal(final["model"][name], tensor), name  # the same parameters, bit for bit
+    assert_same_state(final, reference)
     assert project.finished() == ["whole/0", f"{tag}/0"]
     log = (project.result(tag, 0) / "log").read_text()
     assert log.count("epoch 1/4") == 1 and f"continuing {tag}/0" in log and log.count("epoch 4/4") == 1
@@ -55,13 +83,17 @@ def test_killed_after_second_checkpoint_continues_to_the_same_metrics(project):
     # the curves read as one run: what the killed run logged past its checkpoint is purged
     events = EventAccumulator(str(project.result(tag, 0) / "tensorboard"))
     events.Reload()
-    steps = [e.step for e in events.Scalars("val/acc")]
+    steps = [e.step for e in events.Scalars(epoch_tag(project, tag))]
     assert len(steps) == 4 and steps == sorted(set(steps))
-    assert len(events.Scalars("train/loss_step")) == steps[-1]
+    step_curves = [name for name in events.Tags()["scalars"] if name.startswith("step/")]
+    assert step_curves
+    for name in step_curves:  # one point a step, each once
+        assert [e.step for e in events.Scalars(name)] == list(range(1, steps[-1] + 1)), name
 
 
-def test_killed_during_a_checkpoint_write_continues_cleanly(project):
-    project.configure(**KILL_CONFIG)
+def test_killed_during_a_checkpoint_write_continues_cleanly(task_project):
+    project = task_project
+    project.configure(**project.slow)
     project.make("run", TAG="whole", FIX="1")
     tag = kill_when(project, lambda exp: (exp / "checkpoint").is_dir()
                     and any(name.startswith(".") for name in os.listdir(exp / "checkpoint")))
@@ -75,8 +107,9 @@ def test_killed_during_a_checkpoint_write_continues_cleanly(project):
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
-def test_killed_before_first_checkpoint_starts_again_from_epoch_0(project):
-    project.configure(**KILL_CONFIG)
+def test_killed_before_first_checkpoint_starts_again_from_epoch_0(task_project):
+    project = task_project
+    project.configure(**project.slow)
     project.make("run", TAG="whole", FIX="1")
     tag = kill_when(project, lambda exp: (exp / "statistic.json").exists()
                     and json.loads((exp / "statistic.json").read_text())["hparams"])
@@ -110,25 +143,29 @@ def test_no_readable_checkpoint_is_a_clear_error(project):
     assert project.snapshot() == before
 
 
-def test_rerun_after_head_moved_on_reproduces_exactly(project):
+def test_rerun_after_head_moved_on_reproduces_exactly(task_project):
+    project = task_project
     project.make("run", TAG="paper", FIX="1")
-    project.configure(epochs=2, lr=0.01)
+    project.configure(epochs=2)
     result = project.make("rerun", TAG="paper")
     original, rerun = project.statistic("paper", 0), project.statistic("paper", 1)
     assert rerun["rerun_of"] == "paper/0" and rerun["commit"] == original["commit"]
     assert rerun["hparams"] == original["hparams"] and rerun["hparams"]["epochs"] == 3
     assert rerun["metrics"] == original["metrics"]
     assert "metrics equal to paper/0" in result.stdout
+    final = torch.load(project.result("paper", 1) / "checkpoint" / "epoch_last.pth", weights_only=True)
+    assert_same_state(final, torch.load(project.result("paper", 0) / "checkpoint" / "epoch_last.pth", weights_only=True))
 
 
 def test_rerun_reports_differences_metric_by_metric(project):
     project.make("run", TAG="paper", FIX="1")
     folder = project.result("paper", 0)
     statistic = project.statistic("paper", 0)
-    statistic["metrics"]["best"]["test_acc"] = 0.5  # as if the original had another number
+    monitor = project.monitor("paper", 0)
+    statistic["metrics"]["best"][monitor] = 0.5  # as if the original had another number
     (folder / "statistic.json").write_text(json.dumps(statistic))
     out = project.make("rerun", TAG="paper", ID="0").stdout
-    assert "metrics differ from paper/0 in 1 of" in out and "best.test_acc: 0.5 ->" in out
+    assert "metrics differ from paper/0 in 1 of" in out and f"best.{monitor}: 0.5 ->" in out
 
 
 def test_continue_picks_the_highest_unfinished_id(project):

@@ -14,7 +14,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_record_one_experiment_exactly(project):
+def test_two_processes_record_one_experiment_exactly(task_project):
+    project = task_project
     project.make("run", TAG="ddp", NPROC="2", FIX="1")
     project.make("run", TAG="ddp", NPROC="2", FIX="1")
     first, second = project.statistic("ddp", 0), project.statistic("ddp", 1)
@@ -29,8 +30,9 @@ def test_two_processes_record_one_experiment_exactly(project):
     assert not any(name.startswith("module.") for name in state["model"]) and len(state["rng"]) == 2
 
 
-def test_two_processes_killed_after_a_checkpoint_continue_to_the_same_metrics(project):
-    project.configure(epochs=4, channels=32)
+def test_two_processes_killed_after_a_checkpoint_continue_to_the_same_metrics(task_project):
+    project = task_project
+    project.configure(**project.slow)
     project.make("run", TAG="whole", NPROC="2", FIX="1")
     run = project.start("run", TAG="cut", NPROC="2", FIX="1")
     link = project.result("cut", 0) / "checkpoint" / "epoch_last.pth"
@@ -67,12 +69,16 @@ def test_a_refused_continue_with_two_processes_changes_nothing(project):
 def test_a_crash_on_one_rank_fails_the_whole_run(project):
     main = project.path / "code" / "main.py"
     text = main.read_text()
-    hook = "        scheduler.step()\n"
+    hook = "        is_best = improved(last, best, config)\n"
+    assert hook in text
     main.write_text(text.replace(hook, hook + "        if rank == 1 and epoch == 1:\n"
                                              "            raise RuntimeError('rank 1 crashed')\n"))
     project.git("commit", "-qam", "crash on rank 1")
     result = project.make("run", TAG="crash", NPROC="2", check=False)
     assert result.returncode != 0
+    # the failing rank's error reaches the terminal, after torchrun's own report
+    assert any(line.startswith("error: experiment crash/0 failed") and "rank 1: RuntimeError: rank 1 crashed" in line
+               for line in result.stderr.splitlines()), result.stderr
     assert project.statistic("crash", 0)["status"] == "failed"
     assert "rank 1 crashed" in (project.result("crash", 0) / "log").read_text()
     assert project.finished() == []

@@ -1,7 +1,7 @@
 """Faults: SIGKILL at random moments, then `make continue`; a full disk (issue 7).
 
 Marked `faults`, so `pytest -m faults` runs them alone. The default suite kills at four
-moments, one of each kind; `make test-faults` runs all ten.
+moments, one of each kind, on each task; `make test-faults` runs all ten on each.
 """
 import json
 import os
@@ -12,11 +12,11 @@ import time
 import pytest
 import torch
 
-from conftest import copy_project, kill_group, wait_for
+from conftest import TASKS, copy_project, kill_group, pristine_of, wait_for
 
 pytestmark = pytest.mark.faults
-CONFIG = {"epochs": 4, "channels": 32}
-EPOCHS = CONFIG["epochs"]
+EPOCHS = 4
+assert all(task["slow"]["epochs"] == EPOCHS for task in TASKS.values())
 
 
 def hidden_temp(folder):
@@ -52,18 +52,18 @@ KINDS = ["epoch", "checkpoint", "statistic", "last"]
 MOMENTS = [(kind, n) for n, kind in enumerate(KINDS)] + [(KINDS[n % 4], n) for n in range(4, 10)]
 
 
-@pytest.fixture(scope="module")
-def prepared(pristine, tmp_path_factory):
-    """A copy with the fault config and one uninterrupted FIX=1 run to compare with."""
-    project = copy_project(pristine, tmp_path_factory.mktemp("faults"))
-    project.configure(**CONFIG)
+@pytest.fixture(scope="module", params=list(TASKS))
+def prepared(request, tmp_path_factory):
+    """A copy of a task with its slow config and one uninterrupted FIX=1 run to compare with."""
+    project = copy_project(pristine_of(request, request.param), tmp_path_factory.mktemp("faults"), request.param)
+    project.configure(**project.slow)
     project.make("run", TAG="whole", FIX="1")
     return project
 
 
 @pytest.fixture
 def faulty(prepared, tmp_path):
-    return copy_project(prepared.path, tmp_path)
+    return copy_project(prepared.path, tmp_path, prepared.task)
 
 
 def assert_whole(folder):

@@ -22,7 +22,8 @@ def numbers_only(tree):
     return all(numbers_only(v) if isinstance(v, dict) else isinstance(v, (int, float)) for v in tree.values())
 
 
-def test_run_records_everything(project):
+def test_run_records_everything(task_project):
+    project = task_project
     out = project.make("run", TAG="demo").stdout
     head = project.git("rev-parse", "HEAD")
     assert project.git("rev-parse", "demo^{commit}") == head
@@ -40,7 +41,11 @@ def test_run_records_everything(project):
         assert value == ast.literal_eval(config.split(f"\n{name} = ")[1].split("\n")[0].split("#")[0].strip())
     assert set(statistic["metrics"]) == {"best", "last"} and numbers_only(statistic["metrics"])
     assert statistic["metrics"]["last"]["epoch"] == 3
-    assert statistic["metrics"]["best"]["test_acc"] > 0.5
+    monitor = statistic["hparams"]["monitor"]
+    assert monitor in statistic["metrics"]["best"] and monitor in statistic["metrics"]["last"]
+    data = statistic["data"]  # the prepared data the run read, by key and fingerprint
+    assert (project.path / "__data__" / data["key"] / ".gitexp-data.json").is_file()
+    assert len(data["fingerprint"]) == 64
     assert len(statistic["durations"]["epoch_seconds"]) == 3
 
     checkpoints = folder / "checkpoint"
@@ -49,20 +54,21 @@ def test_run_records_everything(project):
     assert os.readlink(checkpoints / "epoch_last.pth") == "epoch_3.pth"
     assert os.readlink(checkpoints / "epoch_best.pth") == f"epoch_{statistic['metrics']['best']['epoch']}.pth"
     state = torch.load(checkpoints / "epoch_last.pth", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "epoch", "best", "rng"} <= state.keys()
+    assert {"model", "optimizer", "scheduler", "epoch", "step", "best", "rng"} <= state.keys()
     assert {"python", "numpy", "torch", "cuda", "loader"} <= state["rng"][0].keys()  # one per rank
 
     log = (folder / "log").read_text()
-    assert "epoch 1/3" in log and "epoch 3/3" in log and "best epoch" in log
+    assert "epoch 1/3" in log and "epoch 3/3" in log and f"best epoch {statistic['metrics']['best']['epoch']}: {monitor}" in log
     assert "\r" not in log and "it/s" not in log  # progress bars stay on the terminal
     assert "epoch 3/3" in out and "__result__/demo/0" in out
 
     events = EventAccumulator(str(folder / "tensorboard"))
     events.Reload()
     scalars = events.Tags()["scalars"]
-    assert {"train/loss_step", "train/loss", "val/acc", "test/acc"} <= set(scalars)
-    per_epoch = len(events.Scalars("train/loss_step")) // 3  # epoch scalars: at the global step
-    assert [e.step for e in events.Scalars("val/acc")] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    monitor_curve = monitor.replace("_", "/", 1)
+    assert {"step/loss", "train/loss", monitor_curve} <= set(scalars)
+    per_epoch = len(events.Scalars("step/loss")) // 3  # epoch scalars: at the global step
+    assert [e.step for e in events.Scalars(monitor_curve)] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
     assert events.Tags()["graph"]
 
     # the run executed the tag's code, snapshotted into the experiment folder
@@ -174,7 +180,7 @@ def test_pickled_checkpoint_is_refused_on_load(project, tmp_path):
     torch.save({"model": Payload()}, planted)
     sys.path.insert(0, str(project.result("safe", 0) / "code"))
     try:
-        from state import load_checkpoint
+        from gitexp.checkpoint import load_checkpoint
         with pytest.raises(Exception, match="[Ww]eights only"):
             load_checkpoint(planted)
     finally:

@@ -17,7 +17,8 @@ from tensorboard import manager
 from conftest import assert_refused, copy_project, kill_group, wait_for
 
 LIVE_URL = re.compile(r"TensorBoard \(live, all experiments\): http://127\.0\.0\.1:([0-9]+)/")
-SCALARS = {"train/loss_step", "train/loss", "train/acc", "train/lr", "val/loss", "val/acc", "test/loss", "test/acc"}
+SCALARS = {"step/loss", "step/acc", "step/lr", "train/loss", "train/acc", "train/lr", "val/loss", "val/acc",
+           "test/loss", "test/acc"}
 
 
 def free_port():
@@ -120,8 +121,13 @@ def test_tb_serves_the_named_runs_with_scalars_hparams_and_graph(compare):
     assert set(tags) == {"a/0", "a/1", "b/0"}
     for run in tags:
         assert SCALARS <= set(tags[run]), tags[run]
+        # the Time Series page orders cards by their tags' character codes and opens on the
+        # first: the curves, and after every one of them the single-point best/last values
+        order = sorted(tags[run])
+        finals = [name for name in order if name.startswith(("~best/", "~last/"))]
+        assert finals and order[-len(finals):] == finals and order[0].startswith("step/"), order
     statistic = project.statistic("a", 1)
-    points = get(port, "/data/plugin/scalars/scalars?run=a/1&tag=val/acc")
+    points = get(port, "/data/plugin/scalars/scalars?run=a/1&tag=val/acc")  # the example's metric
     per_epoch = points[0][1]  # epoch scalars are logged at the global step
     assert per_epoch > 1 and [p[1] for p in points] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
     assert points[-1][2] == pytest.approx(statistic["metrics"]["last"]["val_acc"], rel=1e-6)
@@ -132,7 +138,7 @@ def test_tb_serves_the_named_runs_with_scalars_hparams_and_graph(compare):
     experiment = get(port, "/data/plugin/hparams/experiment", {"experimentName": ""})
     assert {h["name"] for h in experiment["hparamInfos"]} == set(statistic["hparams"])
     metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
-    final = {f"{when}/{k}" for when in ("best", "last") for k in statistic["metrics"]["best"]}
+    final = {f"~{when}/{k}" for when in ("best", "last") for k in statistic["metrics"]["best"]}
     assert final <= metrics, metrics
     groups = sessions(port)
     assert set(groups) == {"a/0", "a/1", "b/0"}
@@ -146,7 +152,7 @@ def test_tb_serves_the_named_runs_with_scalars_hparams_and_graph(compare):
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         for when in ("best", "last"):
             for key, value in statistic["metrics"][when].items():
-                assert values[f"{when}/{key}"] == pytest.approx(value, rel=1e-6), (name, when, key)
+                assert values[f"~{when}/{key}"] == pytest.approx(value, rel=1e-6), (name, when, key)
 
 
 def test_tb_listens_on_loopback_only(compare):

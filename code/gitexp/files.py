@@ -1,4 +1,5 @@
-"""Crash-safe file updates: a reader sees the old file or the new one, never half of one."""
+"""Crash-safe file updates: a reader sees the old file or the new one, never half of one.
+(The template's machinery.)"""
 import fcntl
 import json
 import os

@@ -1,4 +1,5 @@
-"""The training state: one flat checkpoint dict holding everything an exact resume needs.
+"""The training state: one flat checkpoint dict holding everything an exact resume needs
+(the template's machinery).
 
 Checkpoints are data, never code: they hold only tensors, numbers, strings, lists and
 dicts, and are loaded with `torch.load(weights_only=True)`, which refuses anything else.
@@ -11,7 +12,7 @@ import re
 import numpy as np
 import torch
 
-from utils.files import atomic_open, symlink
+from gitexp.files import atomic_open, symlink
 
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.pth")
 

@@ -1,4 +1,5 @@
-"""Several processes through torchrun: rank 0 does all the writing, the others only train."""
+"""Several processes through torchrun: rank 0 does all the writing, the others only train.
+(The template's machinery; sum_over_ranks is there for your evaluate() too.)"""
 import ctypes
 import os
 import signal
@@ -54,6 +55,24 @@ def gather(obj):
     box = [None] * dist.get_world_size()
     dist.all_gather_object(box, obj)
     return box
+
+
+def sum_over_ranks(numbers, device):
+    """The sums of `numbers` over every rank, as floats (float64: exact for counts). Metrics
+    reduced as sums, not means, are exact whatever the ranks' shard sizes."""
+    sums = torch.tensor(numbers, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+    return sums.tolist()
+
+
+def set_epoch(batches, epoch):
+    """Tell a shuffling sampler which epoch it is (DistributedSampler shuffles by seed and epoch).
+    Any batch source is allowed: one without such a sampler is left alone."""
+    for source in (batches, getattr(batches, "sampler", None), getattr(batches, "batch_sampler", None)):
+        if hasattr(source, "set_epoch"):
+            source.set_epoch(epoch)
+            return
 
 
 def barrier():

@@ -1,0 +1,187 @@
+"""Prepared data sets, each kept under a key of what made it (the template's machinery).
+
+Your data.py's `prepare(cfg, folder)` writes a data set into an empty folder. It runs once per
+distinct data set: the folder __data__/<key>/ is named after what its data depends on, namely
+the source of data.py (and of the modules of code/ that data.py imports) and the config values
+prepare() read. That record, with a fingerprint of the files prepare() wrote, is kept in the
+folder as .gitexp-data.json. A run whose code and config match a record uses its folder; one that
+matches none prepares a new folder, under a lock, so two runs that need the same new data
+prepare it once. Nothing is ever rebuilt in place: other data is another folder.
+
+    python -m gitexp.datastore      # (make data) prepare the data the working tree's code needs
+"""
+import ast
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path("__data__")
+MANIFEST = ".gitexp-data.json"
+LOCK = ROOT / ".lock"
+
+
+class ReadRecorder:
+    """The config module as prepare() sees it: every value it reads is noted."""
+
+    def __init__(self, cfg):
+        object.__setattr__(self, "_cfg", cfg)
+        object.__setattr__(self, "read", {})
+
+    def __getattr__(self, name):
+        value = getattr(self._cfg, name)
+        self.read[name] = value
+        return value
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"prepare() may read config values, not set them (cfg.{name})")
+
+
+def _digest(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(value):
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def code_files(data_module):
+    """{path: sha256} of data.py and of the code/ modules it imports, directly or through each
+    other (config.py apart: prepare()'s reads of it are recorded value by value)."""
+    code_dir = Path(data_module.__file__).resolve().parent
+    found, todo = {}, [code_dir / "data.py"]
+    while todo:
+        path = todo.pop()
+        name = path.relative_to(code_dir).as_posix()
+        if name in found:
+            continue
+        source = path.read_bytes()
+        found[name] = _digest(source)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                local = code_dir / f"{module.split('.')[0]}.py"
+                if local.is_file() and local.name != "config.py":
+                    todo.append(local)
+    return dict(sorted(found.items()))
+
+
+def fingerprint(folder):
+    """sha256 over every file's relative path, size and content: computed once, when prepared."""
+    total = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != MANIFEST):
+        total.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                total.update(block)
+    return total.hexdigest()
+
+
+def manifests():
+    """(folder, record) of every prepared data set, oldest first."""
+    found = []
+    for path in ROOT.glob(f"*/{MANIFEST}") if ROOT.is_dir() else []:
+        if path.parent.name.startswith("."):
+            continue  # being prepared
+        try:
+            found.append((path.parent, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue  # not one of ours
+    return sorted(found, key=lambda item: item[1].get("prepared", ""))
+
+
+def matches(record, cfg, files):
+    return record.get("code") == files and all(
+        hasattr(cfg, name) and _canonical(getattr(cfg, name)) == _canonical(value)
+        for name, value in record.get("config", {}).items())
+
+
+def find(cfg, files):
+    for folder, record in manifests():
+        if matches(record, cfg, files):
+            return folder, record
+    return None, None
+
+
+def why_new(cfg, files):
+    """Why no prepared data set fits: the closest record's difference, in words."""
+    records = [record for _, record in manifests()]
+    same_code = [r for r in records if r.get("code") == files]
+    if same_code:
+        record = same_code[-1]
+        changed = [f"{name} = {getattr(cfg, name, None)!r} (prepared with {value!r})"
+                   for name, value in record.get("config", {}).items()
+                   if not hasattr(cfg, name) or _canonical(getattr(cfg, name)) != _canonical(value)]
+        return "config changed: " + ", ".join(changed)
+    if records:
+        old = records[-1].get("code", {})
+        changed = sorted(name for name in files.keys() | old.keys() if files.get(name) != old.get(name))
+        return "code changed: " + ", ".join(changed)
+    return "no data prepared yet"
+
+
+def prepare_new(cfg, data_module, files):
+    """Run prepare() into a hidden folder, record it, then rename it into place."""
+    reason = why_new(cfg, files)
+    building = ROOT / f".preparing-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    print(f"preparing data ({reason}) ...", flush=True)
+    began = time.perf_counter()
+    recorder = ReadRecorder(cfg)
+    data_module.prepare(recorder, building)
+    read = {name: recorder.read[name] for name in sorted(recorder.read)}
+    key = _digest(_canonical({"code": files, "config": read}).encode())[:16]
+    record = {"key": key, "code": files, "config": read, "fingerprint": fingerprint(building),
+              "prepared": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.perf_counter() - began, 3)}
+    (building / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
+    folder = ROOT / key
+    if folder.exists():  # made by an interrupted earlier attempt before its record was written
+        shutil.rmtree(folder)
+    os.replace(building, folder)
+    print(f"prepared data in {folder} ({record['seconds']:.1f}s, fingerprint {record['fingerprint'][:12]})", flush=True)
+    return folder, record
+
+
+def ensure(cfg, data_module):
+    """The folder of the data this code and config need, and its record; prepared if missing.
+    (None, None) where data.py has no prepare(): the data is the user's own."""
+    if not hasattr(data_module, "prepare"):
+        return None, None
+    files = code_files(data_module)
+    folder, record = find(cfg, files)
+    if folder is not None:
+        return folder, record
+    ROOT.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # whoever waited here finds what the holder prepared
+        folder, record = find(cfg, files)
+        if folder is not None:
+            return folder, record
+        for stale in ROOT.glob(".preparing-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # an interrupted preparation: the lock is ours
+        return prepare_new(cfg, data_module, files)
+
+
+def main():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import config
+    import data
+    folder, record = ensure(config, data)
+    if folder is None:
+        print("data.py has no prepare(): the data is your own, nothing to prepare")
+    else:
+        print(f"data: {folder} (fingerprint {record['fingerprint'][:12]})")
+
+
+if __name__ == "__main__":
+    main()

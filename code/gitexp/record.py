@@ -1,0 +1,170 @@
+"""What an experiment records (the template's machinery): statistic.json, TensorBoard events,
+checkpoints and finished.txt, all in the folder the launcher gives (GITEXP_DIR).
+
+Only global rank 0 of a recorded run records. Elsewhere (other ranks, `python code/main.py`
+alone) a Recorder's methods do nothing, so the loop calls them the same way everywhere.
+"""
+import copy
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
+
+from gitexp.checkpoint import load_latest, save_checkpoint, serialize
+from gitexp.files import append_line_once, read_json, write_json
+
+FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
+# the best/last values feed TensorBoard's HParams tab as scalars; '~' sorts their cards after
+# every curve on the Time Series page, which opens on the first cards
+FINAL_PREFIX = "~"
+
+
+class Refused(Exception):
+    """A problem with the experiment's files that the user must fix; nothing was written."""
+
+
+class ConfigError(Exception):
+    """A config value the run cannot work with: one line, and the run is marked failed."""
+
+
+def hparams(cfg):
+    """Every plain value in config.py."""
+    plain = (bool, int, float, str, type(None), list, tuple)
+    return {k: v for k, v in vars(cfg).items() if not k.startswith("_") and isinstance(v, plain)}
+
+
+def now():
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def progress(best, last, seconds):
+    """statistic.json's metrics (numbers only, equal for equal runs) and, apart, the timings."""
+    return {"metrics": {"best": best, "last": last},
+            "durations": {"epoch_seconds": seconds, "total_seconds": round(sum(seconds), 3)}}
+
+
+def _scalar(tag, value):
+    """A scalar summary with `tag` as it is (SummaryWriter would replace the '~')."""
+    return Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
+
+
+class Recorder:
+    def __init__(self, exp_dir, rank, cfg):
+        self.active = exp_dir is not None and rank == 0
+        self.exp_dir, self.cfg = exp_dir, cfg
+        self.mode = os.environ.get("GITEXP_MODE", "run")
+        self.continuing = self.mode == "continue"
+        self.statistic = read_json(exp_dir / "statistic.json") if self.active else None
+        self.writer = None
+        # checkpoints and statistic.json are written on a second thread while training goes on;
+        # the state itself is serialised on the training thread, so what is written is exactly it
+        self.writer_thread = ThreadPoolExecutor(max_workers=1) if self.active else None
+        self.pending = None
+
+    def seed_and_fix(self, fallback_seed):
+        """The run's seed and FIX mode, as the launcher recorded them (alone: the fixed seed)."""
+        if self.statistic:
+            return self.statistic["seed"], self.statistic["fix"]
+        return fallback_seed, True
+
+    def checkpoint_to_resume(self, check_fits):
+        """For a continue: (checkpoint, path, skipped) of the newest readable checkpoint, checked
+        by `check_fits(checkpoint)`; (None, None, []) to start again from epoch 0."""
+        if not (self.active and self.mode in ("continue", "check")):
+            return None, None, []
+        folder = self.exp_dir / "checkpoint"
+        checkpoint, path, skipped = load_latest(folder)
+        if checkpoint is None:
+            if skipped:
+                raise Refused(f"no readable checkpoint in {folder}: every epoch_<n>.pth failed to load")
+            return None, None, []
+        check_fits(checkpoint, path)
+        return checkpoint, path, skipped
+
+    def start(self, start_epoch, step, path, skipped, world_size, data_record, resumed_progress):
+        """Mark the experiment running, open its events file; on a continue, say from where."""
+        if not self.active:
+            return
+        statistic = self.statistic
+        if self.continuing:
+            where = f"epoch {start_epoch} ({path})" if path else "epoch 0 (no checkpoint yet)"
+            for bad, error in skipped:
+                print(f"warning: {bad} is unreadable ({type(error).__name__}): using an older checkpoint")
+            print(f"--- {now()}: continuing {statistic['tag']}/{statistic['id']} from {where}")
+            for stale in [*self.exp_dir.glob(".*.tmp*"), *self.exp_dir.glob("checkpoint/.*.tmp*")]:
+                stale.unlink()  # a temp file of a write that the interruption cut short
+        statistic.update(status="running", hparams=hparams(self.cfg), world_size=world_size, end=None)
+        if data_record is not None:
+            statistic["data"] = {"key": data_record["key"], "fingerprint": data_record["fingerprint"]}
+        if resumed_progress is not None:  # statistic.json may lag: a kill can fall between two writes
+            statistic.update(epoch=start_epoch, **resumed_progress)
+        write_json(self.exp_dir / "statistic.json", statistic)
+        # a new events file each start; purge_step hides what a killed run logged past the
+        # checkpoint (steps above `step`). Every scalar is logged at the global step, so the
+        # purge covers them all.
+        self.writer = SummaryWriter(self.exp_dir / "tensorboard", purge_step=step + 1 if self.continuing else None)
+
+    def graph(self, model, example_input):
+        if self.active:
+            model.eval()  # trace without dropout, so the graph draws nothing from the RNG
+            self.writer.add_graph(model, example_input)
+
+    def log_step(self, step, scalars):
+        """The training step's scalars, each a curve step/<name> at the global step."""
+        if self.active:
+            for name, value in scalars.items():
+                self.writer.add_scalar(f"step/{name}", value, step)
+
+    def log_epoch(self, step, results):
+        """An epoch's metrics ({"val": {"loss": ...}}) as curves val/loss ..., at the global step."""
+        if self.active:
+            for split, metrics in results.items():
+                for name, value in metrics.items():
+                    self.writer.add_scalar(f"{split}/{name}", value, step)
+
+    def save(self, epoch, state, is_best, best, last, seconds):
+        """Write the checkpoint, then statistic.json, on the writer thread."""
+        if not self.active:
+            return
+        data = serialize(state)
+        self.statistic.update(epoch=epoch, **progress(best, last, list(seconds)))
+        self.wait()  # one write at a time, in order; its error surfaces here
+        self.pending = self.writer_thread.submit(self._persist, epoch, data, is_best, copy.deepcopy(self.statistic))
+
+    def _persist(self, epoch, data, is_best, statistic):
+        """The checkpoint first, then statistic.json: it never claims an epoch not yet on disk."""
+        save_checkpoint(self.exp_dir / "checkpoint", epoch, data, is_best, self.cfg.keep_checkpoints)
+        write_json(self.exp_dir / "statistic.json", statistic)
+
+    def wait(self):
+        if self.pending is not None:
+            self.pending.result()
+
+    def finish(self, best, last, step):
+        """Mark the experiment finished. finished.txt is written first and only once, so a kill
+        between the two steps leaves an experiment that `make continue` finishes cleanly.
+
+        The hparams and the best/last metrics go into the run's own events file, for
+        TensorBoard's HParams tab. Not add_hparams: it opens a second writer (a second events
+        file), and its experiment summary would make TensorBoard show only the hparams of
+        whichever run it reads first; without one, TensorBoard builds the table from every
+        run's hparams."""
+        if not self.active:
+            return
+        self.wait()  # finished means every checkpoint is on disk
+        final = {f"{FINAL_PREFIX}{when}/{k}": v for when, m in (("best", best), ("last", last)) if m for k, v in m.items()}
+        tb_hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams(self.cfg).items()}
+        _, session_start, session_end = torch.utils.tensorboard.summary.hparams(tb_hparams, final)
+        self.writer.file_writer.add_summary(session_start, step)
+        for name, value in final.items():
+            self.writer.file_writer.add_summary(_scalar(name, value), step)
+        self.writer.file_writer.add_summary(session_end, step)
+        self.writer.close()
+        statistic = self.statistic
+        append_line_once(FINISHED_LIST, f"{statistic['tag']}/{statistic['id']}")
+        statistic.update(status="finished", end=now())
+        write_json(self.exp_dir / "statistic.json", statistic)

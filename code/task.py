@@ -1,0 +1,47 @@
+"""The task (yours): one training step, the evaluation, the optimizer and its schedule.
+
+The loop in main.py calls these three functions; change them freely, keeping their signatures.
+"""
+import torch
+import torch.nn.functional as F
+
+from gitexp.dist import sum_over_ranks
+
+
+def configure_optimizers(cfg, model, steps_per_epoch):
+    """The optimizer, and optionally a schedule with the interval it steps at: "epoch" (after
+    every epoch) or "step" (after every train_step). Return the optimizer alone where there is
+    no schedule. Both states are saved in every checkpoint and restored on continue."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
+    return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch"}
+
+
+def train_step(model, batch, optimizer, device):
+    """One optimizer step on one batch. Returns the scalars to log at this step (numbers or
+    0-dim tensors; any names): each becomes a TensorBoard curve step/<name>, and its mean
+    over the epoch the metric train_<name>."""
+    x, y = (t.to(device, non_blocking=True) for t in batch)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean(),
+            "lr": optimizer.param_groups[0]["lr"]}
+
+
+def evaluate(model, batches, device):
+    """Metrics over one evaluation set (called in eval mode, without gradients), the same on
+    every rank: each rank sees its own shard, so sums are reduced over the ranks."""
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        count += len(y)
+    loss_sum, correct, count = sum_over_ranks([loss_sum.item(), correct.item(), count], device)
+    return {"loss": loss_sum / count, "acc": correct / count}
