@@ -152,13 +152,13 @@ def train(exp_dir, rank, world_size, device):
             for split, batches in eval_sets.items():
                 results[split] = task.evaluate(model, batches, device)
         last = {"epoch": epoch + 1} | {f"{split}_{k}": v for split, r in results.items() for k, v in r.items()}
-        is_best = improved(last, best, config)
-        if is_best:
-            best = last
         seconds.append(round(time.perf_counter() - began, 3))
         if rank == 0:
             print(f"epoch {epoch + 1}/{config.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch")
                   + f"  ({seconds[-1]:.1f}s)")
+        is_best = improved(last, best, config)
+        if is_best:
+            best = last
         rng = dist.gather(rng_state(generator))  # on every rank, before rank 0 saves
         recorder.log_epoch(step, results)
         recorder.save(epoch + 1, {
