@@ -154,7 +154,7 @@ def build_pristine(base, task):
     project = Project(folder, home, task)
     project.git("init", "-q", "-b", "main")
     project.git("add", "-A")
-    project.git("commit", "-qm", f"template, task {task}")
+    project.git("commit", "-qm", "template")
     project.make("data")
     return folder
 
