@@ -105,6 +105,9 @@ def train(exp_dir, rank, world_size, device):
         raise Refused(refusal)
     check_config(config)
     data_dir, data_record = datastore.ensure(config, data)  # prepared once, then found again
+    refusal = dist.broadcast(recorder.check_data(data_record))
+    if refusal:
+        raise Refused(refusal)
 
     seed_everything(seed + rank, fix)  # dropout differs by rank; the data order does not
     generator = torch.Generator().manual_seed(seed)
@@ -181,7 +184,11 @@ def main():
         # the launcher's look before a continue with several processes, whose refusal would
         # otherwise come back as torchrun's failure: one process, nothing written
         try:
-            Recorder(Path(exp_dir), 0, config).checkpoint_to_resume(model_fits)
+            recorder = Recorder(Path(exp_dir), 0, config)
+            recorder.checkpoint_to_resume(model_fits)
+            refusal = recorder.check_data(datastore.existing(config, data))
+            if refusal:
+                raise Refused(refusal)
         except Refused as problem:
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(REFUSED)

@@ -62,7 +62,7 @@ def timed(command, folder, env):
 
 def tracking(folder):
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    python = os.environ.get("PY") or sys.executable
+    python = sys.executable  # bench.py runs under $PY; a relative $PY would not hold in the copy
     # both sides FIX=1: the direct run uses code/seed and deterministic kernels, so must make run
     on_command = ["make", "run", "TAG=bench", "FIX=1", "TB=0", f"PYTHON={python}"]
     off_command = [python, "code/main.py"]

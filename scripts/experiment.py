@@ -477,6 +477,30 @@ def compare(original, rerun):
     print(f"metrics differ from {name} in {len(differ)} of {len(before)} values:")
     for key in differ:
         print(f"  {key}: {before.get(key)} -> {after.get(key)}")
+    causes = [f"{fact} {a} -> {b}" for fact, (a, b) in run_facts(original, rerun).items() if a != b]
+    if causes:
+        print(f"the two runs differ in: {'; '.join(causes)}")
+    elif not original.get("fix"):
+        print("the two runs differ in none of data, versions, world size, host and GPU: "
+              f"{name} ran without FIX=1, so kernels need not be deterministic")
+    else:
+        print("the two runs differ in none of data, versions, world size, host and GPU")
+
+
+def run_facts(original, rerun):
+    """What a run ran with besides its code and seed, for both runs: {fact: (original, rerun)}."""
+    def facts(statistic):
+        environment, data = statistic.get("environment"), statistic.get("data")
+        if not environment:  # recorded by an older template
+            environment = dict.fromkeys(("python", "torch", "cuda", "cudnn", "gpus"), "unrecorded")
+        return {"data fingerprint": (data or {}).get("fingerprint", "unrecorded")[:12],
+                "python": environment["python"], "torch": environment["torch"],
+                "CUDA": environment["cuda"], "cuDNN": environment["cudnn"],
+                "world size": statistic.get("world_size"), "host": statistic.get("host"),
+                "GPU": environment["gpus"] if isinstance(environment["gpus"], str)
+                else ", ".join(environment["gpus"]) or "none"}
+    a, b = facts(original), facts(rerun)
+    return {fact: (a[fact], b[fact]) for fact in a}
 
 
 def do_rerun():

@@ -2,8 +2,10 @@
 
     write  (the rule for __statistic__/table/<LIST>.csv)  one row per experiment: `exper`
            (tag/id), then the title's keys that are not commented out, in the title's order.
-           Beside it: <LIST>.summary.csv, per tag the number of ids (count) and the mean and
-           std (sample, n-1; empty for one id) of each numeric metrics.* column; and
+           Beside it: <LIST>.summary.csv, per tag the number of ids (count), `differs` (the run
+           facts among data, torch, host, world_size and fix whose values differ between the
+           tag's ids: its mean then pools unlike runs), and the mean and std (sample, n-1;
+           empty for one id) of each numeric metrics.* column; and
            <LIST>.txt, the table aligned for reading. All three are written to temp files and
            renamed only when all are ready, the csv last.
     show   (make table)  print <LIST>.txt; with CHANGED=1, only the columns whose values
@@ -13,6 +15,7 @@ Input comes from the environment (STATISTIC_STEM or LIST, CHANGED). The rows are
 title.py has just read, where each file is provably unchanged since, else read again with json;
 one DataFrame is built at the end: pandas is only imported for that.
 """
+import csv
 import gc
 import json
 import os
@@ -23,6 +26,8 @@ from record import RESULTS, UserError, atomic_write, in_parallel, list_name, rea
 from title import ROWS, flat_row, shown_keys, title_path
 
 TABLES = Path("__statistic__/table")
+# the run facts that make two runs of one tag unlike (the seed is meant to differ)
+POOLING_FACTS = ("run.data", "run.torch", "run.host", "run.world_size", "run.fix")
 
 
 def row_of(experiment, keys):
@@ -37,7 +42,7 @@ def cached_rows(name, experiments, keys):
     try:
         with open(ROWS / f"{name}.rows.json", "rb") as f:
             cache = json.load(f)
-        if cache["version"] != 2:
+        if cache["version"] != 3:
             return [None] * len(experiments)
         entries = {}  # tag/id: (where each key's value is in its values (None: absent), entry)
         for part in cache["parts"]:
@@ -87,6 +92,10 @@ def summary(frame, keys):
     tags = frame["exper"].str.rpartition("/")[0].rename("tag")
     groups = frame[metrics].groupby(tags, sort=False)
     out = pd.DataFrame({"count": frame.groupby(tags, sort=False).size()})
+    facts = [k for k in POOLING_FACTS if k in frame.columns]
+    varying = frame[facts].groupby(tags, sort=False).nunique(dropna=False) > 1
+    out["differs"] = [" ".join(k[len("run."):] for k, differs in zip(facts, row) if differs)
+                      for row in varying.itertuples(index=False)] if facts else ""
     means, stds = groups.mean(), groups.std()
     for key in metrics:
         out[f"{key}.mean"] = means[key]
@@ -146,7 +155,16 @@ def show(name):
         raise UserError(f"CHANGED={changed!r} is not 0 or 1: CHANGED=1 shows only the columns that differ")
     if changed != "1":
         sys.stdout.write((TABLES / f"{name}.txt").read_text())
-        return
+    else:
+        show_changed(name)
+    with open(TABLES / f"{name}.summary.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("differs"):
+                print(f"note: the ids of tag {row['tag']} differ in {row['differs']}: its mean and std in "
+                      f"{TABLES / name}.summary.csv pool unlike runs (see the run.* columns)")
+
+
+def show_changed(name):
     import pandas as pd
 
     frame = pd.read_csv(TABLES / f"{name}.csv", keep_default_na=False, na_values=[""])

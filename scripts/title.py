@@ -1,8 +1,10 @@
 """Write a list's title: `python scripts/title.py` (make title LIST=record).
 
 The title __statistic__/title/<LIST>.json names the columns of `make table`: every key of
-`hparams` and `metrics` found in the listed experiments' statistic.json, flattened with dots
-(hparams.lr, metrics.best.val_acc; a list's items as hparams.sizes.0). Its format is a JSON
+`hparams`, the run facts and `metrics` found in the listed experiments' statistic.json,
+flattened with dots (hparams.lr, run.seed, metrics.best.val_acc; a list's items as
+hparams.sizes.0). The run facts are what a run ran with besides its code: run.seed, run.fix,
+run.world_size, run.data (the data's fingerprint, 12 digits), run.torch and run.host. Its format is a JSON
 array of strings, one a line, where a line starting with // is a comment and a comma after
 the last item is allowed (JSON with comments, as in VS Code's settings):
 
@@ -97,12 +99,24 @@ def flatten(tree, prefix, out):
     return out
 
 
+def run_facts(statistic):
+    """What the run ran with besides its code and hparams (those it recorded)."""
+    data, environment = statistic.get("data"), statistic.get("environment")
+    facts = {"seed": statistic.get("seed"), "fix": statistic.get("fix"), "world_size": statistic.get("world_size"),
+             "data": data.get("fingerprint", "")[:12] or None if isinstance(data, dict) else None,
+             "torch": environment.get("torch") if isinstance(environment, dict) else None,
+             "host": statistic.get("host")}
+    return {name: value for name, value in facts.items() if value is not None}
+
+
 def flat_row(statistic):
-    """The flattened hparams and metrics of one statistic.json: the title's keys and the table's values."""
+    """The flattened hparams, run facts and metrics of one statistic.json: the title's keys and
+    the table's values."""
     flat = {}
-    for part in ("hparams", "metrics"):
-        if isinstance(statistic.get(part), (dict, list)):
-            flatten(statistic[part], f"{part}.", flat)
+    for part, tree in (("hparams", statistic.get("hparams")), ("run", run_facts(statistic)),
+                       ("metrics", statistic.get("metrics"))):
+        if isinstance(tree, (dict, list)):
+            flatten(tree, f"{part}.", flat)
     return flat
 
 
@@ -135,7 +149,7 @@ def collect(experiments):
     for shapes, _ in parts:
         for shape in shapes:
             keys = union(keys, shape)
-    return keys, '{"version":2,"parts":[' + ",".join(text for _, text in parts) + "]}"
+    return keys, '{"version":3,"parts":[' + ",".join(text for _, text in parts) + "]}"
 
 
 def union(order, keys):

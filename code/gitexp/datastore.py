@@ -152,11 +152,37 @@ def prepare_new(cfg, data_module, files):
     return folder, record
 
 
+def listing_fingerprint(*paths):
+    """A cheap fingerprint of data that is not prepare()'s, for data.py's fingerprint(cfg):
+    sha256 over every file's relative path, size and modification time (no content is read)."""
+    total = hashlib.sha256()
+    for root in map(Path, paths):
+        for path in sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()):
+            stat = path.stat()
+            total.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return total.hexdigest()
+
+
+def users_own(cfg, data_module):
+    """The record of data prepare() did not make: data.py's fingerprint(cfg), if it has one."""
+    if not hasattr(data_module, "fingerprint"):
+        return None, None
+    return None, {"key": None, "fingerprint": str(data_module.fingerprint(cfg))}
+
+
+def existing(cfg, data_module):
+    """The record ensure() would use, without preparing anything: None where it would prepare."""
+    if not hasattr(data_module, "prepare"):
+        return users_own(cfg, data_module)[1]
+    return find(cfg, code_files(data_module))[1]
+
+
 def ensure(cfg, data_module):
     """The folder of the data this code and config need, and its record; prepared if missing.
-    (None, None) where data.py has no prepare(): the data is the user's own."""
+    Where data.py has no prepare(), the data is the user's own: (None, its fingerprint record
+    or None)."""
     if not hasattr(data_module, "prepare"):
-        return None, None
+        return users_own(cfg, data_module)
     files = code_files(data_module)
     folder, record = find(cfg, files)
     if folder is not None:
@@ -178,7 +204,8 @@ def main():
     import data
     folder, record = ensure(config, data)
     if folder is None:
-        print("data.py has no prepare(): the data is your own, nothing to prepare")
+        print("data.py has no prepare(): the data is your own, nothing to prepare"
+              + (f" (fingerprint {record['fingerprint'][:12]})" if record else ""))
     else:
         print(f"data: {folder} (fingerprint {record['fingerprint'][:12]})")
 

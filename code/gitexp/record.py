@@ -6,6 +6,8 @@ alone) a Recorder's methods do nothing, so the loop calls them the same way ever
 """
 import copy
 import os
+import platform
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +49,15 @@ def progress(best, last, seconds):
             "durations": {"epoch_seconds": seconds, "total_seconds": round(sum(seconds), 3)}}
 
 
+def environment():
+    """What the run ran on, beside its code and data: versions, GPUs, host."""
+    cuda = torch.cuda.is_available()
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+            "host": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
 def _scalar(tag, value):
     """A scalar summary with `tag` as it is (SummaryWriter would replace the '~')."""
     return Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
@@ -70,6 +81,17 @@ class Recorder:
         if self.statistic:
             return self.statistic["seed"], self.statistic["fix"]
         return fallback_seed, True
+
+    def check_data(self, data_record):
+        """A continue goes on with the data its run began with, or not at all."""
+        recorded = (self.statistic or {}).get("data") if self.active and self.mode in ("continue", "check") else None
+        if not recorded or data_record is None or recorded["fingerprint"] == data_record["fingerprint"]:
+            return None
+        name = f"{self.statistic['tag']}/{self.statistic['id']}"
+        return (f"the data changed: {name} ran on data {recorded['fingerprint'][:12]}"
+                f"{' (' + recorded['key'] + ')' if recorded.get('key') else ''}, the data here now is "
+                f"{data_record['fingerprint'][:12]}: continue it only on its own data; "
+                f"make rerun TAG={self.statistic['tag']} ID={self.statistic['id']} runs it again on this data")
 
     def checkpoint_to_resume(self, check_fits):
         """For a continue: (checkpoint, path, skipped) of the newest readable checkpoint, checked
@@ -99,7 +121,8 @@ class Recorder:
                 stale.unlink()  # a temp file of a write that the interruption cut short
         statistic.update(status="running", hparams=hparams(self.cfg), world_size=world_size, end=None)
         if data_record is not None:
-            statistic["data"] = {"key": data_record["key"], "fingerprint": data_record["fingerprint"]}
+            statistic["data"] = {"key": data_record.get("key"), "fingerprint": data_record["fingerprint"]}
+        statistic["environment"] = environment()
         if resumed_progress is not None:  # statistic.json may lag: a kill can fall between two writes
             statistic.update(epoch=start_epoch, **resumed_progress)
         write_json(self.exp_dir / "statistic.json", statistic)
