@@ -12,6 +12,9 @@ short training in code/config.py), side by side in one run:
                      `python code/main.py`: what the template adds before and after training.
   tables             scripts/bench_tables.py: make title + make table cold against a bare
                      Python loop over the same statistic.json files, and a no-change make table.
+  data pinning       what finding a prepared data set of 1 GB (100 MB quick) costs each run
+                     (gitexp.datastore.ensure: the key of data.py, every record compared),
+                     against preparing and fingerprinting it once.
 The table is printed and written to __statistic__/bench.json.
 """
 import json
@@ -80,6 +83,46 @@ def tracking(folder):
             "launch_make_run_s": round(launch_on, 3), "launch_python_s": round(launch_off, 3)}
 
 
+# a data.py whose prepare() writes `file_bytes` of random bytes into each of `n_files` files
+PINNED_DATA = """import os
+
+
+def prepare(cfg, folder):
+    block = os.urandom(1 << 20)
+    for n in range(cfg.n_files):
+        with open(folder / f"part{n}.bin", "wb") as f:
+            for _ in range(cfg.file_bytes >> 20):
+                f.write(block)
+"""
+PINNING = """import json, statistics, sys, time
+import config, data
+from gitexp import datastore
+began = time.perf_counter()
+datastore.ensure(config, data)
+prepared = time.perf_counter() - began
+checks = []
+for _ in range(int(sys.argv[1])):
+    began = time.perf_counter()
+    datastore.ensure(config, data)
+    checks.append(time.perf_counter() - began)
+print(json.dumps({"prepare_s": prepared, "check_s": statistics.median(checks)}))
+"""
+
+
+def data_pinning():
+    size_mb = 100 if QUICK else 1024
+    with tempfile.TemporaryDirectory() as folder:
+        code = Path(folder) / "code"
+        code.mkdir()
+        (code / "config.py").write_text(f"n_files = 16\nfile_bytes = {size_mb // 16 << 20}\n")
+        (code / "data.py").write_text(PINNED_DATA)
+        env = dict(os.environ, PYTHONPATH=f"{code}{os.pathsep}{ROOT / 'code'}")
+        result = subprocess.run([sys.executable, "-c", PINNING, "20"], cwd=folder, env=env,
+                                capture_output=True, text=True, check=True)
+        figures = json.loads(result.stdout.splitlines()[-1])
+    return {"data_mb": size_mb, "prepare_s": round(figures["prepare_s"], 2), "check_s": round(figures["check_s"], 4)}
+
+
 def tables():
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "tables.json"
@@ -93,13 +136,16 @@ def main():
         copy_template(Path(folder))
         figures = {"quick": QUICK, "tracking": tracking(Path(folder))}
     figures["tables"] = tables()
-    t, s = figures["tracking"], figures["tables"]
+    figures["data_pinning"] = data_pinning()
+    t, s, d = figures["tracking"], figures["tables"], figures["data_pinning"]
     rows = [
         ("tracking overhead", f"{t['tracking_overhead']:.3f}",
          f"loop {t['loop_on_s']:.2f}s on / {t['loop_off_s']:.2f}s off, {EPOCHS} epochs, median of {REPEATS}"),
         ("launch cost", f"{t['launch_make_run_s'] / t['launch_python_s']:.2f}x",
          f"make run {t['launch_make_run_s']:.2f}s / python {t['launch_python_s']:.2f}s outside the loop"),
     ]
+    rows.append(("data pinning, per run", f"{d['check_s'] * 1000:.1f} ms",
+                 f"finding {d['data_mb']} MB of prepared data (goal < 100 ms); preparing it once: {d['prepare_s']:.1f}s"))
     for key, value in s.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             rows.append((f"tables: {key}", f"{value:g}", ""))

@@ -1,6 +1,5 @@
 """Make it yours (issue 10): another task needs no change to the template's files; the best
 epoch, the logged scalars and `make ls` follow the task's own config."""
-import json
 import os
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import sys
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TASKS_DIR, assert_refused, copy_project
+from conftest import ROOT, TASKS_DIR
 
 sys.path.insert(0, str(ROOT / "code"))
 from gitexp import YOURS  # noqa: E402  (the template's own list of the researcher's files)
@@ -103,43 +102,3 @@ def test_a_value_set_in_the_environment_is_named_in_a_note(project):
     notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
     assert notes == ["note: GPUS TB set in the environment, ignored: give them on the command line, "
                      "e.g. make ls GPUS=0 TB=0"], result.stdout
-
-
-def test_data_is_found_again_and_prepared_anew_only_for_what_it_depends_on(pristine_charlm, tmp_path):
-    """charlm's prepare() reads n_files: another value is another data set, in its own folder;
-    a config value prepare() does not read shares the folder."""
-    project = copy_project(pristine_charlm, tmp_path, "charlm")
-    project.make("run", TAG="sixty")
-    first = project.statistic("sixty", 0)["data"]
-    assert "preparing data" not in (project.result("sixty", 0) / "log").read_text()  # make data did it
-    folder = project.path / "__data__" / first["key"]
-    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-
-    project.configure(lr=0.001)  # not read by prepare()
-    project.make("run", TAG="lr")
-    assert project.statistic("lr", 0)["data"] == first
-
-    project.configure(n_files=30)
-    out = project.make("run", TAG="thirty").stdout
-    assert "preparing data (config changed: n_files = 30 (prepared with 60))" in out
-    second = project.statistic("thirty", 0)["data"]
-    assert second["key"] != first["key"] and second["fingerprint"] != first["fingerprint"]
-    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before  # untouched
-    record = json.loads((project.path / "__data__" / second["key"] / ".gitexp-data.json").read_text())
-    assert record["config"] == {"n_files": 30} and set(record["code"]) == {"data.py"}
-
-
-def test_make_data_says_what_it_prepared(project):
-    out = project.make("data").stdout
-    project.make("run", TAG="d")
-    assert f"data: __data__/{project.statistic('d', 0)['data']['key']} (fingerprint" in out
-
-
-def test_a_refused_run_prepares_nothing(pristine_charlm, tmp_path):
-    project = copy_project(pristine_charlm, tmp_path, "charlm")
-    project.configure(n_files=20)
-    config = project.path / "code" / "config.py"
-    config.write_text(config.read_text() + "# uncommitted\n")
-    before = project.snapshot()
-    assert_refused(project.make("run", TAG="dirty", check=False), "uncommitted changes")
-    assert project.snapshot() == before
