@@ -1,7 +1,7 @@
 # gitexp: every experiment traceable to its code (a git tag), seed, log, metrics and checkpoints.
 # `make help` lists the targets. The logic lives in scripts/; recipes only call it.
 #
-# Variables, given on the command line (values from the environment are ignored):
+# Variables, given on the command line (one set in the environment is ignored, with a note):
 #   TAG=x          experiment tag: make run tags HEAD as x and runs it as x/<id>
 #   ID=n           experiment id under TAG (continue: highest unfinished; rerun: 0)
 #   FIX=1          fixed seed (code/seed) and deterministic kernels, for exact reruns
@@ -9,10 +9,13 @@
 #   GPUS=0,1       GPUs to use, one process each (without GPUS: CPU, or the default GPU)
 #   NPROC=n        n processes on CPU through torchrun (gloo)
 #   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   several machines through torchrun
+#   NAME=s         make sweep: the sweep file code/sweeps/<NAME>.py
+#   JOBS=n         make sweep: n runs at a time on CPU (default 1; with GPUS: one per GPU)
 #   EXP="x/0 y/3"  make record: experiments to add to a list (default: the last finished)
 #   LIST=record    experiment list __statistic__/exper-list/<LIST>.txt for record/title/table
 #   CHANGED=1      make table: show only the columns whose values differ
-#   TAGS="a b/2"   make tb: runs to compare (a bare tag means all its ids; default: all)
+#   TAGS="a b/2"   make tb: runs to compare (a bare tag means all its ids; default: all;
+#                  LIST=l instead: the runs of a list, a sweep's among them)
 #   PORT, HOST     make tb: port (default: first free from 6006) and address (127.0.0.1)
 #   TB=0           make run/continue/rerun: no background TensorBoard
 #   BENCH_QUICK=1  make bench: a quick version (about a minute)
@@ -25,7 +28,7 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 SHELL := /bin/sh
 
 USER_VARIABLES := TAG ID FIX MSG GPUS NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
-                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK
+                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK NAME JOBS
 # make expands $(...) in a value wherever the variable is used, so each value is frozen as
 # literal text here and reaches the scripts through the environment, never a recipe's shell text.
 # A value from the environment (`TB=0 make run`, `export GPUS=0`) is ignored, and said so once.
@@ -55,6 +58,14 @@ help: ## list the targets (variables: see the top of the Makefile)
 .PHONY: run
 run: $(PY_READY) ## tag HEAD as TAG and run it as TAG/<id> (FIX=1 GPUS=0,1 NPROC=n MSG="...")
 	@"$$PY" scripts/experiment.py run
+
+.PHONY: more
+more: $(PY_READY) ## another run of tag TAG's code as TAG/<id>, wherever HEAD is: a new seed (FIX=1: the tag's)
+	@"$$PY" scripts/experiment.py more
+
+.PHONY: sweep
+sweep: $(PY_READY) ## run the grid of code/sweeps/NAME.py, each point its own tag (GPUS=0,1 or JOBS=n; FIX=1)
+	@"$$PY" scripts/sweep.py
 
 .PHONY: continue
 continue: $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint, with TAG's code
@@ -86,7 +97,7 @@ test-faults: $(PY_READY) ## run the whole fault suite alone: ten kills and a ful
 # ---- tensorboard --------------------------------------------------------------------------------
 
 .PHONY: tb
-tb: $(PY_READY) ## compare runs in TensorBoard until Ctrl+C (TAGS="a b/2", default all; PORT= HOST=)
+tb: $(PY_READY) ## compare runs in TensorBoard until Ctrl+C (TAGS="a b/2" or LIST=l, default all; PORT= HOST=)
 	@"$$PY" scripts/tb.py serve
 
 .PHONY: tb-stop

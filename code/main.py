@@ -211,6 +211,10 @@ def main():
         sys.exit(1)
     except SystemExit:
         raise
+    except KeyboardInterrupt:
+        if rank == 0:
+            print("stopped (Ctrl+C): make continue goes on from the last checkpoint", flush=True)
+        sys.exit(130)
     except BaseException as error:
         # into stdout, so the error lands in the experiment's log; the launcher marks it failed
         # and repeats the `error:` line in the terminal, whichever rank printed it

@@ -1,6 +1,6 @@
-"""Start, continue or rerun one experiment: `python scripts/experiment.py run|continue|rerun`.
+"""Start, continue or rerun one experiment: `python scripts/experiment.py run|more|continue|rerun`.
 
-Called by `make run/continue/rerun`; its input comes from the environment (TAG, ID, FIX, GPUS,
+Called by `make run/more/continue/rerun` (and for each run of `make sweep`); its input comes from the environment (TAG, ID, FIX, GPUS,
 NPROC, MSG, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, PY), never pasted into a shell.
 Everything is checked before anything is written; a bad value stops it with one line.
 Only the standard library is used: it starts fast and needs no torch.
@@ -28,6 +28,7 @@ RESULTS = Path("__result__")
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
 REFUSED = 3  # main.py's exit status for "bad input, nothing changed"
+interrupted = False  # Ctrl+C (or a sweep's stop) reached the run: it ends "stopped", continuable
 
 
 class UserError(Exception):
@@ -292,12 +293,14 @@ def execute(folder, mode, devices):
     if live_tensorboard and mode != "continue":
         tb.serve_live()
         live_tensorboard = False
+    global interrupted
     with open(folder / "log", "ab") as log:
         child = subprocess.Popen(command(folder, processes, nodes, node_rank), stdout=subprocess.PIPE, env=child_env)
         while True:
             try:
                 chunk = os.read(child.stdout.fileno(), 65536)
             except KeyboardInterrupt:
+                interrupted = True
                 continue  # Ctrl+C reached main.py too; keep copying until it has ended
             if not chunk:
                 break
@@ -312,6 +315,7 @@ def execute(folder, mode, devices):
             try:
                 return child.wait()
             except KeyboardInterrupt:
+                interrupted = True
                 continue
 
 
@@ -335,9 +339,13 @@ def conclude(folder, status, log_offset=0):
     error main.py printed, whichever rank it came from (torchrun's own report hides it)."""
     statistic = read_statistic(folder)
     if status != 0 and statistic.get("status") == "running":
-        statistic.update(status="failed", end=now())
+        statistic.update(status="stopped" if interrupted else "failed", end=now())
         write_statistic(folder, statistic)
     name = f"{statistic['tag']}/{statistic['id']}"
+    if status != 0 and interrupted:
+        print(f"stopped: experiment {name} goes on from its last checkpoint with make continue "
+              f"TAG={statistic['tag']} ID={statistic['id']}", file=sys.stderr)
+        return statistic
     if status != 0:
         cause = first_error(folder, log_offset)
         print(f"error: experiment {name} failed (exit status {status}){': ' + cause if cause else ''}; "
@@ -347,13 +355,12 @@ def conclude(folder, status, log_offset=0):
     return statistic
 
 
-def start(tag, number, folder, commit, seed, fix, devices, rerun_of=None):
+def start(tag, number, folder, commit, seed, fix, devices, **extra):
     processes, nodes, _, _ = devices
     statistic = {"tag": tag, "id": number, "commit": commit, "status": "running", "seed": seed, "fix": fix,
                  "host": socket.gethostname(), "start": now(), "end": None, "epoch": 0,
                  "world_size": processes * nodes, "hparams": {}, "metrics": {}, "durations": {}}
-    if rerun_of:
-        statistic["rerun_of"] = rerun_of
+    statistic.update(extra)  # rerun_of, or sweep, point and sweep_run
     write_statistic(folder, statistic)
     print(f"experiment {tag}/{number}: commit {commit[:10]}, seed {seed}{' (FIX=1)' if fix else ''}, "
           f"{processes * nodes} process(es)")
@@ -400,6 +407,42 @@ def do_run():
     held = lock(folder)
     snapshot(tag, folder)
     status = start(tag, number, folder, commit, seed, fix, devices)
+    conclude(folder, status)
+    held.close()
+    return status
+
+
+def tag_seed(tag):
+    """The seed FIX=1 uses for a run of an existing tag: the tag's own code/seed."""
+    shown = git("show", f"refs/tags/{tag}:code/seed", check=False)
+    text = shown.stdout.strip() if shown.returncode == 0 else ""
+    if not NUMBER.fullmatch(text):
+        raise UserError(f"tag {tag} has no code/seed holding one non-negative integer: FIX=1 needs it")
+    return int(text)
+
+
+def sweep_facts():
+    """What scripts/sweep.py says of the run it starts (GITEXP_SWEEP, never a user's variable)."""
+    given = os.environ.get("GITEXP_SWEEP")
+    if not given:
+        return {}
+    facts = json.loads(given)
+    return {"sweep": facts["sweep"], "point": facts["point"], "sweep_run": facts["run"]}
+
+
+def do_more():
+    """Another run of an existing tag, wherever HEAD is: a new seed (FIX=1: the tag's code/seed;
+    in a sweep, code/seed + the run's number)."""
+    tag, fix, devices = check_tag(env("TAG")), check_fix(env("FIX")), parse_devices()
+    if devices[2] > 0:
+        return follow(tag, devices)
+    commit = existing_tag(tag)
+    sweep = sweep_facts()
+    seed = tag_seed(tag) + sweep.get("sweep_run", 0) if fix else secrets.randbelow(2**31)
+    folder, number = new_folder(tag)
+    held = lock(folder)
+    snapshot(tag, folder)
+    status = start(tag, number, folder, commit, seed, fix, devices, **sweep)
     conclude(folder, status)
     held.close()
     return status
@@ -529,9 +572,9 @@ def do_rerun():
 
 
 def main():
-    modes = {"run": do_run, "continue": do_continue, "rerun": do_rerun}
+    modes = {"run": do_run, "more": do_more, "continue": do_continue, "rerun": do_rerun}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
-        sys.exit("usage: python scripts/experiment.py run|continue|rerun (settings come from the environment)")
+        sys.exit("usage: python scripts/experiment.py run|more|continue|rerun (settings come from the environment)")
     try:
         sys.exit(modes[sys.argv[1]]())
     except UserError as problem:

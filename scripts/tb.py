@@ -1,6 +1,7 @@
 """TensorBoard over the experiments: `python scripts/tb.py serve|stop`, and serve_live().
 
     make tb TAGS="a b/2" [PORT=n] [HOST=h]   # compare runs: a bare tag means all its ids
+    make tb LIST=name                       # the runs of an experiment list (a sweep's, say)
     make tb-stop                            # stop the project's background TensorBoard
     make run / continue / rerun             # experiment.py calls serve_live() (TB=0: not)
 
@@ -132,6 +133,18 @@ def select(text):
     return list(dict.fromkeys(runs))
 
 
+def list_runs(name):
+    """TAGS as the experiment list LIST names them (a sweep's list, say)."""
+    from record import UserError as ListError, list_name, read_list
+
+    if env("TAGS"):
+        raise UserError("TAGS and LIST were both given: name the runs one way, TAGS=\"a b/2\" or LIST=name")
+    try:
+        return " ".join(read_list(list_name(name)))
+    except ListError as problem:
+        raise UserError(str(problem))
+
+
 # ---- the tree of links --------------------------------------------------------------------------
 
 def link_tree(root, runs):
@@ -172,7 +185,7 @@ def url(host, port):
 def serve():
     """Check TAGS, HOST and PORT, link the runs, then become TensorBoard until Ctrl+C."""
     host = check_host(env("HOST"))
-    runs = select(env("TAGS"))
+    runs = select(list_runs(env("LIST")) if env("LIST") else env("TAGS"))
     port = pick_port(host, env("PORT"))
     root = TREES / str(port)
     shutil.rmtree(root, ignore_errors=True)  # a tree left by an earlier make tb on this port

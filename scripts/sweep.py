@@ -1,0 +1,433 @@
+"""A grid of configs and seeds: `python scripts/sweep.py` (make sweep NAME=s [GPUS=0,1] [JOBS=n] [FIX=1]).
+
+The sweep file code/sweeps/<NAME>.py, committed, holds lines `name = [value, ...]` (every name
+a config.py name, values Python literals; the points are their product, in the file's order) and
+`runs_per_point = n` (the seeds of each point; default 1). It is read as data (ast), never run.
+
+Each point is pinned: a commit of HEAD's tree with only those config.py values changed (parent
+HEAD, on no branch: the user's branch, index, working tree and untracked files are never
+touched) and an annotated tag named after its values, e.g. s-lr0.01-channels32 (s-<hash> where
+the values do not make a tag name). Each run is an ordinary experiment of its point's tag, made
+by scripts/experiment.py as `make run` makes one, with `sweep`, `point` and `sweep_run` recorded;
+with FIX=1 run k gets the seed code/seed + k.
+
+Runs go concurrently: one per listed GPU (CUDA_VISIBLE_DEVICES set to it), or JOBS at a time on
+CPU (default 1), each run's output in its own log. Started again, a sweep does only what is
+missing: finished runs are kept, stopped ones continued, failed ones run again as new ids (the
+failed one stays recorded), new values add only their points. A run is claimed with a lock while
+it runs, so two sweeps at once never run it twice. A point whose tag exists with other code
+(HEAD's code changed since) is refused: name a new sweep instead.
+
+The sweep keeps its list __statistic__/exper-list/<NAME>.txt (one point tag a line: make table
+LIST=<NAME>) and its record __statistic__/sweeps/<NAME>.json (points, and each run's wall time).
+"""
+import ast
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from experiment import (NUMBER, RESULTS, TAG_PATTERN, UserError, check_number, commit_of, cuda_device_count,
+                        ensure_clean_tree, env, git, python, read_statistic)
+
+SWEEPS = Path("code/sweeps")
+RECORDS = Path("__statistic__/sweeps")
+LISTS = Path("__statistic__/exper-list")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+POLL_SECONDS = 0.02
+
+
+# ---- the sweep file -----------------------------------------------------------------------------
+
+def check_name(name):
+    if not name:
+        raise UserError("NAME is missing: name the sweep, e.g. make sweep NAME=lr (its file: code/sweeps/lr.py)")
+    if not NAME_PATTERN.fullmatch(name):
+        raise UserError(f"NAME={name!r} is not a sweep name: use letters, digits, '_' and '-' (at most 40)")
+    return name
+
+
+def committed(path):
+    """The text of `path` at HEAD; None where HEAD has no such file."""
+    shown = git("show", f"HEAD:{path}", check=False)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def config_names(text):
+    """{name: the Assign node} of config.py's plain `name = value` lines."""
+    return {node.targets[0].id: node for node in ast.parse(text).body
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
+
+
+def parse_sweep(name, text, config):
+    """(grid: [(config name, [values])], runs per point), or a UserError naming the bad line."""
+    path = SWEEPS / f"{name}.py"
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as error:
+        raise UserError(f"{path} line {error.lineno}: not Python ({error.msg}): write lines like lr = [0.1, 0.01]")
+    known, grid, runs = config_names(config), [], 1
+    for node in tree.body:
+        where = f"{path} line {node.lineno}"
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise UserError(f"{where}: only `name = [value, ...]` lines and runs_per_point = n belong in a sweep file")
+        key = node.targets[0].id
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            raise UserError(f"{where}: the value of {key} is not a Python literal: write numbers, strings, lists ...")
+        if key == "runs_per_point":
+            if type(value) is not int or not 1 <= value <= 1000:
+                raise UserError(f"{where}: runs_per_point = {value!r} must be a whole number from 1 to 1000")
+            runs = value
+            continue
+        if key not in known:
+            raise UserError(f"{where}: {key} is not a name of code/config.py: sweep only its values")
+        if not isinstance(value, list) or not value:
+            raise UserError(f"{where}: {key} = {value!r} must be a non-empty list of the values to try")
+        if any(key == other for other, _ in grid):
+            raise UserError(f"{where}: {key} is given twice")
+        if len({json.dumps(v, sort_keys=True) for v in value}) != len(value):
+            raise UserError(f"{where}: {key} lists a value twice")
+        grid.append((key, value))
+    if not grid:
+        raise UserError(f"{path} names no config value to sweep: add a line like lr = [0.1, 0.01]")
+    return grid, runs
+
+
+def points(grid):
+    """Every combination, in the file's order: [{name: value}]."""
+    names = [name for name, _ in grid]
+    return [dict(zip(names, values)) for values in itertools.product(*(values for _, values in grid))]
+
+
+def with_values(config, values):
+    """config.py's text with only these values changed (each value's span, comments kept)."""
+    lines = config.splitlines(keepends=True)
+    nodes = config_names(config)
+    for name, value in sorted(values.items(), key=lambda item: -nodes[item[0]].lineno):
+        node = nodes[name].value
+        first, last = node.lineno - 1, node.end_lineno - 1
+        head, tail = lines[first][:node.col_offset], lines[last][node.end_col_offset:]
+        lines[first:last + 1] = [head + repr(value) + tail]
+    return "".join(lines)
+
+
+def point_tag(name, values):
+    """A tag a person can read (s-lr0.01-channels32), or s-<hash of the values>."""
+    readable = name + "".join(f"-{key}{value}" for key, value in values.items())
+    if len(readable) <= 100 and TAG_PATTERN.fullmatch(readable) and ".." not in readable \
+            and not readable.endswith((".", ".lock")) and all(isinstance(v, (int, float, str)) for v in values.values()):
+        return readable
+    return f"{name}-{hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]}"
+
+
+# ---- pinning each point -------------------------------------------------------------------------
+
+def code_listing(treeish):
+    """code/ of a commit or tree, the sweep files apart (adding values must not move old points)."""
+    listing = git("ls-tree", "-r", treeish, "--", "code").stdout.splitlines()
+    return [line for line in listing if not line.split("\t", 1)[1].startswith(f"{SWEEPS}/")]
+
+
+def point_tree(config_text):
+    """HEAD's tree with code/config.py replaced, written without touching the index."""
+    blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], input=config_text, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as folder:
+        index = dict(os.environ, GIT_INDEX_FILE=str(Path(folder) / "index"))
+        for command in (["read-tree", "HEAD"], ["update-index", "--cacheinfo", f"100644,{blob},code/config.py"]):
+            subprocess.run(["git", *command], env=index, capture_output=True, check=True)
+        return subprocess.run(["git", "write-tree"], env=index, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def describe(values):
+    return " ".join(f"{key}={value!r}" for key, value in values.items())
+
+
+def pin(name, values, config):
+    """The point's tag, made where missing; refused where it exists with other code."""
+    tag = point_tag(name, values)
+    tree = point_tree(with_values(config, values))
+    tagged = commit_of(f"refs/tags/{tag}")
+    if tagged is not None:
+        if code_listing(tagged) != code_listing(tree):
+            raise UserError(f"tag {tag} holds other code than HEAD's code/ with {describe(values)} (code/ changed since "
+                            f"sweep {name} made it): start a new sweep, e.g. NAME={name}2, rather than mix versions")
+        return tag
+    commit = git("commit-tree", tree, "-p", "HEAD", "-m", f"sweep {name}: {describe(values)}", identity=True).stdout.strip()
+    git("tag", "--annotate", "--message", f"gitexp sweep {name}: {describe(values)}", tag, commit, identity=True)
+    return tag
+
+
+# ---- what each run needs --------------------------------------------------------------------------
+
+def runs_of(tag, name, k):
+    """The experiments of `tag` that are run k of sweep `name`: [(id, statistic)]."""
+    folder = RESULTS / tag
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        if NUMBER.fullmatch(path.name) and (path / "statistic.json").exists():
+            statistic = read_statistic(path)
+            if statistic.get("sweep") == name and statistic.get("sweep_run") == k:
+                found.append((int(path.name), statistic))
+    return sorted(found, key=lambda item: item[0])
+
+
+def live(tag, number):
+    """Whether a process holds the experiment's lock (it is running now)."""
+    try:
+        with open(RESULTS / tag / str(number) / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+    except BlockingIOError:
+        return True
+
+
+def next_step(tag, name, k):
+    """("done", id), ("continue", id) for a stopped run, or ("new", None)."""
+    found = runs_of(tag, name, k)
+    for number, statistic in found:
+        if statistic.get("status") == "finished":
+            return "done", number
+    for number, statistic in reversed(found):
+        if statistic.get("status") != "failed" and not live(tag, number):
+            return "continue", number
+    return "new", None
+
+
+def claim(tag, name, k):
+    """Hold run k of this point for as long as it runs; None where another sweep holds it."""
+    (RESULTS / tag).mkdir(parents=True, exist_ok=True)
+    handle = open(RESULTS / tag / f".sweep-{name}-{k}.lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+# ---- running them -------------------------------------------------------------------------------
+
+def check_devices():
+    """The slots runs go in: a GPU index each, or None JOBS times."""
+    gpus, jobs = env("GPUS"), env("JOBS")
+    for variable in ("NPROC", "NNODES", "NODE_RANK", "MSG", "ID"):
+        if env(variable):
+            raise UserError(f"{variable} is not for make sweep: each run is one process, on one GPU or on CPU")
+    if gpus and jobs:
+        raise UserError("GPUS and JOBS were both given: GPUS=0,1 runs one run per GPU, JOBS=n n runs at a time on CPU")
+    if gpus:
+        if not re.fullmatch(r"[0-9]{1,3}(,[0-9]{1,3})*", gpus) or len(set(gpus.split(","))) != len(gpus.split(",")):
+            raise UserError(f"GPUS={gpus!r} is not a list of distinct GPU indices: use e.g. GPUS=0,1")
+        count = cuda_device_count()
+        missing = [g for g in gpus.split(",") if int(g) >= count]
+        if missing:
+            raise UserError(f"GPUS={gpus}: there is no GPU {missing[0]} here ({count} found): "
+                            "leave GPUS out and give JOBS=n to run on CPU")
+        return gpus.split(",")
+    count = check_number("JOBS", jobs) if jobs else 1
+    if not 1 <= count <= 256:
+        raise UserError(f"JOBS={jobs} is out of range: give 1 to 256 runs at a time")
+    return [None] * count
+
+
+def launch(step, tag, number, sweep, slot, threads):
+    child_env = dict(os.environ, TAG=tag, ID="" if number is None else str(number), GPUS="", NPROC="",
+                     TB="0", GITEXP_SWEEP=json.dumps(sweep))
+    if slot is not None:
+        child_env["CUDA_VISIBLE_DEVICES"] = slot
+    # runs side by side share the cores: each its share of threads (as torchrun does), since
+    # more threads than cores make every run many times slower
+    child_env.setdefault("OMP_NUM_THREADS", str(threads))
+    mode = "more" if step == "new" else "continue"
+    return subprocess.Popen([python(), "scripts/experiment.py", mode], env=child_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Progress:
+    """One line: runs done / running / failed, on a tqdm bar (plain lines where tqdm is missing)."""
+
+    def __init__(self, total):
+        self.done = self.running = self.failed = 0
+        try:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True)
+        except ImportError:
+            self.bar = None
+        self.show()
+
+    def show(self, advance=0):
+        text = f"{self.done} done, {self.running} running, {self.failed} failed"
+        if self.bar is not None:
+            self.bar.set_description_str(text, refresh=False)
+            self.bar.update(advance)
+            self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_all(name, jobs, slots):
+    """Run every job (tag, values, k) that needs it, len(slots) at a time."""
+    pending, running, waits = list(jobs), {}, []
+    free, progress = list(slots), Progress(len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    outcome = {}  # (tag, k): status
+    interrupted = False
+    try:
+        while pending or running:
+            while pending and free and not interrupted:
+                tag, values, k = pending.pop(0)
+                held = claim(tag, name, k)
+                if held is None:
+                    outcome[(tag, k)] = "running elsewhere"
+                    progress.show(1)
+                    continue
+                step, number = next_step(tag, name, k)
+                if step == "done":
+                    held.close()
+                    outcome[(tag, k)] = "finished"
+                    progress.done += 1
+                    progress.show(1)
+                    continue
+                slot = free.pop(0)
+                child = launch(step, tag, number, {"sweep": name, "point": values, "run": k}, slot, threads)
+                running[child] = (tag, k, slot, held, time.perf_counter())
+                progress.running += 1
+                progress.show()
+            for child in [c for c in running if c.poll() is not None]:
+                tag, k, slot, held, began = running.pop(child)
+                held.close()
+                free.append(slot)
+                waits.append({"tag": tag, "run": k, "seconds": round(time.perf_counter() - began, 3),
+                              "status": child.returncode})
+                finished = child.returncode == 0
+                outcome[(tag, k)] = "finished" if finished else "stopped" if interrupted else "failed"
+                progress.running -= 1
+                progress.done += finished
+                progress.failed += not finished
+                progress.show(1)
+            if running:
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        interrupted = True  # each run got the Ctrl+C too: wait until each has stopped, continuable
+        for child in running:
+            while child.poll() is None:
+                try:
+                    child.wait()
+                except KeyboardInterrupt:
+                    pass
+        for tag, k, slot, held, began in running.values():
+            held.close()
+            outcome[(tag, k)] = "stopped"
+    progress.close()
+    for tag, _, k in pending:
+        outcome.setdefault((tag, k), "not started")
+    return outcome, waits, interrupted
+
+
+# ---- the record and the summary -----------------------------------------------------------------
+
+def write_record(name, tags, grid, runs, waits):
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    path = RECORDS / f"{name}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    record = {"name": name, "grid": dict(grid), "runs_per_point": runs,
+              "points": [{"tag": tag, "values": values} for tag, values in tags],
+              "runs": old.get("runs", []) + waits}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    LISTS.mkdir(parents=True, exist_ok=True)
+    # the points that have experiments: a list may name no tag without one
+    listing = "".join(f"{tag}\n" for tag, _ in tags if any(p.name.isdigit() for p in (RESULTS / tag).glob("*")))
+    if listing and (not (LISTS / f"{name}.txt").exists() or (LISTS / f"{name}.txt").read_text() != listing):
+        (LISTS / f"{name}.txt").write_text(listing)  # rewritten only when it changes: make remakes the table
+
+
+def summary(name, tags, runs, outcome):
+    """One line a point: its values, runs finished, and the mean of each finished run's best
+    monitored metric; then where the failed runs' logs are."""
+    rows, failed_logs = [("point", "finished", "failed", "best")], []
+    for tag, values in tags:
+        finished, failed, best, monitor = 0, 0, [], ""
+        for k in range(runs):
+            found = runs_of(tag, name, k)
+            done = [s for _, s in found if s.get("status") == "finished"]
+            if done:
+                finished += 1
+                monitor = done[0].get("hparams", {}).get("monitor", "")
+                value = done[0].get("metrics", {}).get("best", {}).get(monitor)
+                if isinstance(value, (int, float)):
+                    best.append(value)
+            failed_logs += [str(RESULTS / tag / str(n) / "log") for n, s in found if s.get("status") == "failed"]
+            failed += outcome.get((tag, k)) == "failed"
+        mean = f"{monitor} {statistics.mean(best):.4f}" if best else ""
+        rows.append((tag, f"{finished}/{runs}", str(failed), mean))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if failed_logs:
+        print("failed runs' logs:\n  " + "\n  ".join(failed_logs))
+
+
+def main():
+    try:
+        name = check_name(env("NAME"))
+        slots = check_devices()
+        if env("FIX") not in ("", "0", "1"):
+            raise UserError(f"FIX={env('FIX')!r} is not 0 or 1: FIX=1 gives run k of each point the seed code/seed + k")
+        text = committed(SWEEPS / f"{name}.py")
+        if text is None:
+            raise UserError(f"there is no committed {SWEEPS / name}.py: write lines like lr = [0.1, 0.01], "
+                            "git add and commit it")
+        config = committed("code/config.py")
+        if config is None:
+            raise UserError("code/config.py is not committed: commit the experiment's code under code/")
+        grid, runs = parse_sweep(name, text, config)
+        ensure_clean_tree("")  # the sweep file and config.py that run are HEAD's
+        tags = [(pin(name, values, config), values) for values in points(grid)]
+        if len({tag for tag, _ in tags}) != len(tags):
+            raise UserError(f"two points of sweep {name} would get one tag: shorten the values")
+    except UserError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    jobs = [(tag, values, k) for tag, values in tags for k in range(runs)]
+    where = f"GPUs {','.join(slots)}" if slots[0] is not None else f"{len(slots)} at a time on CPU"
+    print(f"sweep {name}: {len(tags)} points x {runs} runs, {where}; each run's output is in its log")
+    write_record(name, tags, grid, runs, [])
+    outcome, waits, interrupted = run_all(name, jobs, slots)
+    write_record(name, tags, grid, runs, waits)
+    summary(name, tags, runs, outcome)
+    if interrupted:
+        print(f"stopped: make sweep NAME={name} goes on where it stopped")
+        sys.exit(130)
+    unfinished = [key for key, status in outcome.items() if status != "finished"]
+    if unfinished:
+        print(f"{len(unfinished)} of {len(jobs)} runs did not finish: make sweep NAME={name} runs them again")
+        sys.exit(1)
+    print(f"all {len(jobs)} runs finished: make table LIST={name} CHANGED=1 compares them")
+
+
+def stop_all(*_):
+    """SIGTERM (a job's end): stop as Ctrl+C does, each run in the process group included."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.killpg(0, signal.SIGINT)
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_all)
+    main()
