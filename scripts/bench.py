@@ -12,6 +12,8 @@ short training in code/config.py), side by side in one run:
                      `python code/main.py`: what the template adds before and after training.
   tables             scripts/bench_tables.py: make title + make table cold against a bare
                      Python loop over the same statistic.json files, and a no-change make table.
+  sweep              make sweep of 8 one-epoch runs with JOBS=2 against the ideal: the runs'
+                     own wall times summed, divided by 2 (scheduling efficiency, goal >= 0.9).
   data pinning       what finding a prepared data set of 1 GB (100 MB quick) costs each run
                      (gitexp.datastore.ensure: the key of data.py, every record compared),
                      against preparing and fingerprinting it once.
@@ -83,6 +85,22 @@ def tracking(folder):
             "launch_make_run_s": round(launch_on, 3), "launch_python_s": round(launch_off, 3)}
 
 
+def sweep_efficiency(folder):
+    config = folder / "code" / "config.py"
+    config.write_text(re.sub(r"^epochs = .*$", "epochs = 1", config.read_text(), flags=re.M))
+    (folder / "code" / "sweeps").mkdir(exist_ok=True)
+    (folder / "code" / "sweeps" / "bench.py").write_text("lr = [0.001, 0.002, 0.003, 0.004]\nruns_per_point = 2\n")
+    for command in (["add", "-A"], ["commit", "-qm", "sweep"]):
+        subprocess.run(["git", *IDENTITY, *command], cwd=folder, check=True, capture_output=True)
+    began = time.perf_counter()
+    subprocess.run(["make", "sweep", "NAME=bench", "JOBS=2", f"PYTHON={sys.executable}"], cwd=folder,
+                   check=True, capture_output=True)
+    wall = time.perf_counter() - began
+    runs = json.loads((folder / "__statistic__" / "sweeps" / "bench.json").read_text())["runs"]
+    ideal = sum(run["seconds"] for run in runs) / 2
+    return {"runs": len(runs), "wall_s": round(wall, 2), "ideal_s": round(ideal, 2), "efficiency": round(ideal / wall, 3)}
+
+
 # a data.py whose prepare() writes `file_bytes` of random bytes into each of `n_files` files
 PINNED_DATA = """import os
 
@@ -135,6 +153,7 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         copy_template(Path(folder))
         figures = {"quick": QUICK, "tracking": tracking(Path(folder))}
+        figures["sweep"] = sweep_efficiency(Path(folder))
     figures["tables"] = tables()
     figures["data_pinning"] = data_pinning()
     t, s, d = figures["tracking"], figures["tables"], figures["data_pinning"]
@@ -144,6 +163,9 @@ def main():
         ("launch cost", f"{t['launch_make_run_s'] / t['launch_python_s']:.2f}x",
          f"make run {t['launch_make_run_s']:.2f}s / python {t['launch_python_s']:.2f}s outside the loop"),
     ]
+    w = figures["sweep"]
+    rows.append(("sweep efficiency", f"{w['efficiency']:.3f}",
+                 f"{w['runs']} one-epoch runs, JOBS=2: ideal {w['ideal_s']:.1f}s / make sweep {w['wall_s']:.1f}s (goal >= 0.9)"))
     rows.append(("data pinning, per run", f"{d['check_s'] * 1000:.1f} ms",
                  f"finding {d['data_mb']} MB of prepared data (goal < 100 ms); preparing it once: {d['prepare_s']:.1f}s"))
     for key, value in s.items():
