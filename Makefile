@@ -11,7 +11,11 @@
 #   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   several machines through torchrun
 #   NAME=s         make sweep: the sweep file code/sweeps/<NAME>.py
 #   JOBS=n         make sweep: n runs at a time on CPU (default 1; with GPUS: one per GPU)
-#   EXP="x/0 y/3"  make record: experiments to add to a list (default: the last finished)
+#   EXP="x/0 y/3"  make record: experiments to add to a list (default: the last finished);
+#                  make rm / restore: the experiments to move to the trash and back
+#   A=x/0 B=y/1    make diff: the two experiments to compare (a bare tag: the mean of its ids)
+#   FULL=1         make diff: the whole code diff, not its --stat
+#   YES=1          make empty-trash: delete without asking
 #   LIST=record    experiment list __statistic__/exper-list/<LIST>.txt for record/title/table
 #   CHANGED=1      make table: show only the columns whose values differ
 #   TAGS="a b/2"   make tb: runs to compare (a bare tag means all its ids; default: all;
@@ -28,7 +32,7 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 SHELL := /bin/sh
 
 USER_VARIABLES := TAG ID FIX MSG GPUS NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
-                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK NAME JOBS
+                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK NAME JOBS A B FULL YES
 # make expands $(...) in a value wherever the variable is used, so each value is frozen as
 # literal text here and reaches the scripts through the environment, never a recipe's shell text.
 # A value from the environment (`TB=0 make run`, `export GPUS=0`) is ignored, and said so once.
@@ -93,6 +97,24 @@ bench: $(PY_READY) ## measure tracking overhead, launch cost and table speed (BE
 .PHONY: test-faults
 test-faults: $(PY_READY) ## run the whole fault suite alone: ten kills and a full disk
 	@"$$PY" -m pytest tests -m faults
+
+# ---- many experiments ---------------------------------------------------------------------------
+
+.PHONY: diff
+diff: $(PY_READY) ## compare A=x/0 with B=y/1: hparams, metrics, run facts, the code diff (FULL=1: all of it)
+	@"$$PY" scripts/diff.py
+
+.PHONY: rm
+rm: $(PY_READY) ## move EXP="x/3 y" to the trash __result__/.trash/ (their git tags stay)
+	@"$$PY" scripts/trash.py rm
+
+.PHONY: restore
+restore: $(PY_READY) ## bring EXP="x/3 y" back from the trash, exactly as they were
+	@"$$PY" scripts/trash.py restore
+
+.PHONY: empty-trash
+empty-trash: $(PY_READY) ## delete the trash for good, after listing it and asking (YES=1: without asking)
+	@"$$PY" scripts/trash.py empty
 
 # ---- tensorboard --------------------------------------------------------------------------------
 

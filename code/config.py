@@ -22,6 +22,11 @@ weight_decay = 0.0
 lr_step = 4  # StepLR: multiply lr by lr_gamma every lr_step epochs
 lr_gamma = 0.5
 
+# warm start (read by the template's loop)
+init_from = None  # "x/3": start from experiment x/3's best weights; "x/3@last", "x/3@7": another epoch
+init_resume = False  # with init_from: its whole training state too, training on to `epochs`
+init_skip = []  # parameter names (or prefixes) init_from leaves to their fresh init, e.g. a new head
+
 # bookkeeping (read by the template's loop: keep these names)
 monitor = "val_acc"  # the metric that picks the best epoch (epoch_best.pth, metrics.best)
 monitor_mode = "max"  # "max": higher is better; "min": lower is better (a loss)

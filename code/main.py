@@ -24,7 +24,7 @@ from tqdm import tqdm
 import config
 import data
 import task
-from gitexp import datastore, dist
+from gitexp import datastore, dist, warmstart
 from gitexp.checkpoint import rng_state, seed_everything, set_rng_state
 from gitexp.record import ConfigError, Recorder, Refused, hparams, progress
 from model import build_model, example_input
@@ -74,14 +74,11 @@ def model_fits(checkpoint, path):
         raise Refused(f"{path} was made by a different model ({first_line}); continue needs the model of its own tag")
 
 
-def as_floats(scalars):
-    """The training step's scalars as floats, with one device sync for all of its tensors."""
-    tensors = [name for name, value in scalars.items() if torch.is_tensor(value)]
-    values = dict(scalars)
-    if tensors:
-        stacked = torch.stack([scalars[name].detach().reshape(()).to(torch.float64) for name in tensors])
-        values.update(zip(tensors, stacked.tolist()))
-    return {name: float(value) for name, value in values.items()}
+def detached(scalars):
+    """The training step's scalars as float64 0-dim tensors (left on their device: reading them
+    would wait for the GPU at every step) or floats."""
+    return {name: value.detach().reshape(()).to(torch.float64) if torch.is_tensor(value) else float(value)
+            for name, value in scalars.items()}
 
 
 def one_line(error):
@@ -108,12 +105,23 @@ def train(exp_dir, rank, world_size, device):
     refusal = dist.broadcast(recorder.check_data(data_record))
     if refusal:
         raise Refused(refusal)
+    source = None
+    if checkpoint is None and rank == 0:  # a fresh start: from another experiment, if init_from says so
+        try:
+            source = warmstart.resolve(config, warmstart.expected())
+        except Refused as problem:
+            refusal = str(problem)
+    source, refusal = dist.broadcast((source, refusal))
+    if refusal:
+        raise Refused(refusal)
 
     seed_everything(seed + rank, fix)  # dropout differs by rank; the data order does not
     generator = torch.Generator().manual_seed(seed)
     train_batches, eval_sets = data.make_loaders(config, data_dir, generator, seed, rank, world_size)
     model = build_model(config).to(device)
     optimizer, scheduler, interval = optimizers(config, model, len(train_batches))
+    if source is not None:  # its weights now; with init_resume, its whole state just below
+        checkpoint = warmstart.load(source, model, config)
     start_epoch, step, best, last, seconds = 0, 0, None, None, []
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -124,7 +132,11 @@ def train(exp_dir, rank, world_size, device):
         # after building the model and optimizer, whose init drew from it; each rank its own
         set_rng_state(checkpoint["rng"][rank % len(checkpoint["rng"])], generator)
     recorder.start(start_epoch, step, path, skipped, world_size, data_record,
-                   progress(best, last, seconds) if checkpoint is not None else None)
+                   progress(best, last, seconds) if checkpoint is not None else None, source)
+    if source is not None and source["resume"] and checkpoint["hparams"].get("epochs") != config.epochs and rank == 0:
+        print(f"note: {source['experiment']} ran with epochs = {checkpoint['hparams'].get('epochs')}, this run goes on "
+              f"to epochs = {config.epochs}: a schedule computed from epochs (cosine to the end, say) now follows "
+              "the new total from here on, so it differs from the source's")
     if start_epoch == 0:
         recorder.graph(model, example_input().to(device))
 
@@ -138,7 +150,7 @@ def train(exp_dir, rank, world_size, device):
         net.train()
         sums = {}
         for batch in tqdm(train_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, file=sys.stderr, **bar):
-            scalars = as_floats(task.train_step(net, batch, optimizer, device))
+            scalars = detached(task.train_step(net, batch, optimizer, device))
             if scheduler is not None and interval == "step":
                 scheduler.step()
             step += 1
@@ -178,17 +190,29 @@ def train(exp_dir, rank, world_size, device):
               f"{monitor} {last[monitor]:.4f}  |  trained in {time.perf_counter() - loop_began:.3f}s")
 
 
+def check(mode, exp_dir):
+    """The launcher's looks before it writes anything, in one process (a refusal under torchrun
+    would come back as torchrun's failure): "check" before a continue with several processes;
+    "check-init" before a run whose config has init_from."""
+    if mode == "check":
+        recorder = Recorder(Path(exp_dir), 0, config)
+        recorder.checkpoint_to_resume(model_fits)
+        refusal = recorder.check_data(datastore.existing(config, data))
+        if refusal:
+            raise Refused(refusal)
+        return
+    source = warmstart.resolve(config, warmstart.expected())
+    if source is not None:
+        warmstart.source_weights(source, build_model(config), config)
+        if source["resume"] and getattr(config, "init_skip", None):
+            raise Refused("init_resume = True takes the source's whole state: it cannot skip parameters (init_skip)")
+
+
 def main():
     exp_dir = os.environ.get("GITEXP_DIR")
-    if os.environ.get("GITEXP_MODE") == "check":
-        # the launcher's look before a continue with several processes, whose refusal would
-        # otherwise come back as torchrun's failure: one process, nothing written
+    if os.environ.get("GITEXP_MODE") in ("check", "check-init"):
         try:
-            recorder = Recorder(Path(exp_dir), 0, config)
-            recorder.checkpoint_to_resume(model_fits)
-            refusal = recorder.check_data(datastore.existing(config, data))
-            if refusal:
-                raise Refused(refusal)
+            check(os.environ["GITEXP_MODE"], exp_dir)
         except Refused as problem:
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(REFUSED)
@@ -202,6 +226,13 @@ def main():
         dist.barrier()
         dist.teardown()  # only here: after an error, other ranks may be mid-collective, and
         # destroying the group would hang; exiting lets torchrun end them all
+        if world_size > 1:
+            # everything is written and the group is gone; at interpreter exit gloo's threads can
+            # still abort the process ("terminate called without an active exception"), failing
+            # a finished run: leave without running the C++ destructors
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     except Refused as problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(REFUSED)

@@ -5,6 +5,7 @@ NPROC, MSG, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, PY), never pasted into 
 Everything is checked before anything is written; a bad value stops it with one line.
 Only the standard library is used: it starts fast and needs no torch.
 """
+import ast
 import fcntl
 import getpass
 import io
@@ -12,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -225,7 +227,12 @@ def new_folder(tag):
 
 def lock(folder):
     """Hold the experiment's lock for as long as this process lives; None if another has it."""
-    handle = open(folder / ".lock", "a")
+    return hold(folder / ".lock")
+
+
+def hold(path):
+    """Hold an exclusive flock on `path` until the handle is closed; None if another has it."""
+    handle = open(path, "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -249,6 +256,46 @@ def snapshot(tag, folder):
                              capture_output=True, check=True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(folder, filter="data")
+
+
+def init_from_of(config_text):
+    """config.py's init_from, read as data: None where it is absent or None."""
+    try:
+        body = ast.parse(config_text).body
+    except SyntaxError:
+        return None  # main.py reports it
+    for node in body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["init_from"]:
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                return "?"  # not a literal: main.py's check says so
+    return None
+
+
+def init_fits(tag=None, expected=None):
+    """Before anything is written: where config.py (the working tree's, or tag's) sets init_from,
+    main.py checks in one process that it names a checkpoint that exists and fits the model (for
+    a rerun: the same bytes as the original's). False when refused; main.py said why."""
+    text = Path("code/config.py").read_text() if tag is None else \
+        git("show", f"refs/tags/{tag}:code/config.py").stdout
+    if init_from_of(text) is None:
+        return True
+    with tempfile.TemporaryDirectory() as folder:
+        if tag is None:  # the tracked files, as a MSG commit would record them
+            for name in filter(None, git("ls-files", "-z", "code").stdout.split("\0")):
+                (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(name, Path(folder) / name)
+        else:
+            snapshot(tag, Path(folder))
+        check = subprocess.run([python(), str(Path(folder) / "code" / "main.py")],
+                               env=child_environment(None, GITEXP_MODE="check-init", **init_expected(expected)))
+    return check.returncode == 0
+
+
+def init_expected(source):
+    """What main.py must find again where a recorded run started from another (GITEXP_INIT)."""
+    return {"GITEXP_INIT": json.dumps({"epoch": source["epoch"], "sha256": source["sha256"]})} if source else {}
 
 
 def fixed_seed():
@@ -282,11 +329,11 @@ def child_environment(visible, **extra):
     return child_env
 
 
-def execute(folder, mode, devices):
+def execute(folder, mode, devices, init=None):
     """Run main.py, copying its stdout to the terminal and to the log (stderr, where tqdm draws
     its bars, goes to the terminal only). Returns main.py's exit status."""
     processes, nodes, node_rank, visible = devices
-    child_env = child_environment(visible, GITEXP_DIR=str(folder), GITEXP_MODE=mode)
+    child_env = child_environment(visible, GITEXP_DIR=str(folder), GITEXP_MODE=mode, **init_expected(init))
     # a background TensorBoard over every experiment, one per project; a continue may still be
     # refused by main.py, so it waits for main.py's first line, printed once the resume is accepted
     live_tensorboard = env("TB") != "0"
@@ -355,7 +402,7 @@ def conclude(folder, status, log_offset=0):
     return statistic
 
 
-def start(tag, number, folder, commit, seed, fix, devices, **extra):
+def start(tag, number, folder, commit, seed, fix, devices, init=None, **extra):
     processes, nodes, _, _ = devices
     statistic = {"tag": tag, "id": number, "commit": commit, "status": "running", "seed": seed, "fix": fix,
                  "host": socket.gethostname(), "start": now(), "end": None, "epoch": 0,
@@ -364,7 +411,7 @@ def start(tag, number, folder, commit, seed, fix, devices, **extra):
     write_statistic(folder, statistic)
     print(f"experiment {tag}/{number}: commit {commit[:10]}, seed {seed}{' (FIX=1)' if fix else ''}, "
           f"{processes * nodes} process(es)")
-    return execute(folder, "run", devices)
+    return execute(folder, "run", devices, init)
 
 
 def follow(tag, devices):
@@ -401,6 +448,10 @@ def do_run():
     check_tag_free(tag, env("MSG"))
     check_runnable()
     seed = fixed_seed() if fix else secrets.randbelow(2**31)
+    if not env("MSG"):
+        ensure_clean_tree("")  # a dirty tree is refused before the longer look below
+    if not init_fits():
+        return 1
     ensure_clean_tree(env("MSG"))
     commit = tag_head(tag)
     folder, number = new_folder(tag)
@@ -439,6 +490,8 @@ def do_more():
     commit = existing_tag(tag)
     sweep = sweep_facts()
     seed = tag_seed(tag) + sweep.get("sweep_run", 0) if fix else secrets.randbelow(2**31)
+    if not init_fits(tag):
+        return 1
     folder, number = new_folder(tag)
     held = lock(folder)
     snapshot(tag, folder)
@@ -499,7 +552,7 @@ def do_continue():
         if check.returncode != 0:
             return 1  # main.py said why; nothing was changed
     offset = log_size(folder)
-    status = execute(folder, "continue", devices)
+    status = execute(folder, "continue", devices, statistic.get("init_from"))
     if status == REFUSED:
         return 1  # main.py said why; nothing was changed
     conclude(folder, status, offset)
@@ -559,11 +612,13 @@ def do_rerun():
     if original.get("world_size", 1) != processes * nodes:
         print(f"note: {tag}/{number} ran with {original.get('world_size')} process(es), this rerun with "
               f"{processes * nodes}: give NPROC or GPUS to match, or expect different numbers")
+    if not init_fits(tag, original.get("init_from")):
+        return 1
     folder, new_number = new_folder(tag)
     held = lock(folder)
     snapshot(tag, folder)
     status = start(tag, new_number, folder, commit, original["seed"], original["fix"], devices,
-                   rerun_of=f"{tag}/{number}")
+                   rerun_of=f"{tag}/{number}", init=original.get("init_from"))
     rerun = conclude(folder, status)
     if status == 0:
         compare(original, rerun)

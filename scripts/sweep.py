@@ -22,7 +22,6 @@ The sweep keeps its list __statistic__/exper-list/<NAME>.txt (one point tag a li
 LIST=<NAME>) and its record __statistic__/sweeps/<NAME>.json (points, and each run's wall time).
 """
 import ast
-import fcntl
 import hashlib
 import itertools
 import json
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 
 from experiment import (NUMBER, RESULTS, TAG_PATTERN, UserError, check_number, commit_of, cuda_device_count,
-                        ensure_clean_tree, env, git, python, read_statistic)
+                        ensure_clean_tree, env, git, hold, lock, python, read_statistic)
 
 SWEEPS = Path("code/sweeps")
 RECORDS = Path("__statistic__/sweeps")
@@ -185,12 +184,11 @@ def runs_of(tag, name, k):
 
 def live(tag, number):
     """Whether a process holds the experiment's lock (it is running now)."""
-    try:
-        with open(RESULTS / tag / str(number) / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-    except BlockingIOError:
+    held = lock(RESULTS / tag / str(number))
+    if held is None:
         return True
+    held.close()
+    return False
 
 
 def next_step(tag, name, k):
@@ -208,13 +206,7 @@ def next_step(tag, name, k):
 def claim(tag, name, k):
     """Hold run k of this point for as long as it runs; None where another sweep holds it."""
     (RESULTS / tag).mkdir(parents=True, exist_ok=True)
-    handle = open(RESULTS / tag / f".sweep-{name}-{k}.lock", "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
+    return hold(RESULTS / tag / f".sweep-{name}-{k}.lock")
 
 
 # ---- running them -------------------------------------------------------------------------------

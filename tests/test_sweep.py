@@ -3,11 +3,10 @@ concurrently, resumable; and make more, another seed of an existing tag."""
 import json
 import os
 import signal
-import time
 
 import pytest
 
-from conftest import assert_refused, kill_group, wait_for
+from conftest import assert_refused, wait_for
 
 
 def sweep_file(project, name, text, commit=True):

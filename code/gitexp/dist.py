@@ -58,9 +58,11 @@ def gather(obj):
 
 
 def sum_over_ranks(numbers, device):
-    """The sums of `numbers` over every rank, as floats (float64: exact for counts). Metrics
-    reduced as sums, not means, are exact whatever the ranks' shard sizes."""
-    sums = torch.tensor(numbers, dtype=torch.float64, device=device)
+    """The sums of `numbers` (numbers or 0-dim tensors) over every rank, as floats (float64:
+    exact for counts). Metrics reduced as sums, not means, are exact whatever the ranks' shard
+    sizes."""
+    sums = torch.stack([torch.as_tensor(n, dtype=torch.float64, device=device).reshape(()) for n in numbers]) \
+        if numbers else torch.zeros(0, dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(sums)
     return sums.tolist()

@@ -110,11 +110,16 @@ class Recorder:
         check_fits(checkpoint, path)
         return checkpoint, path, skipped
 
-    def start(self, start_epoch, step, path, skipped, world_size, data_record, resumed_progress):
-        """Mark the experiment running, open its events file; on a continue, say from where."""
+    def start(self, start_epoch, step, path, skipped, world_size, data_record, resumed_progress, source=None):
+        """Mark the experiment running, open its events file; on a continue or a warm start,
+        say from where."""
         if not self.active:
             return
         statistic = self.statistic
+        if source is not None:
+            statistic["init_from"] = source
+            how = "its whole training state (init_resume)" if source["resume"] else "its weights"
+            print(f"--- {now()}: starting from {source['experiment']}, epoch {source['epoch']}: {how}")
         if self.continuing:
             where = f"epoch {start_epoch} ({path})" if path else "epoch 0 (no checkpoint yet)"
             for bad, error in skipped:
@@ -150,9 +155,11 @@ class Recorder:
             self.flush_steps()
 
     def flush_steps(self):
+        tensors = [value for _, scalars in self.steps for value in scalars.values() if torch.is_tensor(value)]
+        read = iter(torch.stack([t.cpu() for t in tensors]).tolist() if tensors else [])  # one wait for them all
         for step, scalars in self.steps:  # one event a step, for all of its scalars
-            summary = Summary(value=[Summary.Value(tag=f"step/{name}", simple_value=value)
-                                     for name, value in scalars.items()])
+            values = [(name, next(read) if torch.is_tensor(value) else value) for name, value in scalars.items()]
+            summary = Summary(value=[Summary.Value(tag=f"step/{name}", simple_value=value) for name, value in values])
             self.writer.file_writer.add_summary(summary, step)
         self.steps, self.flushed = [], time.monotonic()
 

@@ -1,0 +1,131 @@
+"""Why do two experiments differ: `python scripts/diff.py` (make diff A=x/0 B=y/1 [FULL=1]).
+
+Prints the hparams that differ, every metric side by side with its change, the run facts that
+differ (seed, fix, world size, data fingerprint, versions, host, GPU), and the code: `git diff`
+of the two tags over code/ (--stat; the whole diff with FULL=1). A bare tag on either side
+stands for the mean over its finished ids. Input comes from the environment (A, B, FULL).
+"""
+import os
+import statistics
+import subprocess
+import sys
+
+from experiment import RESULTS, UserError, commit_of, env, read_statistic, run_facts
+from record import parse_line
+from title import flatten
+
+
+def side(name, text):
+    """(label, [statistic, ...]) of `text`: tag/id, or a bare tag (its finished ids)."""
+    if not text:
+        raise UserError(f"{name} is missing: make diff A=x/0 B=y/1 compares two experiments (a bare tag: the mean of its ids)")
+    try:
+        parsed = parse_line(text)
+    except ValueError as problem:
+        raise UserError(f"{name}={text!r}: {problem}")
+    if parsed is None:
+        raise UserError(f"{name}={text!r} is not an experiment: give tag/id or a tag")
+    tag, number = parsed
+    folder = RESULTS / tag
+    if number is not None:
+        if not (folder / str(number) / "statistic.json").exists():
+            raise UserError(f"{name}: there is no experiment {tag}/{number} (make ls TAG={tag} shows its ids)")
+        return f"{tag}/{number}", [read_statistic(folder / str(number))]
+    found = [read_statistic(p.parent) for p in sorted(folder.glob("*/statistic.json")) if p.parent.name.isdigit()]
+    finished = [s for s in found if s.get("status") == "finished"]
+    if not finished:
+        raise UserError(f"{name}: tag {tag} has no finished experiment (make ls lists the tags)")
+    return f"{tag} (mean of {len(finished)})", finished
+
+
+def hparams_of(runs):
+    return flatten(runs[0].get("hparams", {}), "", {})
+
+
+def metrics_of(runs):
+    """Each metric's value, or its mean over the runs."""
+    flats = [flatten(run.get("metrics", {}), "", {}) for run in runs]
+    keys = list(dict.fromkeys(k for flat in flats for k in flat))
+    means = {}
+    for key in keys:
+        values = [flat[key] for flat in flats if isinstance(flat.get(key), (int, float))]
+        means[key] = statistics.mean(values) if len(values) == len(flats) else None
+    return means
+
+
+def facts_of(runs_a, runs_b):
+    """The run facts, each side's values joined where a bare tag has several."""
+    joined = {}
+    for a in runs_a:
+        for b in runs_b:
+            for fact, pair in run_facts(a, b).items():
+                joined.setdefault(fact, (set(), set()))
+                joined[fact][0].add(str(pair[0]))
+                joined[fact][1].add(str(pair[1]))
+    for fact, field in (("seed", "seed"), ("FIX", "fix")):
+        joined[fact] = ({str(r.get(field)) for r in runs_a}, {str(r.get(field)) for r in runs_b})
+    return {fact: (", ".join(sorted(a)), ", ".join(sorted(b))) for fact, (a, b) in joined.items()}
+
+
+def number(value):
+    return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def table(rows):
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def main():
+    try:
+        a_text, b_text = env("A").strip(), env("B").strip()
+        label_a, runs_a = side("A", a_text)
+        label_b, runs_b = side("B", b_text)
+        if a_text == b_text:
+            raise UserError(f"A and B are both {a_text}: name two different experiments")
+        if env("FULL") not in ("", "0", "1"):
+            raise UserError(f"FULL={env('FULL')!r} is not 0 or 1: FULL=1 shows the whole code diff")
+    except UserError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    print(f"A = {label_a}    B = {label_b}")
+
+    hp_a, hp_b = hparams_of(runs_a), hparams_of(runs_b)
+    changed = [(k, number(hp_a.get(k)), number(hp_b.get(k))) for k in dict.fromkeys([*hp_a, *hp_b])
+               if hp_a.get(k) != hp_b.get(k)]
+    print("\nhparams that differ:" if changed else "\nhparams: the same")
+    if changed:
+        table([("", "A", "B")] + [(f"hparams.{k}", a, b) for k, a, b in changed])
+
+    m_a, m_b = metrics_of(runs_a), metrics_of(runs_b)
+    rows = [("", "A", "B", "B - A")]
+    for key in dict.fromkeys([*m_a, *m_b]):
+        a, b = m_a.get(key), m_b.get(key)
+        delta = f"{b - a:+.6g}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else ""
+        rows.append((f"metrics.{key}", number(a), number(b), delta))
+    print("\nmetrics:")
+    table(rows)
+
+    facts = [(fact, a, b) for fact, (a, b) in facts_of(runs_a, runs_b).items() if a != b]
+    print("\nrun facts that differ:" if facts else "\nrun facts: the same (seed, FIX, data, versions, world size, host, GPU)")
+    if facts:
+        table([("", "A", "B")] + facts)
+
+    commit_a, commit_b = runs_a[0].get("commit"), runs_b[0].get("commit")
+    if commit_a == commit_b:
+        print(f"\ncode: the same commit {str(commit_a)[:10]}")
+        return
+    known = [c for c in (commit_a, commit_b) if c and commit_of(c)]
+    if len(known) < 2:
+        print("\ncode: a commit is missing from this repository (git fetch --tags?)")
+        return
+    print(f"\ncode: git diff {commit_a[:10]} {commit_b[:10]} -- code/")
+    sys.stdout.flush()
+    options = [] if env("FULL") == "1" else ["--stat"]
+    subprocess.run(["git", "--no-pager", "diff", *options, commit_a, commit_b, "--", "code"],
+                   env=dict(os.environ, GIT_PAGER="cat"))
+
+
+if __name__ == "__main__":
+    main()
