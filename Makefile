@@ -8,7 +8,8 @@
 #   MSG="..."      make run: commit tracked changes with this message first
 #   GPUS=0,1       GPUs to use, one process each (without GPUS: CPU, or the default GPU)
 #   NPROC=n        n processes on CPU through torchrun (gloo)
-#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   several machines through torchrun
+#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   several machines through torchrun (NNODES=1:
+#                  torchrun even for one process)
 #   NAME=s         make sweep: the sweep file code/sweeps/<NAME>.py
 #   JOBS=n         make sweep: n runs at a time on CPU (default 1; with GPUS: one per GPU)
 #   EXP="x/0 y/3"  make record: experiments to add to a list (default: the last finished);
@@ -93,6 +94,10 @@ test: $(PY_READY) ## run the test suite (in throw-away copies of this template)
 .PHONY: bench
 bench: $(PY_READY) ## measure tracking overhead, launch cost and table speed (BENCH_QUICK=1: ~1 minute)
 	@"$$PY" scripts/bench.py
+
+.PHONY: test-gpu
+test-gpu: $(PY_READY) ## run the GPU tests (where CUDA is; PYTHON=python3 on a machine with its own torch)
+	@"$$PY" -m pytest tests -m gpu
 
 .PHONY: test-faults
 test-faults: $(PY_READY) ## run the whole fault suite alone: ten kills and a full disk

@@ -7,7 +7,7 @@ when what it depends on changes (`make data` prepares it ahead of a run).
 """
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import BatchSampler, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 
@@ -28,24 +28,46 @@ def split_indices(n, val_fraction, test_fraction, seed):
     return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
 
 
+class InMemoryBatches:
+    """Batches of tensors held in memory, on the GPU where there is one: each batch is one
+    indexing of each tensor, with no per-sample Python and no copy from the host. The order
+    comes from `batch_sampler`, exactly as a DataLoader's would; `sampler` is there for
+    set_epoch."""
+
+    def __init__(self, tensors, batch_sampler):
+        self.tensors, self.batch_sampler, self.sampler = tensors, batch_sampler, batch_sampler.sampler
+
+    def __len__(self):
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        for indices in self.batch_sampler:
+            index = torch.as_tensor(indices, device=self.tensors[0].device)
+            yield tuple(t[index] for t in self.tensors)
+
+
 def make_loaders(cfg, folder, generator, seed, rank=0, world_size=1):
     """(training batches, {name: evaluation batches}) from the prepared `folder`.
 
-    The training batches may be any iterable with a length (the steps of an epoch). This one
-    shuffles with `generator`, whose state the checkpoint keeps, so a continued run sees the
+    The training batches may be any iterable with a length (the steps of an epoch). These
+    shuffle with `generator`, whose state the checkpoint keeps, so a continued run sees the
     same batches; with several processes each rank gets its own shard, shuffled from `seed`
-    and the epoch (DistributedSampler). Evaluation shards are disjoint, so summed metrics are
-    exact. Each evaluation set's metrics are named after it: val_loss, test_acc, ..."""
-    images = torch.from_numpy(np.load(folder / "images.npy")).unsqueeze(1)
-    dataset = TensorDataset(images, torch.from_numpy(np.load(folder / "labels.npy")))
-    train, val, test = split_indices(len(dataset), cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    and the epoch (DistributedSampler). The data (1.8 MB) moves to the GPU once, where there is
+    one. Evaluation shards are disjoint, so summed metrics are exact. Each evaluation set's
+    metrics are named after it: val_loss, test_acc, ..."""
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    images = torch.from_numpy(np.load(folder / "images.npy")).unsqueeze(1).to(device)
+    labels = torch.from_numpy(np.load(folder / "labels.npy")).to(device)
+    train, val, test = split_indices(len(labels), cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    train_data = (images[torch.from_numpy(train).to(device)], labels[torch.from_numpy(train).to(device)])
     if world_size > 1:
-        sampler = DistributedSampler(Subset(dataset, train), world_size, rank, shuffle=True, seed=seed)
-        train_loader = DataLoader(Subset(dataset, train), cfg.batch_size, sampler=sampler)
+        sampler = DistributedSampler(range(len(train)), world_size, rank, shuffle=True, seed=seed)
     else:
-        train_loader = DataLoader(Subset(dataset, train), cfg.batch_size, shuffle=True, generator=generator)
+        sampler = RandomSampler(range(len(train)), generator=generator)
+    train_batches = InMemoryBatches(train_data, BatchSampler(sampler, cfg.batch_size, drop_last=False))
 
     def shard(indices):
-        return DataLoader(Subset(dataset, indices[rank::world_size]), 256)
+        mine = torch.from_numpy(indices[rank::world_size]).to(device)
+        return [(images[mine[i:i + 256]], labels[mine[i:i + 256]]) for i in range(0, len(mine), 256)]
 
-    return train_loader, {"val": shard(val), "test": shard(test)}
+    return train_batches, {"val": shard(val), "test": shard(test)}

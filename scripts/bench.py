@@ -14,6 +14,11 @@ short training in code/config.py), side by side in one run:
                      Python loop over the same statistic.json files, and a no-change make table.
   sweep              make sweep of 8 one-epoch runs with JOBS=2 against the ideal: the runs'
                      own wall times summed, divided by 2 (scheduling efficiency, goal >= 0.9).
+  checkpoint stall   what a checkpoint costs the training thread: the state of a model of about
+                     100 MB of parameters (with its Adam state) serialised in memory, on the GPU
+                     where there is one; the writing is on another thread.
+  on a GPU           the tracking overhead with GPUS=0, and the GPU's utilisation during the
+                     loop of make run (nvidia-smi, sampled every 100 ms); skipped without CUDA.
   data pinning       what finding a prepared data set of 1 GB (100 MB quick) costs each run
                      (gitexp.datastore.ensure: the key of data.py, every record compared),
                      against preparing and fingerprinting it once.
@@ -65,11 +70,53 @@ def timed(command, folder, env):
     return wall, float(found.group(1))
 
 
-def tracking(folder):
+def checkpoint_stall():
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(ROOT / "code"))
+    from gitexp.checkpoint import serialize
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(6)]).to(device)  # 25.2 M parameters
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.zeros(1, 2048, device=device)).sum().backward()
+    optimizer.step()
+    times, size = [], 0
+    for _ in range(2 if QUICK else 5):
+        began = time.perf_counter()
+        size = len(serialize({"model": model.state_dict(), "optimizer": optimizer.state_dict()}))
+        times.append(time.perf_counter() - began)
+    params_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    stall = statistics.median(times)
+    return {"device": device, "params_mb": round(params_mb, 1), "checkpoint_mb": round(size / 2**20, 1),
+            "stall_ms": round(stall * 1000, 1), "ms_per_100mb_params": round(stall * 1000 / params_mb * 100, 1)}
+
+
+def gpu_utilisation(folder, env, python):
+    """Mean GPU utilisation (%) while make run GPUS=0 trains, sampled by nvidia-smi."""
+    sampler = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                "-lms", "100"], stdout=subprocess.PIPE, text=True)
+    try:
+        timed(["make", "run", "TAG=gpu", "GPUS=0", "FIX=1", "TB=0", f"PYTHON={python}"], folder, env)
+    finally:
+        sampler.terminate()
+    samples = [int(line) for line in sampler.communicate()[0].split() if line.strip().isdigit()]
+    return round(statistics.mean(samples), 1) if samples else None
+
+
+def cuda_available():
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True)
+    return probe.stdout.strip() == "True"
+
+
+def tracking(folder, gpu=False):
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     python = sys.executable  # bench.py runs under $PY; a relative $PY would not hold in the copy
-    # both sides FIX=1: the direct run uses code/seed and deterministic kernels, so must make run
-    on_command = ["make", "run", "TAG=bench", "FIX=1", "TB=0", f"PYTHON={python}"]
+    # both sides FIX=1: the direct run uses code/seed and deterministic kernels, so must make run;
+    # on a GPU both use it (python code/main.py takes the GPU where there is one)
+    on_command = ["make", "run", "TAG=bench", "FIX=1", "TB=0", f"PYTHON={python}"] + (["GPUS=0"] if gpu else [])
     off_command = [python, "code/main.py"]
     subprocess.run(["make", "data", f"PYTHON={python}"], cwd=folder, env=env, check=True, capture_output=True)
     timed(off_command, folder, dict(env, TQDM_DISABLE="1"))  # warm the file cache
@@ -153,7 +200,12 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         copy_template(Path(folder))
         figures = {"quick": QUICK, "tracking": tracking(Path(folder))}
+        if cuda_available():
+            env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+            figures["gpu"] = {"tracking": tracking(Path(folder), gpu=True),
+                              "utilisation_pct": gpu_utilisation(Path(folder), env, sys.executable)}
         figures["sweep"] = sweep_efficiency(Path(folder))
+    figures["checkpoint_stall"] = checkpoint_stall()
     figures["tables"] = tables()
     figures["data_pinning"] = data_pinning()
     t, s, d = figures["tracking"], figures["tables"], figures["data_pinning"]
@@ -163,6 +215,17 @@ def main():
         ("launch cost", f"{t['launch_make_run_s'] / t['launch_python_s']:.2f}x",
          f"make run {t['launch_make_run_s']:.2f}s / python {t['launch_python_s']:.2f}s outside the loop"),
     ]
+    if "gpu" in figures:
+        g = figures["gpu"]
+        rows.append(("GPU tracking overhead", f"{g['tracking']['tracking_overhead']:.3f}",
+                     f"GPUS=0: loop {g['tracking']['loop_on_s']:.2f}s on / {g['tracking']['loop_off_s']:.2f}s off"))
+        rows.append(("GPU utilisation", f"{g['utilisation_pct']}%", "mean over make run GPUS=0, nvidia-smi every 100 ms"))
+    else:
+        rows.append(("GPU", "-", "CUDA is not available here: make bench on a GPU adds its overhead and utilisation"))
+    c = figures["checkpoint_stall"]
+    rows.append(("checkpoint stall", f"{c['stall_ms']:.0f} ms",
+                 f"{c['params_mb']} MB of parameters ({c['checkpoint_mb']} MB with Adam) on {c['device']}: "
+                 f"{c['ms_per_100mb_params']:.0f} ms per 100 MB of parameters"))
     w = figures["sweep"]
     rows.append(("sweep efficiency", f"{w['efficiency']:.3f}",
                  f"{w['runs']} one-epoch runs, JOBS=2: ideal {w['ideal_s']:.1f}s / make sweep {w['wall_s']:.1f}s (goal >= 0.9)"))

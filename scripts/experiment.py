@@ -311,7 +311,7 @@ def fixed_seed():
 
 def command(folder, processes, nodes, node_rank):
     main = str(folder / "code" / "main.py")
-    if processes == 1 and nodes == 1:
+    if processes == 1 and nodes == 1 and not env("NNODES"):  # NNODES=1: torchrun even for one process
         return [python(), main]
     launcher = [python(), "-m", "torch.distributed.run", f"--nproc-per-node={processes}", f"--nnodes={nodes}"]
     if nodes == 1:

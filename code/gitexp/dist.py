@@ -13,7 +13,7 @@ def setup():
     """Join the process group that torchrun describes in the environment.
     Returns (rank, world_size, device)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    if "LOCAL_RANK" not in os.environ:  # not started by torchrun: one process, no group
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     die_with_parent()
     if torch.cuda.is_available():

@@ -5,6 +5,7 @@ Only global rank 0 of a recorded run records. Elsewhere (other ranks, `python co
 alone) a Recorder's methods do nothing, so the loop calls them the same way everywhere.
 """
 import copy
+import json
 import os
 import platform
 import socket
@@ -138,6 +139,7 @@ class Recorder:
         # checkpoint (steps above `step`). Every scalar is logged at the global step, so the
         # purge covers them all.
         self.writer = SummaryWriter(self.exp_dir / "tensorboard", purge_step=step + 1 if self.continuing else None)
+        self.writer.add_text("environment", f"`{json.dumps(statistic['environment'])}`", step)
 
     def graph(self, model, example_input):
         if self.active:
