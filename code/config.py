@@ -31,3 +31,4 @@ init_skip = []  # parameter names (or prefixes) init_from leaves to their fresh 
 monitor = "val_acc"  # the metric that picks the best epoch (epoch_best.pth, metrics.best)
 monitor_mode = "max"  # "max": higher is better; "min": lower is better (a loss)
 keep_checkpoints = None  # epoch_<n>.pth files kept besides last/best; None keeps all
+checkpoint_every = 0  # also a checkpoint every N steps inside an epoch (0: only at epoch ends)

@@ -41,7 +41,15 @@ class InMemoryBatches:
         return len(self.batch_sampler)
 
     def __iter__(self):
-        for indices in self.batch_sampler:
+        return self.iter_from(0)
+
+    def iter_from(self, done):
+        """The batches after the first `done`, whose indices alone are drawn (for a continue
+        from a checkpoint inside an epoch)."""
+        order = iter(self.batch_sampler)
+        for _ in range(done):
+            next(order)
+        for indices in order:
             index = torch.as_tensor(indices, device=self.tensors[0].device)
             yield tuple(t[index] for t in self.tensors)
 

@@ -25,6 +25,8 @@ import config
 import data
 import task
 from gitexp import datastore, dist, warmstart
+from gitexp.batches import resume_at
+from gitexp.stop import STOPPED, Stopped, StopRequest
 from gitexp.checkpoint import rng_state, seed_everything, set_rng_state
 from gitexp.record import ConfigError, Recorder, Refused, hparams, progress
 from model import build_model, example_input
@@ -123,14 +125,21 @@ def train(exp_dir, rank, world_size, device):
     if source is not None:  # its weights now; with init_resume, its whole state just below
         checkpoint = warmstart.load(source, model, config)
     start_epoch, step, best, last, seconds = 0, 0, None, None, []
+    done, sums, rng_at_checkpoint = 0, {}, None  # steps done in the epoch the run starts in
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
         start_epoch, step, best, last, seconds = (checkpoint[k] for k in ("epoch", "step", "best", "last", "seconds"))
-        # after building the model and optimizer, whose init drew from it; each rank its own
-        set_rng_state(checkpoint["rng"][rank % len(checkpoint["rng"])], generator)
+        mine = rank % len(checkpoint["rng"])  # each rank its own generators
+        done = checkpoint.get("done", 0)
+        if done:  # inside an epoch: its start's RNG now, so its batches come in the same order
+            sums = checkpoint["sums"][mine]
+            rng_at_checkpoint = checkpoint["rng"][mine]
+            set_rng_state(checkpoint["epoch_rng"][mine], generator)
+        else:  # after building the model and optimizer, whose init drew from it
+            set_rng_state(checkpoint["rng"][mine], generator)
     recorder.start(start_epoch, step, path, skipped, world_size, data_record,
                    progress(best, last, seconds) if checkpoint is not None else None, source)
     if source is not None and source["resume"] and checkpoint["hparams"].get("epochs") != config.epochs and rank == 0:
@@ -141,27 +150,52 @@ def train(exp_dir, rank, world_size, device):
         recorder.graph(model, example_input().to(device))
 
     net = DistributedDataParallel(model) if world_size > 1 else model
+    stop = StopRequest(exp_dir, world_size, device)
+    checkpoint_every = getattr(config, "checkpoint_every", 0) or 0
+
+    def state(position, **extra):
+        """Everything a continue needs, taken now; rank 0 writes it (every rank takes part)."""
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "epoch": position[0], "done": position[1], "step": step, "best": best, "last": last,
+                "seconds": seconds, "rng": dist.gather(rng_state(generator)), "hparams": hparams(config), **extra}
+
     # disable is left to tqdm's default where a bar is wanted, so TQDM_DISABLE=1 can still hide it
     bar = {} if rank == 0 else {"disable": True}
     loop_began = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
+        epoch_rng = rng_state(generator)  # what a checkpoint inside this epoch restores first
         dist.set_epoch(train_batches, epoch)
         net.train()
-        sums = {}
-        for batch in tqdm(train_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, file=sys.stderr, **bar):
+        batches = resume_at(train_batches, done)
+        if rng_at_checkpoint is not None:  # the order is set; now the RNG as it was at the checkpoint
+            set_rng_state(rng_at_checkpoint, generator)
+            rng_at_checkpoint = None
+        for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches), initial=done,
+                          leave=False, file=sys.stderr, **bar):
             scalars = detached(task.train_step(net, batch, optimizer, device))
             if scheduler is not None and interval == "step":
                 scheduler.step()
-            step += 1
+            step, done = step + 1, done + 1
             recorder.log_step(step, scalars)
             for name, value in scalars.items():
                 sums[name] = sums.get(name, 0.0) + value
+            stopping = stop.agreed()
+            if done < len(train_batches) and (stopping or checkpoint_every and step % checkpoint_every == 0):
+                recorder.save((epoch, done), state((epoch, done), epoch_rng=dist.gather(epoch_rng),
+                                                   sums=dist.gather({k: float(v) for k, v in sums.items()})),
+                              False, best, last, seconds)
+                if stopping:
+                    recorder.stop(epoch, done, step)
+                    raise Stopped
+        done = 0
         if scheduler is not None and interval == "epoch":
             scheduler.step()
         # the epoch's train metrics: each step scalar's mean over every rank's steps
         totals = dist.sum_over_ranks(list(sums.values()), device)
         results = {"train": {name: total / (len(train_batches) * world_size) for name, total in zip(sums, totals)}}
+        sums = {}
         model.eval()  # the bare model: evaluation shards differ in length, and DDP must not sync here
         with torch.no_grad():
             for split, batches in eval_sets.items():
@@ -174,14 +208,11 @@ def train(exp_dir, rank, world_size, device):
         is_best = improved(last, best, config)
         if is_best:
             best = last
-        rng = dist.gather(rng_state(generator))  # on every rank, before rank 0 saves
         recorder.log_epoch(step, results)
-        recorder.save(epoch + 1, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "epoch": epoch + 1, "step": step, "best": best, "last": last, "seconds": seconds, "rng": rng,
-            "hparams": hparams(config),
-        }, is_best, best, last, seconds)
+        recorder.save((epoch + 1, 0), state((epoch + 1, 0)), is_best, best, last, seconds)
+        if epoch + 1 < config.epochs and stop.agreed():  # asked during the last step or the evaluation
+            recorder.stop(epoch + 1, 0, step)
+            raise Stopped
 
     recorder.finish(best, last, step)
     if rank == 0 and best is not None:
@@ -236,6 +267,8 @@ def main():
     except Refused as problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(REFUSED)
+    except Stopped:
+        sys.exit(STOPPED)
     except ConfigError as problem:
         if rank == 0:  # every rank finds it; one line says it, in the log and the terminal
             print(f"error: {problem}", flush=True)

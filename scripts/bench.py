@@ -15,8 +15,8 @@ short training in code/config.py), side by side in one run:
   sweep              make sweep of 8 one-epoch runs with JOBS=2 against the ideal: the runs'
                      own wall times summed, divided by 2 (scheduling efficiency, goal >= 0.9).
   checkpoint stall   what a checkpoint costs the training thread: the state of a model of about
-                     100 MB of parameters (with its Adam state) serialised in memory, on the GPU
-                     where there is one; the writing is on another thread.
+                     100 MB of parameters (with its Adam state) copied to the CPU (from the GPU
+                     where there is one); serialising and writing it are on another thread.
   on a GPU           the tracking overhead with GPUS=0, and the GPU's utilisation during the
                      loop of make run (nvidia-smi, sampled every 100 ms); skipped without CUDA.
   data pinning       what finding a prepared data set of 1 GB (100 MB quick) costs each run
@@ -75,7 +75,7 @@ def checkpoint_stall():
     from torch import nn
 
     sys.path.insert(0, str(ROOT / "code"))
-    from gitexp.checkpoint import serialize
+    from gitexp.checkpoint import snapshot
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(6)]).to(device)  # 25.2 M parameters
@@ -85,8 +85,11 @@ def checkpoint_stall():
     times, size = [], 0
     for _ in range(2 if QUICK else 5):
         began = time.perf_counter()
-        size = len(serialize({"model": model.state_dict(), "optimizer": optimizer.state_dict()}))
-        times.append(time.perf_counter() - began)
+        taken = snapshot({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        times.append(time.perf_counter() - began)  # what the training thread waits for
+        size = sum(t.numel() * t.element_size() for t in taken["model"].values()) + sum(
+            t.numel() * t.element_size() for s in taken["optimizer"]["state"].values() for t in s.values()
+            if torch.is_tensor(t))
     params_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     stall = statistics.median(times)
     return {"device": device, "params_mb": round(params_mb, 1), "checkpoint_mb": round(size / 2**20, 1),

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ RESULTS = Path("__result__")
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
 REFUSED = 3  # main.py's exit status for "bad input, nothing changed"
+STOPPED = 75  # main.py's for "stopped on request after a checkpoint: continuable" (gitexp/stop.py)
 interrupted = False  # Ctrl+C (or a sweep's stop) reached the run: it ends "stopped", continuable
 
 
@@ -341,14 +343,21 @@ def execute(folder, mode, devices, init=None):
         tb.serve_live()
         live_tensorboard = False
     global interrupted
+    stop_file = folder / ".stop"
+    stop_file.unlink(missing_ok=True)  # a request that an earlier run did not live to read
+
+    def ask_stop(*_):  # SIGTERM, SIGUSR1: every rank reads the file at its next step
+        stop_file.touch()
+    handlers = {number: signal.signal(number, ask_stop) for number in (signal.SIGTERM, signal.SIGUSR1)}
     with open(folder / "log", "ab") as log:
         child = subprocess.Popen(command(folder, processes, nodes, node_rank), stdout=subprocess.PIPE, env=child_env)
         while True:
             try:
                 chunk = os.read(child.stdout.fileno(), 65536)
             except KeyboardInterrupt:
-                interrupted = True
-                continue  # Ctrl+C reached main.py too; keep copying until it has ended
+                interrupted = True  # Ctrl+C reached main.py too (torchrun's workers: by the file)
+                stop_file.touch()
+                continue  # keep copying until it has ended
             if not chunk:
                 break
             if live_tensorboard:
@@ -360,10 +369,15 @@ def execute(folder, mode, devices, init=None):
             log.flush()
         while True:
             try:
-                return child.wait()
+                status = child.wait()
+                break
             except KeyboardInterrupt:
                 interrupted = True
                 continue
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+    stop_file.unlink(missing_ok=True)
+    return status
 
 
 def log_size(folder):
@@ -385,11 +399,12 @@ def conclude(folder, status, log_offset=0):
     """After main.py: mark a crash as failed, print where everything is; for a failure, the
     error main.py printed, whichever rank it came from (torchrun's own report hides it)."""
     statistic = read_statistic(folder)
+    stopped = interrupted or status in (STOPPED, 130, -signal.SIGINT)
     if status != 0 and statistic.get("status") == "running":
-        statistic.update(status="stopped" if interrupted else "failed", end=now())
+        statistic.update(status="stopped" if stopped else "failed", end=now())
         write_statistic(folder, statistic)
     name = f"{statistic['tag']}/{statistic['id']}"
-    if status != 0 and interrupted:
+    if status != 0 and (stopped or statistic.get("status") == "stopped"):
         print(f"stopped: experiment {name} goes on from its last checkpoint with make continue "
               f"TAG={statistic['tag']} ID={statistic['id']}", file=sys.stderr)
         return statistic

@@ -146,7 +146,7 @@ def test_tb_serves_the_named_runs_with_scalars_hparams_and_graph(compare):
         tag, number = name.split("/")
         statistic = project.statistic(tag, int(number))
         assert [s["name"] for s in group["sessions"]] == [name]
-        expected = {k: v if isinstance(v, (str, bool)) else str(v) if v is None else float(v)
+        expected = {k: v if isinstance(v, (str, bool)) else str(v) if v is None or isinstance(v, list) else float(v)
                     for k, v in statistic["hparams"].items()}
         assert group["hparams"] == expected
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}

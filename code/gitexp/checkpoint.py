@@ -4,6 +4,7 @@
 Checkpoints are data, never code: they hold only tensors, numbers, strings, lists and
 dicts, and are loaded with `torch.load(weights_only=True)`, which refuses anything else.
 """
+import copy
 import io
 import os
 import random
@@ -15,6 +16,7 @@ import torch
 from gitexp.files import atomic_open, symlink
 
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.pth")
+STEP_FILE = re.compile(r"step_(\d+)_(\d+)\.pth")  # inside an epoch: epochs done, steps into the next
 
 
 def seed_everything(seed, fix):
@@ -56,6 +58,19 @@ def set_rng_state(state, loader_generator):
     loader_generator.set_state(state["loader"])
 
 
+def snapshot(tree):
+    """The state as it is now, in a copy training can no longer change: every tensor cloned to
+    the CPU, the rest copied. Cheaper on the training thread than serialising it there; the
+    writer thread serialises the copy."""
+    if torch.is_tensor(tree):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {key: snapshot(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(snapshot(value) for value in tree)
+    return copy.deepcopy(tree)
+
+
 def serialize(checkpoint):
     """The checkpoint as bytes, taken now: what is written later, on another thread, is this.
     (In memory first also because torch.save hides a full disk behind a vague RuntimeError,
@@ -65,12 +80,22 @@ def serialize(checkpoint):
     return buffer.getbuffer()
 
 
-def save_checkpoint(folder, epoch, data, is_best, keep=None):
-    """Write epoch_<n>.pth atomically, point epoch_last/epoch_best at it, prune old epochs."""
-    name = f"epoch_{epoch}.pth"
+def save_checkpoint(folder, position, data, is_best, keep=None):
+    """Write the checkpoint of `position` (epochs done, steps into the next) atomically.
+
+    At an epoch's end (steps 0) it is epoch_<n>.pth: epoch_last/epoch_best point at it, epoch
+    files beyond `keep` are pruned, and the step files it supersedes go. Inside an epoch it is
+    step_<epochs>_<steps>.pth, and only the newest step file is kept."""
+    epochs, steps = position
+    name = f"epoch_{epochs}.pth" if steps == 0 else f"step_{epochs}_{steps}.pth"
     folder.mkdir(exist_ok=True)
     with atomic_open(folder / name, "wb") as f:
         f.write(data)
+    for old in checkpoint_files(folder):
+        if STEP_FILE.fullmatch(old.name) and old.name != name:
+            old.unlink()  # an older position, or one this epoch's end supersedes
+    if steps:
+        return
     symlink(name, folder / "epoch_last.pth")
     if is_best:
         symlink(name, folder / "epoch_best.pth")
@@ -82,10 +107,24 @@ def save_checkpoint(folder, epoch, data, is_best, keep=None):
                 old.unlink()
 
 
+def position_of(name):
+    """(epochs done, steps into the next) that a checkpoint file's name says; None for others."""
+    if m := EPOCH_FILE.fullmatch(name):
+        return int(m[1]), 0
+    if m := STEP_FILE.fullmatch(name):
+        return int(m[1]), int(m[2])
+    return None
+
+
+def checkpoint_files(folder):
+    """epoch_<n>.pth and step_<n>_<k>.pth files, newest position first."""
+    found = [(position, p) for p in folder.glob("*.pth") if not p.is_symlink() and (position := position_of(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
 def epoch_files(folder):
     """epoch_<n>.pth files, newest first."""
-    found = [(int(m.group(1)), p) for p in folder.glob("epoch_*.pth") if (m := EPOCH_FILE.fullmatch(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
+    return [p for p in checkpoint_files(folder) if EPOCH_FILE.fullmatch(p.name)]
 
 
 def load_checkpoint(path):
@@ -94,10 +133,11 @@ def load_checkpoint(path):
 
 def load_latest(folder):
     """The newest readable checkpoint as (checkpoint, path, skipped paths with their errors),
-    or (None, None, skipped). epoch_last.pth points at the newest epoch file, unless a kill fell
-    between writing that file and moving the link: the files themselves are the truth."""
+    or (None, None, skipped): a step checkpoint where it is newer than the last epoch's. The
+    files themselves are the truth, not epoch_last.pth (a kill can fall between a file and its
+    link)."""
     skipped = []
-    for path in epoch_files(folder) if folder.is_dir() else []:
+    for path in checkpoint_files(folder) if folder.is_dir() else []:
         try:
             return load_checkpoint(path), path, skipped
         except Exception as error:  # truncated, corrupt, or not plain data (weights_only refused it)

@@ -18,7 +18,7 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
-from gitexp.checkpoint import load_latest, save_checkpoint, serialize
+from gitexp.checkpoint import load_latest, save_checkpoint, serialize, snapshot
 from gitexp.files import append_line_once, read_json, write_json
 
 FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
@@ -173,19 +173,35 @@ class Recorder:
                 for name, value in metrics.items():
                     self.writer.add_scalar(f"{split}/{name}", value, step)
 
-    def save(self, epoch, state, is_best, best, last, seconds):
-        """Write the checkpoint, then statistic.json, on the writer thread."""
+    def save(self, position, state, is_best, best, last, seconds):
+        """Write the checkpoint of `position` (epochs done, steps into the next), then
+        statistic.json, on the writer thread. The curves up to its step are in the events
+        file first, so a continue from it neither loses nor repeats a point."""
         if not self.active:
             return
-        data = serialize(state)
-        self.statistic.update(epoch=epoch, **progress(best, last, list(seconds)))
+        data = snapshot(state)  # serialised and written on the writer thread
+        self.flush_steps()
+        self.writer.flush()
+        self.statistic.update(epoch=position[0], step=state["step"], **progress(best, last, list(seconds)))
         self.wait()  # one write at a time, in order; its error surfaces here
-        self.pending = self.writer_thread.submit(self._persist, epoch, data, is_best, copy.deepcopy(self.statistic))
+        self.pending = self.writer_thread.submit(self._persist, position, data, is_best, copy.deepcopy(self.statistic))
 
-    def _persist(self, epoch, data, is_best, statistic):
+    def _persist(self, position, data, is_best, statistic):
         """The checkpoint first, then statistic.json: it never claims an epoch not yet on disk."""
-        save_checkpoint(self.exp_dir / "checkpoint", epoch, data, is_best, self.cfg.keep_checkpoints)
+        save_checkpoint(self.exp_dir / "checkpoint", position, serialize(data), is_best, self.cfg.keep_checkpoints)
         write_json(self.exp_dir / "statistic.json", statistic)
+
+    def stop(self, epochs, done, step):
+        """Stopped on request, its checkpoint written: continuable."""
+        if not self.active:
+            return
+        self.wait()
+        self.writer.close()
+        self.statistic.update(status="stopped", end=now())
+        write_json(self.exp_dir / "statistic.json", self.statistic)
+        name = f"{self.statistic['tag']}/{self.statistic['id']}"
+        print(f"stopped after epoch {epochs} and {done} step(s) more (step {step}): "
+              f"make continue TAG={self.statistic['tag']} ID={self.statistic['id']} goes on from there ({name})")
 
     def wait(self):
         if self.pending is not None:

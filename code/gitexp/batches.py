@@ -1,0 +1,21 @@
+"""Resuming inside an epoch (the template's machinery): the epoch's batches from a step on."""
+from torch.utils.data import DataLoader
+
+
+def resume_at(batches, done):
+    """An iterator over an epoch's batches from batch `done` on, in the order a whole epoch
+    would give them (the RNG is as at the epoch's start). The skipped batches are not loaded
+    where the source allows it: by its own iter_from(done), or by a DataLoader's sampler
+    indices where it loads in this process; any other source is iterated past them."""
+    if done == 0:
+        return iter(batches)
+    if hasattr(batches, "iter_from"):
+        return batches.iter_from(done)
+    iterator = iter(batches)
+    if isinstance(batches, DataLoader) and batches.num_workers == 0 and hasattr(iterator, "_next_index"):
+        for _ in range(done):
+            iterator._next_index()  # the indices of a batch, without fetching its samples
+        return iterator
+    for _ in range(done):
+        next(iterator)
+    return iterator

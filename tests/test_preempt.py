@@ -1,0 +1,201 @@
+"""Preemption (issue 14): checkpoints every N steps, exact resume inside an epoch, signals that
+stop a run cleanly, and the Slurm script's requeue logic."""
+import os
+import sys
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import kill_group, wait_for
+from test_continue import assert_same_state
+
+EVERY = 5
+
+
+def newest_position(folder):
+    """(epochs done, steps into the next) of the newest checkpoint file, or (0, 0)."""
+    best = (0, 0)
+    for path in (folder / "checkpoint").glob("*.pth") if (folder / "checkpoint").is_dir() else []:
+        parts = path.stem.split("_")
+        if path.is_symlink() or parts[-1] in ("last", "best"):
+            continue
+        position = (int(parts[1]), 0) if parts[0] == "epoch" else (int(parts[1]), int(parts[2]))
+        best = max(best, position)
+    return best
+
+
+def curves(folder):
+    events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def assert_same_run(project, tag, reference="whole"):
+    assert project.statistic(tag, 0)["status"] == "finished"
+    assert project.statistic(tag, 0)["metrics"] == project.statistic(reference, 0)["metrics"]
+    final = torch.load(project.result(tag, 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
+    assert_same_state(final, torch.load(project.result(reference, 0) / "checkpoint" / "epoch_last.pth",
+                                        weights_only=True))
+    assert curves(project.result(tag, 0)) == curves(project.result(reference, 0))
+
+
+def kill_at_random_steps(project, kills, seed, **variables):
+    """Run FIX=1 tag `cut` and SIGKILL it `kills` times, each at a random moment after a newer
+    step checkpoint than the last kill's; then continue it to the end."""
+    rng = random.Random(seed)
+    folder = project.result("cut", 0)
+    run, killed = project.start("run", TAG="cut", FIX="1", **variables), 0
+    last = (0, 0)
+    while killed < kills:
+        wait_for(lambda: newest_position(folder) > last or run.poll() is not None, timeout=300, interval=0.001)
+        time.sleep(rng.uniform(0, 0.05))
+        if run.poll() is not None:
+            break  # the run ended first: this many kills are enough
+        kill_group(run)
+        killed, last = killed + 1, newest_position(folder)
+        run = project.start("continue", TAG="cut", **variables)
+    assert run.wait(timeout=300) == 0, run.stderr.read()
+    return killed
+
+
+@pytest.mark.parametrize("kills", [pytest.param(3, id="3-kills"), pytest.param(10, id="10-kills", marks=pytest.mark.slow)])
+def test_killed_at_random_steps_continues_exactly(task_project, kills):
+    project = task_project
+    project.configure(**project.slow)
+    if project.task == "digits":
+        project.configure(checkpoint_every=EVERY)
+    else:
+        append_config(project, checkpoint_every=EVERY)
+    project.make("run", TAG="whole", FIX="1")
+    assert kill_at_random_steps(project, kills, seed=kills) >= min(kills, 3)
+    assert_same_run(project, "cut")
+
+
+@pytest.mark.parametrize("kills", [pytest.param(2, id="2-kills"), pytest.param(10, id="10-kills", marks=pytest.mark.slow)])
+def test_two_processes_killed_at_random_steps_continue_exactly(project, kills):
+    project.configure(checkpoint_every=EVERY, **project.slow)
+    project.make("run", TAG="whole", FIX="1", NPROC="2")
+    assert kill_at_random_steps(project, kills, seed=kills, NPROC="2") >= 1
+    assert_same_run(project, "cut")
+
+
+def append_config(project, **values):
+    """A line the task's config.py lacks (the loop's default holds until it is added)."""
+    config = project.path / "code" / "config.py"
+    config.write_text(config.read_text() + "".join(f"{k} = {v!r}\n" for k, v in values.items()))
+    project.git("commit", "-qam", "config")
+
+
+def main_pids(project):
+    """The pids of this project's main.py processes (the launcher's child, or torchrun's)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            if any(part.endswith(b"code/main.py") for part in command) and \
+                    os.readlink(f"/proc/{entry}/cwd") == str(project.path):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def launcher_pid(project, run):
+    """The pid of the launcher (scripts/experiment.py) that `make` started for `run`."""
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            if b"scripts/experiment.py" in command and os.getpgid(int(entry)) == run.pid:
+                return int(entry)
+        except OSError:
+            continue
+    raise AssertionError("no launcher found")
+
+
+@pytest.mark.parametrize("how", ["SIGUSR1 to main.py", "SIGTERM to the launcher", "SIGTERM, two processes"])
+def test_a_signal_stops_after_one_step_with_a_checkpoint(project, how):
+    project.configure(**project.slow)
+    processes = {"NPROC": "2"} if "two" in how else {}
+    project.make("run", TAG="whole", FIX="1", **processes)
+    run = project.start("run", TAG="sig", FIX="1", **processes)
+    folder = project.result("sig", 0)
+    wait_for(lambda: newest_position(folder) >= (1, 0) or run.poll() is not None, timeout=300, interval=0.001)
+    time.sleep(0.1)  # inside epoch 2
+    assert run.poll() is None
+    if how.startswith("SIGUSR1"):
+        for pid in main_pids(project):
+            os.kill(pid, signal.SIGUSR1)
+    else:
+        os.kill(launcher_pid(project, run), signal.SIGTERM)
+    out, _ = run.communicate(timeout=120)
+    statistic = project.statistic("sig", 0)
+    assert statistic["status"] == "stopped", out
+    epochs, done = newest_position(folder)
+    assert done > 0  # a checkpoint inside the epoch, where it stopped
+    steps = [step for step, _ in curves(folder)["step/loss"]]
+    assert steps[-1] == statistic["step"]  # no step trained past the checkpoint
+    assert "stopped after epoch" in (folder / "log").read_text()
+    project.make("continue", TAG="sig", **processes)
+    assert project.statistic("sig", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_run_stays_continuable(project):
+    project.configure(**project.slow)
+    project.make("run", TAG="whole", FIX="1")
+    run = project.start("run", TAG="sig", FIX="1")
+    folder = project.result("sig", 0)
+    wait_for(lambda: newest_position(folder) >= (1, 0) or run.poll() is not None, timeout=300, interval=0.001)
+    (pid,) = main_pids(project)
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGINT)
+    run.communicate(timeout=60)
+    assert project.statistic("sig", 0)["status"] == "stopped"
+    project.make("continue", TAG="sig")
+    assert project.statistic("sig", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
+
+
+# ---- Slurm -------------------------------------------------------------------------------------
+# No Slurm cluster runs here (Debian's slurm-wlm needs slurmctld, slurmd and munge set up as
+# services), so the script's logic is run with the variables Slurm sets and two stand-ins on
+# PATH: srun runs its command here, scontrol answers `show hostnames` and records `requeue`.
+
+STAND_INS = {
+    "srun": '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n',
+    "scontrol": '#!/bin/sh\ncase "$1" in\n  show) hostname ;;\n  requeue) printf "%s\\n" "$*" >> "$SCONTROL_LOG" ;;\nesac\n',
+}
+
+
+def sbatch(project, tmp_path, restart_count, signal_after=None):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in STAND_INS.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = dict(project.env, PATH=f"{bin_dir}:{os.environ['PATH']}", TAG="slurm", FIX="1", PYTHON=sys.executable,
+               SLURM_JOB_ID="42", SLURM_JOB_NODELIST="node0", SLURM_NNODES="1", SLURM_NODEID="0",
+               SLURM_RESTART_COUNT=str(restart_count), SCONTROL_LOG=str(tmp_path / "scontrol.log"))
+    job = subprocess.Popen(["sh", "scripts/slurm.sbatch"], cwd=project.path, env=env, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if signal_after is not None:
+        folder = project.result("slurm", 0)
+        wait_for(lambda: newest_position(folder) >= signal_after or job.poll() is not None, timeout=300, interval=0.001)
+        os.kill(job.pid, signal.SIGUSR1)  # Slurm's --signal=B:USR1@... reaches the batch shell
+    out, _ = job.communicate(timeout=300)
+    return job.returncode, out
+
+
+def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_continues(project, tmp_path):
+    project.configure(**project.slow)
+    project.make("run", TAG="whole", FIX="1")
+    status, out = sbatch(project, tmp_path, restart_count=0, signal_after=(1, 0))
+    assert project.statistic("slurm", 0)["status"] == "stopped", out
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 42\n", out
+    status, out = sbatch(project, tmp_path, restart_count=1)  # the requeued job
+    assert status == 0, out
+    assert sorted(p.name for p in (project.path / "__result__" / "slurm").iterdir() if p.name.isdigit()) == ["0"]
+    assert project.statistic("slurm", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
