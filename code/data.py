@@ -45,10 +45,14 @@ class InMemoryBatches:
 
     def iter_from(self, done):
         """The batches after the first `done`, whose indices alone are drawn (for a continue
-        from a checkpoint inside an epoch)."""
+        from a checkpoint inside an epoch). The order is drawn now, not at the first batch:
+        the loop sets the RNG back to the checkpoint's right after."""
         order = iter(self.batch_sampler)
         for _ in range(done):
             next(order)
+        return self.batches(order)
+
+    def batches(self, order):
         for indices in order:
             index = torch.as_tensor(indices, device=self.tensors[0].device)
             yield tuple(t[index] for t in self.tensors)

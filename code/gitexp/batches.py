@@ -6,7 +6,9 @@ def resume_at(batches, done):
     """An iterator over an epoch's batches from batch `done` on, in the order a whole epoch
     would give them (the RNG is as at the epoch's start). The skipped batches are not loaded
     where the source allows it: by its own iter_from(done), or by a DataLoader's sampler
-    indices where it loads in this process; any other source is iterated past them."""
+    indices where it loads in this process; any other source is iterated past them. Whatever
+    skipping draws from the RNG it draws here, before the loop sets the RNG to the checkpoint's:
+    an iter_from must not put off its drawing to the first batch (no bare generator)."""
     if done == 0:
         return iter(batches)
     if hasattr(batches, "iter_from"):
