@@ -119,7 +119,7 @@ def launcher_pid(project, run):
 
 @pytest.mark.parametrize("how", ["SIGUSR1 to main.py", "SIGTERM to the launcher", "SIGTERM, two processes"])
 def test_a_signal_stops_after_one_step_with_a_checkpoint(project, how):
-    project.configure(**project.slow)
+    project.configure(**project.slow, batch_size=8)  # 160 steps an epoch: the signal lands inside one
     processes = {"NPROC": "2"} if "two" in how else {}
     project.make("run", TAG="whole", FIX="1", **processes)
     run = project.start("run", TAG="sig", FIX="1", **processes)
@@ -136,16 +136,17 @@ def test_a_signal_stops_after_one_step_with_a_checkpoint(project, how):
     statistic = project.statistic("sig", 0)
     assert statistic["status"] == "stopped", out
     epochs, done = newest_position(folder)
-    assert done > 0  # a checkpoint inside the epoch, where it stopped
+    assert epochs == 1 and done > 0  # a checkpoint inside epoch 2, where it stopped
+    checkpoint = torch.load(folder / "checkpoint" / f"step_{epochs}_{done}.pth", weights_only=True)
     steps = [step for step, _ in curves(folder)["step/loss"]]
-    assert steps[-1] == statistic["step"]  # no step trained past the checkpoint
+    assert steps[-1] == statistic["step"] == checkpoint["step"]  # no step trained past the checkpoint
     assert "stopped after epoch" in (folder / "log").read_text()
     project.make("continue", TAG="sig", **processes)
     assert project.statistic("sig", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
 
 
 def test_a_second_ctrl_c_stops_at_once_and_the_run_stays_continuable(project):
-    project.configure(**project.slow)
+    project.configure(**project.slow, batch_size=8)
     project.make("run", TAG="whole", FIX="1")
     run = project.start("run", TAG="sig", FIX="1")
     folder = project.result("sig", 0)
