@@ -177,8 +177,8 @@ changed-refused:
 	@printf "error: CHANGED='%s' is not 0 or 1: CHANGED=1 shows only the columns that differ\n" "$$CHANGED" >&2; exit 2
 
 .PHONY: ls
-ls: ## list the tags; TAG=x: its ids with status, seed and best monitored metric
-	@sh scripts/ls.sh
+ls: $(PY_READY) ## list the tags; TAG=x: its ids with status, seed and best monitored metric
+	@"$$PY" scripts/ls.py
 
 .PHONY: list-refused
 list-refused: $(PY_READY)

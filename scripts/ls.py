@@ -1,0 +1,163 @@
+"""List the experiments: `python scripts/ls.py` (make ls [TAG=x]).
+
+    make ls         one line a tag: its ids, how many finished, running and failed, the subject
+                    of the commit it ran
+    make ls TAG=x   one line an id of x: status, epoch, seed, start time, and the run's own
+                    monitored metric (hparams.monitor) with its best value; a run killed while
+                    running shows as "stopped" (make continue takes it up)
+
+One pass: every statistic.json is read once, by two processes side by side, and one git process
+gives the subjects of all the commits. The per-tag "running" count is what statistic.json says,
+killed runs included. TAG comes from the environment.
+"""
+import fcntl
+import os
+import re
+import subprocess
+
+from record import RESULTS, UserError, in_parallel, load_statistic, run
+
+TAG_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
+NUMERIC = re.compile(r"-?[0-9][0-9.e+-]*")
+
+
+def experiments(tag=None):
+    """tag/id of every experiment (or of one tag's), in tag order, then id order."""
+    tags = [tag] if tag else sorted(entry.name for entry in os.scandir(RESULTS)
+                                    if entry.is_dir() and not entry.name.startswith(".")) if RESULTS.is_dir() else []
+    found = []
+    for name in tags:
+        folder = RESULTS / name
+        ids = sorted(int(e.name) for e in os.scandir(folder) if e.name.isdigit()) if folder.is_dir() else []
+        found += [f"{name}/{n}" for n in ids if os.path.isfile(f"{folder}/{n}/statistic.json")]
+    return found
+
+
+def essentials(statistic):
+    """What a listing shows of one statistic.json (plain values, to pass between processes)."""
+    monitor = (statistic.get("hparams") or {}).get("monitor") if isinstance(statistic.get("hparams"), dict) else None
+    best = ((statistic.get("metrics") or {}).get("best") or {}).get(monitor) if isinstance(monitor, str) else None
+    return [statistic.get(k) for k in ("id", "status", "epoch", "seed", "start", "commit")] + [
+        monitor if isinstance(monitor, str) else None, best if isinstance(best, (int, float)) else None]
+
+
+def read_all(names):
+    """essentials() of each experiment, read in two processes."""
+    half = len(names) // 2
+    parts = [names[:half], names[half:]] if len(names) > 200 else [names]
+    jobs = [lambda part=part: [essentials(load_statistic(name)[0]) for name in part] for part in parts]
+    return [row for rows in in_parallel(jobs) for row in rows]
+
+
+def subjects(commits):
+    """{commit: its subject} in one git process; commits git does not have are left out."""
+    wanted = sorted({c for c in commits if isinstance(c, str) and re.fullmatch(r"[0-9a-f]{4,64}", c)})
+    if not wanted:
+        return {}
+    out = subprocess.run(["git", "cat-file", "--batch"], input="".join(f"{c}\n" for c in wanted).encode(),
+                         capture_output=True).stdout
+    found, at = {}, 0
+    for commit in wanted:
+        end = out.index(b"\n", at)
+        header = out[at:end].split()
+        at = end + 1
+        if len(header) != 3:  # "<name> missing"
+            continue
+        size = int(header[2])
+        body = out[at:at + size]
+        at += size + 1
+        if header[1] == b"commit":
+            message = body.split(b"\n\n", 1)[1] if b"\n\n" in body else b""
+            found[commit] = message.split(b"\n", 1)[0].decode(errors="replace")
+    return found
+
+
+def cell(value):
+    """A value as jq's @tsv would print it (null and false: empty)."""
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "true"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e17:
+        return str(int(value))
+    return str(value)
+
+
+def aligned(rows):
+    """Columns padded to their widest cell: numbers to the right (but in the header), text to the left."""
+    widths = [max(len(row[i]) if i < len(row) else 0 for row in rows) for i in range(max(map(len, rows)))]
+    lines = []
+    for r, row in enumerate(rows):
+        cells = [(c.rjust(w) if r > 0 and NUMERIC.fullmatch(c) else c.ljust(w)) for c, w in zip(row, widths)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def ranges(ids):
+    """0,1,2,5 as 0-2,5."""
+    spans = []
+    for n in sorted(ids):
+        if spans and spans[-1][1] == n - 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def list_tags():
+    names = experiments()
+    if not names:
+        print("no experiments yet: make run TAG=x starts one")
+        return
+    rows = read_all(names)
+    by_tag = {}
+    for name, row in zip(names, rows):
+        by_tag.setdefault(name.rsplit("/", 1)[0], []).append(row)
+    latest = {tag: max((r[5] for r in group if isinstance(r[5], str)), default="") for tag, group in by_tag.items()}
+    subject = subjects(latest.values())
+    table = [["tag", "ids", "finished", "running", "failed", "commit"]]
+    for tag, group in by_tag.items():
+        counts = [sum(r[1] == status for r in group) for status in ("finished", "running", "failed")]
+        commit = latest[tag]
+        table.append([tag, ranges(r[0] for r in group if isinstance(r[0], int)), *map(str, counts),
+                      f"{commit[:10]} {subject.get(commit, '?')}"])
+    print(aligned(table), end="")
+
+
+def stopped(tag, number):
+    """A run killed with -9 still says "running"; a live run holds the flock on its .lock."""
+    try:
+        with open(RESULTS / tag / str(number) / ".lock", "r") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return False
+
+
+def list_ids(tag):
+    if not re.fullmatch(TAG_PATTERN, tag):
+        raise UserError(f"TAG={tag} is not a tag: use letters, digits, '.', '_' and '-' ({TAG_PATTERN})")
+    names = experiments(tag)
+    if not names:
+        raise UserError(f"unknown tag {tag}: no experiment in {RESULTS}/{tag} (make ls lists the tags)")
+    table = [["id", "status", "epoch", "seed", "start", "monitor", "best"]]
+    for number, status, epoch, seed, start, _, monitor, best in sorted(read_all(names), key=lambda r: r[0]):
+        if status == "running" and stopped(tag, number):
+            status = "stopped"
+        best = round(best * 10000) / 10000 if best is not None else None
+        table.append([cell(v) for v in (number, status, epoch, seed, start, monitor, best)])
+    print(aligned(table), end="")
+
+
+def main():
+    tag = os.environ.get("TAG", "")
+    if tag:
+        list_ids(tag)
+    else:
+        list_tags()
+
+
+if __name__ == "__main__":
+    run(main)
