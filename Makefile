@@ -100,8 +100,8 @@ test-gpu: $(PY_READY) ## run the GPU tests (where CUDA is; PYTHON=python3 on a m
 	@"$$PY" -m pytest tests -m gpu
 
 .PHONY: test-faults
-test-faults: $(PY_READY) ## run the whole fault suite alone: ten kills and a full disk
-	@"$$PY" -m pytest tests -m faults
+test-faults: $(PY_READY) ## run the whole fault suite alone: ten kills at each kind of moment, a full disk
+	@"$$PY" -m pytest tests -m "faults or slow"
 
 # ---- many experiments ---------------------------------------------------------------------------
 
