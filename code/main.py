@@ -173,6 +173,7 @@ def train(exp_dir, rank, world_size, device):
             set_rng_state(rng_at_checkpoint, generator)
             rng_at_checkpoint = None
         for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches), initial=done,
+                          mininterval=1.0,  # a redraw costs the loop; once a second is enough to watch
                           leave=False, file=sys.stderr, **bar):
             scalars = detached(task.train_step(net, batch, optimizer, device))
             if scheduler is not None and interval == "step":

@@ -89,6 +89,18 @@ def parse_line(text):
     raise ValueError(f"{text!r} is not tag/id or tag")
 
 
+def list_entries(path):
+    """(tag, id or None) of each line of a list file that names experiments; bad lines are
+    skipped (title.py is the one that reports them)."""
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            parsed = parse_line(line)
+        except ValueError:
+            continue
+        if parsed is not None:
+            yield parsed
+
+
 def expand(tag, number):
     """The experiments one line names, as tag/id strings; [] where none exists."""
     if number is None:
@@ -256,14 +268,7 @@ def do_deps():
     name = list_name(os.environ.get("STATISTIC_STEM", ""))
     path = list_path(name)
     files, watch = [], {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            parsed = parse_line(line)
-        except ValueError:
-            continue
-        if parsed is None:
-            continue
-        tag, number = parsed
+    for tag, number in list_entries(path):
         found = expand(tag, number)
         files += [f"{RESULTS}/{e}/statistic.json" for e in found]
         if number is None or not found:

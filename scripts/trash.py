@@ -17,7 +17,7 @@ import sys
 import time
 
 from experiment import RESULTS, UserError, env, lock
-from record import FINISHED, LISTS, ids_of, parse_line
+from record import FINISHED, LISTS, ids_of, list_entries, parse_line
 
 TRASH = RESULTS / ".trash"
 
@@ -55,14 +55,7 @@ def lists_naming(removing):
     for path in sorted(LISTS.glob("*.txt")) if LISTS.is_dir() else []:
         if path.name == FINISHED.name:
             continue
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                parsed = parse_line(line)
-            except ValueError:
-                continue
-            if parsed is None:
-                continue
-            tag, number = parsed
+        for tag, number in list_entries(path):
             if number is not None and (tag, number) in removing:
                 needed.setdefault(path.stem, []).append(f"{tag}/{number}")
             elif number is None and ids_of(tag) and all((tag, n) in removing for n in ids_of(tag)):

@@ -201,6 +201,20 @@ def test_tb_without_tags_shows_every_experiment(experiments):
         stop(server)
 
 
+def test_tb_shows_the_runs_of_a_list(experiments):
+    """LIST=name: the runs a list names (a sweep keeps one), a bare tag meaning all its ids."""
+    project, _ = experiments
+    (project.path / "__statistic__" / "exper-list").mkdir(parents=True, exist_ok=True)
+    (project.path / "__statistic__" / "exper-list" / "mine.txt").write_text("a/1\nb\n")
+    port = free_port()
+    server = project.start("tb", LIST="mine", PORT=port)
+    try:
+        wait_for(lambda: len(ready(port)) == 3, timeout=60, interval=0.2)
+        assert sorted(get(port, "/data/runs")) == ["a/1", "b/0", "b/1"]
+    finally:
+        stop(server)
+
+
 def test_runs_share_one_live_server_that_outlives_them(experiments):
     project, outputs = experiments
     ports = {LIVE_URL.search(out)[1] for out in outputs if LIVE_URL.search(out)}

@@ -175,19 +175,21 @@ class Recorder:
 
     def save(self, position, state, is_best, best, last, seconds):
         """Write the checkpoint of `position` (epochs done, steps into the next), then
-        statistic.json, on the writer thread. The curves up to its step are in the events
-        file first, so a continue from it neither loses nor repeats a point."""
+        statistic.json, on the writer thread. The curves up to its step reach the events file
+        before it, so a continue from it neither loses nor repeats a point."""
         if not self.active:
             return
         data = snapshot(state)  # serialised and written on the writer thread
         self.flush_steps()
-        self.writer.flush()
         self.statistic.update(epoch=position[0], step=state["step"], **progress(best, last, list(seconds)))
         self.wait()  # one write at a time, in order; its error surfaces here
         self.pending = self.writer_thread.submit(self._persist, position, data, is_best, copy.deepcopy(self.statistic))
 
     def _persist(self, position, data, is_best, statistic):
-        """The checkpoint first, then statistic.json: it never claims an epoch not yet on disk."""
+        """The events so far, then the checkpoint, then statistic.json: a checkpoint never
+        lacks a curve's point before it, and statistic.json never claims an epoch not yet on
+        disk."""
+        self.writer.flush()
         save_checkpoint(self.exp_dir / "checkpoint", position, serialize(data), is_best, self.cfg.keep_checkpoints)
         write_json(self.exp_dir / "statistic.json", statistic)
 
