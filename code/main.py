@@ -146,7 +146,7 @@ def train(exp_dir, rank, world_size, device):
         print(f"note: {source['experiment']} ran with epochs = {checkpoint['hparams'].get('epochs')}, this run goes on "
               f"to epochs = {config.epochs}: a schedule computed from epochs (cosine to the end, say) now follows "
               "the new total from here on, so it differs from the source's")
-    if start_epoch == 0:
+    if start_epoch == 0 and done == 0:  # drawn once, by the run's first start
         recorder.graph(model, example_input().to(device))
 
     net = DistributedDataParallel(model) if world_size > 1 else model

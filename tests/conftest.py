@@ -22,6 +22,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS_DIR = ROOT / "tests" / "tasks"
+# every pristine copy is made of the commit the session began at, whatever is committed meanwhile
+TESTED_COMMIT = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.strip()
 # The test settings, in one place. "short": the training every copy starts with (tests check
 # behaviour, not accuracy); "slow": epochs long enough that a kill lands where a test wants it.
 # digits is the template's own example; charlm (tests/tasks/charlm/) a tiny character-level
@@ -145,7 +148,7 @@ def build_pristine(base, task):
     folder, home = base / "project", base / "home"
     folder.mkdir()
     home.mkdir()
-    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    archive = subprocess.run(["git", "archive", TESTED_COMMIT], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     if (TASKS_DIR / task).is_dir():
         for path in (TASKS_DIR / task).iterdir():

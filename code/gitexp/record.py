@@ -75,7 +75,7 @@ class Recorder:
         self.statistic = read_json(exp_dir / "statistic.json") if self.active else None
         self.writer = None
         # checkpoints and statistic.json are written on a second thread while training goes on;
-        # the state itself is serialised on the training thread, so what is written is exactly it
+        # the state itself is copied on the training thread, so what is written is exactly it
         self.writer_thread = ThreadPoolExecutor(max_workers=1) if self.active else None
         self.pending = None
         self.steps, self.flushed = [], time.monotonic()  # step scalars not yet written
