@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from experiment import RESULTS, UserError, commit_of, env, read_statistic, run_facts
-from record import parse_line
+from record import parse_word
 from title import flatten
 
 
@@ -19,13 +19,7 @@ def side(name, text):
     """(label, [statistic, ...]) of `text`: tag/id, or a bare tag (its finished ids)."""
     if not text:
         raise UserError(f"{name} is missing: make diff A=x/0 B=y/1 compares two experiments (a bare tag: the mean of its ids)")
-    try:
-        parsed = parse_line(text)
-    except ValueError as problem:
-        raise UserError(f"{name}={text!r}: {problem}")
-    if parsed is None:
-        raise UserError(f"{name}={text!r} is not an experiment: give tag/id or a tag")
-    tag, number = parsed
+    tag, number = parse_word(name, text)
     folder = RESULTS / tag
     if number is not None:
         if not (folder / str(number) / "statistic.json").exists():

@@ -89,6 +89,18 @@ def parse_line(text):
     raise ValueError(f"{text!r} is not tag/id or tag")
 
 
+def parse_word(variable, word):
+    """(tag, id or None) of one word a user gave (EXP, A, B); a UserError naming `variable`
+    where it is not tag/id or tag (a comment included: it names nothing)."""
+    try:
+        parsed = parse_line(word)
+    except ValueError as problem:
+        raise UserError(f"{variable}: {problem}")
+    if parsed is None:
+        raise UserError(f"{variable}: {word!r} is not tag/id or tag")
+    return parsed
+
+
 def list_entries(path):
     """(tag, id or None) of each line of a list file that names experiments; bad lines are
     skipped (title.py is the one that reports them)."""
@@ -232,10 +244,7 @@ def do_record():
         words = last[-1:]
     adding = []
     for word in words:
-        try:
-            parsed = parse_line(word)
-        except ValueError as problem:
-            raise UserError(f"EXP: {problem}")
+        parsed = parse_word("EXP", word)
         if not [read_statistic(e) for e in expand(*parsed)]:  # each must be readable, not only exist
             raise UserError(f"EXP: there is no experiment {word} (make ls lists them)")
         adding.append(word)

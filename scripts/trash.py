@@ -17,7 +17,7 @@ import sys
 import time
 
 from experiment import RESULTS, UserError, env, lock
-from record import FINISHED, LISTS, ids_of, list_entries, parse_line
+from record import FINISHED, LISTS, ids_of, list_entries, parse_word
 
 TRASH = RESULTS / ".trash"
 
@@ -34,13 +34,7 @@ def named(words, root):
         raise UserError("EXP is missing: name the experiments, e.g. EXP=\"x/3 y\" (a bare tag: all its ids)")
     found = []
     for word in words:
-        try:
-            parsed = parse_line(word)
-        except ValueError as problem:
-            raise UserError(f"EXP: {problem}")
-        if parsed is None:
-            raise UserError(f"EXP: {word!r} is not tag/id or tag")
-        tag, number = parsed
+        tag, number = parse_word("EXP", word)
         existing = [n for n in ids_in(root, tag) if number is None or n == number]
         if not existing:
             raise UserError(f"EXP: there is no experiment {word} in {root}/ (make ls lists them)")

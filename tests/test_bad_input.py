@@ -205,6 +205,8 @@ CASES = [
     case("record-EXP-absolute-path", "record", "is not tag/id or tag", EXP="{T}/a/0", LIST="other"),
     case("record-EXP-dotdot-id", "record", "is not tag/id or tag", EXP="a/../a", LIST="other"),
     case("record-EXP-subshell", "record", "is not tag/id or tag", EXP="a/0 $(touch pwned)", LIST="other"),
+    case("record-EXP-comment", "record", "EXP: '#x' is not tag/id or tag", EXP="#x", LIST="other"),
+    case("diff-A-comment", "diff", "A: '#x' is not tag/id or tag", A="#x", B="a/0"),
     case("record-EXP-make-shell", "record", "is not tag/id or tag", EXP="$(shell touch pwned)", LIST="other"),
     case("record-corrupt-statistic", "record", ["__result__/a/0/statistic.json", "not valid JSON"],
          setup=corrupt_statistic("a", 0), EXP="a/0", LIST="other"),
