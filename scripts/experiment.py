@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import tb  # scripts/tb.py, beside this file
+from record import UserError  # one class for the scripts' users' mistakes: one line each
 from title import flatten  # the keys make title names, e.g. best.test_acc
 
 RESULTS = Path("__result__")
@@ -34,9 +35,6 @@ REFUSED = 3  # main.py's exit status for "bad input, nothing changed"
 STOPPED = 75  # main.py's for "stopped on request after a checkpoint: continuable" (gitexp/stop.py)
 interrupted = False  # Ctrl+C (or a sweep's stop) reached the run: it ends "stopped", continuable
 
-
-class UserError(Exception):
-    """A mistake the user can fix; reported as one line, never as a traceback."""
 
 
 # ---- checking input ---------------------------------------------------------------------------
