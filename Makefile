@@ -140,11 +140,12 @@ $(VENV)/.installed: code/requirements.txt
 
 # ---- statistics (record, title, table, ls) -----------------------------------------------------
 # A list __statistic__/exper-list/<LIST>.txt names experiments (tag/id, or a bare tag: all its
-# ids). Its title (the columns, yours to edit) and its table are files made from it; the
-# included __statistic__/.deps/<LIST>.mk (made by record.py) makes every statistic.json the list
-# names a prerequisite of both, without ever putting them on a command line. title.py leaves the
-# rows it read beside it (<LIST>.rows.json); table.py takes a row from there only while its
-# statistic.json has the same mtime, ctime, size and inode, and reads the file again otherwise.
+# ids). Its title (the columns, yours to edit) and its table are files made from it. Their
+# prerequisite __statistic__/.deps/<LIST>.state stands for every statistic.json the list names:
+# its recipe, run each time, stats them all (record.py scan) and rewrites the state only when
+# one of them, or what the list names, changed. So a changed statistic.json remakes both, and
+# make's graph stays a few files at 100,000 experiments. The .deps/ files are derived: deleting
+# them costs one cold read.
 
 # LIST becomes a file name and a target, so it is used only if it matches [A-Za-z0-9][A-Za-z0-9._-]*
 # and the list exists; otherwise title and table run `record.py check`, which says what is wrong.
@@ -154,9 +155,6 @@ strip_chars = $(if $(2),$(call strip_chars,$(subst $(firstword $(2)),,$(1)),$(wo
 is_name = $(and $(filter 1,$(words x$(1)x)),$(if $(call strip_chars,$(1),$(NAME_CHARS)),,y),$(if $(filter .% _% -%,$(1)),,y))
 LIST_NAME := $(or $(LIST),record)
 STATISTIC_LIST := $(if $(call is_name,$(LIST_NAME)),$(if $(wildcard __statistic__/exper-list/$(LIST_NAME).txt),$(LIST_NAME)))
-ifneq ($(and $(STATISTIC_LIST),$(filter title table __statistic__/%,$(MAKECMDGOALS))),)
--include __statistic__/.deps/$(STATISTIC_LIST).mk
-endif
 
 .PHONY: record
 record: $(PY_READY) ## add EXP="x/0 y" (default: the last finished) to the list LIST (default record)
@@ -185,20 +183,20 @@ list-refused: $(PY_READY)
 	@"$$PY" scripts/record.py check
 
 # the scripts read the list's name from STATISTIC_STEM, never from their command line
-__statistic__/.deps/%.mk: export STATISTIC_STEM = $*
-__statistic__/.deps/%.mk: __statistic__/exper-list/%.txt scripts/record.py | $(PY_READY)
-	@"$$PY" scripts/record.py deps
+.PHONY: FORCE
+FORCE:
+__statistic__/.deps/%.state: export STATISTIC_STEM = $*
+__statistic__/.deps/%.state: FORCE | $(PY_READY)
+	@"$$PY" scripts/record.py scan
 
 # the title is the user's file: title.py replaces it only when it has made a new one
-.PRECIOUS: __statistic__/title/%.json
+.PRECIOUS: __statistic__/title/%.json __statistic__/.deps/%.state
 __statistic__/title/%.json: export STATISTIC_STEM = $*
-__statistic__/title/%.json: __statistic__/exper-list/%.txt scripts/title.py scripts/record.py | $(PY_READY)
+__statistic__/title/%.json: __statistic__/.deps/%.state __statistic__/exper-list/%.txt scripts/title.py \
+                            scripts/record.py | $(PY_READY)
 	@"$$PY" scripts/title.py
 
 __statistic__/table/%.csv: export STATISTIC_STEM = $*
-__statistic__/table/%.csv: __statistic__/title/%.json __statistic__/exper-list/%.txt scripts/table.py \
+__statistic__/table/%.csv: __statistic__/title/%.json __statistic__/.deps/%.state scripts/table.py \
                            scripts/title.py scripts/record.py | $(PY_READY)
 	@"$$PY" scripts/table.py write
-
-# an experiment a .mk names that is gone: remake the title, whose script names the list's line
-__result__/%: ;

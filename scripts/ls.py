@@ -7,30 +7,42 @@
                     running shows as "stopped" (make continue takes it up)
 
 One pass: every statistic.json is read once, by two processes side by side, and one git process
-gives the subjects of all the commits. The per-tag "running" count is what statistic.json says,
-killed runs included. TAG comes from the environment.
+gives the subjects of all the commits. What the listing of all tags read is kept in the derived
+file __statistic__/.deps/ls, with the stat of each file: a file whose stat is as it was is not
+read again, so a listing costs a stat of each file and a read of each new or changed one.
+The per-tag "running" count is what statistic.json says, killed runs included. TAG comes from
+the environment.
 """
 import fcntl
+import marshal
 import os
 import re
 import subprocess
+import time
 
-from record import RESULTS, UserError, in_parallel, load_statistic, run
+from record import (DEPS, MISSING, RACY, RACY_NS, RESULTS, UserError, atomic_write, in_parallel, keys_of,
+                    load_statistic, read_marshal, run, stat_all, stat_key)
 
 TAG_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
 NUMERIC = re.compile(r"-?[0-9][0-9.e+-]*")
 
 
+CACHE_VERSION = 1
+
+
 def experiments(tag=None):
-    """tag/id of every experiment (or of one tag's), in tag order, then id order."""
+    """tag/id of every experiment (or of one tag's), in tag order, then id order, and the stat
+    keys of their statistic.json files."""
     tags = [tag] if tag else sorted(entry.name for entry in os.scandir(RESULTS)
                                     if entry.is_dir() and not entry.name.startswith(".")) if RESULTS.is_dir() else []
     found = []
     for name in tags:
         folder = RESULTS / name
         ids = sorted(int(e.name) for e in os.scandir(folder) if e.name.isdigit()) if folder.is_dir() else []
-        found += [f"{name}/{n}" for n in ids if os.path.isfile(f"{folder}/{n}/statistic.json")]
-    return found
+        found += [f"{name}/{n}" for n in ids]
+    keys = keys_of(stat_all(found))
+    present = [(name, key) for name, key in zip(found, keys) if key != MISSING]  # an id whose run is starting
+    return [name for name, _ in present], [key for _, key in present]
 
 
 def essentials(statistic):
@@ -42,11 +54,37 @@ def essentials(statistic):
 
 
 def read_all(names):
-    """essentials() of each experiment, read in two processes."""
+    """essentials() of each experiment, and its file's stat key when read (RACY where it changed
+    too recently to be trusted), read in two processes."""
+    def read_part(part):
+        settled, rows = time.time_ns() - RACY_NS, []
+        for name in part:
+            statistic, stat = load_statistic(name)
+            rows.append((stat_key(stat) if stat.st_ctime_ns < settled else RACY, essentials(statistic)))
+        return rows
     half = len(names) // 2
     parts = [names[:half], names[half:]] if len(names) > 200 else [names]
-    jobs = [lambda part=part: [essentials(load_statistic(name)[0]) for name in part] for part in parts]
-    return [row for rows in in_parallel(jobs) for row in rows]
+    return [row for rows in in_parallel([lambda part=part: read_part(part) for part in parts]) for row in rows]
+
+
+def cached_read_all(names, keys):
+    """read_all's essentials, from the cache where a file's stat key is as it was when read."""
+    path = DEPS / "ls"
+    try:
+        cache = read_marshal(path)
+        known = dict(zip(cache["names"], zip(keys_of(cache["stats"]), cache["rows"], strict=True))) \
+            if cache["version"] == CACHE_VERSION else {}
+    except (OSError, EOFError, ValueError, TypeError, LookupError):
+        known = {}
+    rows = [known.get(name) for name in names]
+    rows = [row if row is not None and row[0] == key != RACY else None for row, key in zip(rows, keys)]
+    stale = [i for i, row in enumerate(rows) if row is None]
+    for i, row in zip(stale, read_all([names[i] for i in stale])):
+        rows[i] = row
+    if stale or len(known) != len(names):
+        atomic_write(path, marshal.dumps({"version": CACHE_VERSION, "names": names,
+                                          "stats": b"".join(key for key, _ in rows), "rows": [r for _, r in rows]}))
+    return [r for _, r in rows]
 
 
 def subjects(commits):
@@ -58,7 +96,9 @@ def subjects(commits):
                          capture_output=True).stdout
     found, at = {}, 0
     for commit in wanted:
-        end = out.index(b"\n", at)
+        end = out.find(b"\n", at)
+        if end < 0:  # git failed (no repository): no subjects
+            break
         header = out[at:end].split()
         at = end + 1
         if len(header) != 3:  # "<name> missing"
@@ -105,11 +145,11 @@ def ranges(ids):
 
 
 def list_tags():
-    names = experiments()
+    names, keys = experiments()
     if not names:
         print("no experiments yet: make run TAG=x starts one")
         return
-    rows = read_all(names)
+    rows = cached_read_all(names, keys)
     by_tag = {}
     for name, row in zip(names, rows):
         by_tag.setdefault(name.rsplit("/", 1)[0], []).append(row)
@@ -139,11 +179,12 @@ def stopped(tag, number):
 def list_ids(tag):
     if not re.fullmatch(TAG_PATTERN, tag):
         raise UserError(f"TAG={tag} is not a tag: use letters, digits, '.', '_' and '-' ({TAG_PATTERN})")
-    names = experiments(tag)
+    names, _ = experiments(tag)
     if not names:
         raise UserError(f"unknown tag {tag}: no experiment in {RESULTS}/{tag} (make ls lists the tags)")
     table = [["id", "status", "epoch", "seed", "start", "monitor", "best"]]
-    for number, status, epoch, seed, start, _, monitor, best in sorted(read_all(names), key=lambda r: r[0]):
+    rows = [row for _, row in read_all(names)]
+    for number, status, epoch, seed, start, _, monitor, best in sorted(rows, key=lambda r: r[0]):
         if status == "running" and stopped(tag, number):
             status = "stopped"
         best = round(best * 10000) / 10000 if best is not None else None

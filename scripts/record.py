@@ -7,8 +7,8 @@ Blank lines and lines starting with # are ignored. `make run` keeps finished.txt
 list is yours: `make record` appends to one, or write it by hand.
 
     record  (make record EXP="x/0 y" LIST=l)  append EXP (default: the last finished experiment)
-    deps    (make, before title/table)       write __statistic__/.deps/<LIST>.mk: the
-            statistic.json files a list names, as prerequisites of its title and table
+    scan    (make, before title/table)       write __statistic__/.deps/<LIST>.state: what
+            the list names and the stat of each statistic.json, only when that changed
     check   (make, when LIST is refused)     say what is wrong with LIST, in one line
 
 Input comes from the environment (LIST, EXP, STATISTIC_STEM), never from a shell's text.
@@ -19,7 +19,9 @@ import json
 import marshal
 import os
 import re
+import struct
 import sys
+import time
 from pathlib import Path
 
 RESULTS = Path("__result__")
@@ -28,6 +30,11 @@ DEPS = Path("__statistic__/.deps")
 FINISHED = LISTS / "finished.txt"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a list name; also a tag (experiment.py's pattern)
 NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
+STATE_VERSION = 2
+STAT = struct.Struct("4q")  # a stat key: mtime_ns, ctime_ns, size, inode, as 32 bytes
+RACY = STAT.pack(-1, -1, -1, -1)  # the stat key of a file too recently changed to be trusted
+MISSING = bytes(STAT.size)
+RACY_NS = 2 * 10**9  # a timestamp's tick is up to 2 s on some file systems
 
 
 class UserError(Exception):
@@ -216,14 +223,21 @@ def in_parallel(jobs):
     return values
 
 
-def atomic_write(path, text):
-    """Write a temp file beside `path` and rename it over `path`: never half a file."""
+def read_marshal(path):
+    """A file marshal.dumps wrote (marshal.load(f) would read it item by item: 10 times slower)."""
+    with open(path, "rb") as f:
+        return marshal.loads(f.read())
+
+
+def atomic_write(path, content):
+    """Write a temp file beside `path` and rename it over `path`: never half a file. `content`
+    is text or bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -269,30 +283,163 @@ def do_record():
         print(f"recorded {' '.join(new)} in {path}")
 
 
-def do_deps():
-    """The statistic.json files a list names become prerequisites of its title and table; the
-    folders whose change could change that set become prerequisites of this file. A missing
-    path is never a prerequisite (make would remake this file each time): its nearest existing
-    folder is. Lines title.py will refuse are skipped here: it says what is wrong."""
-    name = list_name(os.environ.get("STATISTIC_STEM", ""))
+def stat_key(stat):
+    """What says a file is unchanged (any write changes its ctime, which no one can set back),
+    as bytes: a list's are kept as one string of them."""
+    return STAT.pack(stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
+
+
+def stat_or_none(path):
+    try:
+        return stat_key(os.stat(path))
+    except OSError:
+        return None
+
+
+def stat_all(names):
+    """The stat keys of the experiments' statistic.json files, one string (MISSING for a missing
+    one), in two processes where there are many: a stat costs some 2 us, mostly the kernel's."""
+    def stat_part(part):
+        keys = []
+        for name in part:
+            try:
+                keys.append(stat_key(os.stat(f"{RESULTS}/{name}/statistic.json")))
+            except OSError:
+                keys.append(MISSING)
+        return b"".join(keys)
+    if len(names) < 20000:
+        return stat_part(names)
+    half = len(names) // 2
+    return b"".join(in_parallel([lambda: stat_part(names[:half]), lambda: stat_part(names[half:])]))
+
+
+def keys_of(stats):
+    """The stat keys in a string of them, one a file."""
+    return [stats[i:i + STAT.size] for i in range(0, len(stats), STAT.size)]
+
+
+def expand_list(path, text, grown=None):
+    """(experiments, their stat keys, folders to watch, problems) of a list file whose text is
+    `text`; None where `grown`, the state of the list before lines were appended to it, names
+    an experiment that is gone. Problems are (line number, read_list's message), for title.py
+    to report the first; the folders are those whose change could change what the list names
+    (a bare tag's folder, an id folder without its statistic.json yet, the nearest existing
+    folder of a missing experiment). With `grown`, only the appended lines are read."""
+    names, watch, problems, first = {}, {}, [], 1
+    if grown:
+        names = dict.fromkeys(grown["names"], "known")
+        watch, problems = dict(grown["watch"]), list(grown["problems"])
+        first = grown["text"].count("\n") + 1
+        text = text[len(grown["text"]):]
+
+    def watch_nearest(folder):
+        while not folder.is_dir() and folder != Path("."):
+            folder = folder.parent
+        watch[str(folder)] = stat_or_none(folder)
+
+    for number, line in enumerate(text.splitlines(), first):
+        try:
+            parsed = parse_line(line)
+        except ValueError as error:
+            problems.append((number, f"{path} line {number}: {error}"))
+            continue
+        if parsed is None:
+            continue
+        tag, id_number = parsed
+        if id_number is not None:  # whether it exists, the stat below says
+            names.setdefault(f"{tag}/{id_number}", (number, line))
+            continue
+        found = ids_of(tag)
+        if not found:
+            problems.append((number, f"{path} line {number}: {line.strip()} names no experiment (no "
+                                     f"{statistic_path(tag, '<id>')}; make ls lists them)"))
+        watch_nearest(RESULTS / tag)
+        if (RESULTS / tag).is_dir():
+            for entry in os.scandir(RESULTS / tag):
+                if NUMBER.fullmatch(entry.name) and not os.path.isfile(statistic_path(tag, entry.name)):
+                    watch[entry.path] = stat_or_none(entry.path)
+        for n in found:
+            names.setdefault(f"{tag}/{n}", None)
+    names_list = list(names)
+    keys = keys_of(stat_all(names_list))
+    for name, key in zip(names_list, keys):
+        if key == MISSING and names[name] == "known":
+            return None
+        if key == MISSING and names[name] is not None:
+            number, line = names[name]
+            tag, _, id_number = name.partition("/")
+            problems.append((number, f"{path} line {number}: {line.strip()} names no experiment "
+                                     f"(no {statistic_path(tag, id_number)}; make ls lists them)"))
+            watch_nearest(RESULTS / tag / id_number)
+    present = [(name, key) for name, key in zip(names_list, keys) if key != MISSING]
+    if not present and not problems:
+        problems.append((0, f"{path} names no experiment: add some with make record EXP=\"tag/id\" LIST={path.stem}"))
+    return [name for name, _ in present], b"".join(key for _, key in present), watch, sorted(problems)[:1]
+
+
+def state_path(name):
+    return DEPS / f"{name}.state"
+
+
+def load_state(name):
+    """The state scan() last wrote for list `name`, or None where there is none it can trust."""
+    try:
+        state = read_marshal(state_path(name))
+        if state["version"] == STATE_VERSION and len(state["names"]) * STAT.size == len(state["stats"]):
+            return state
+    except (OSError, EOFError, ValueError, TypeError, LookupError):
+        pass
+    return None
+
+
+def scan(name):
+    """The state of list `name`: what it names, and the stat of each statistic.json. Written
+    to state_path(name) only when it differs from the last one, so that the file's mtime is
+    when the list's experiments last changed (make's prerequisite of the title and table).
+    A statistic.json changed less than RACY_NS ago is recorded as RACY, never as its stat: a
+    second change within its timestamp's tick could leave the stat as it was, so the next scan
+    must find it changed (RACY equals no stat) and look again."""
     path = list_path(name)
-    files, watch = [], {}
-    for tag, number in list_entries(path):
-        found = expand(tag, number)
-        files += [f"{RESULTS}/{e}/statistic.json" for e in found]
-        if number is None or not found:
-            folder = RESULTS / tag / ("" if number is None else str(number))
-            while not folder.is_dir() and folder != Path("."):
-                folder = folder.parent
-            watch[str(folder)] = None
-        if number is None and (RESULTS / tag).is_dir():  # an id folder without its statistic.json yet
-            watch.update((str(RESULTS / tag / p.name), None) for p in (RESULTS / tag).iterdir()
-                         if NUMBER.fullmatch(p.name) and not os.path.isfile(statistic_path(tag, p.name)))
-    targets = f"__statistic__/title/{name}.json __statistic__/table/{name}.csv"
-    atomic_write(DEPS / f"{name}.mk",
-                 f"# made by scripts/record.py from {path}: which files {name}'s title and table read\n"
-                 f"{targets}: {' '.join(dict.fromkeys(files))}\n"
-                 f"{DEPS}/{name}.mk: {' '.join(watch)}\n")
+    old = load_state(name)
+    listed = stat_or_none(path)
+    watched = old and all(stat_or_none(f) == s for f, s in old["watch"].items())
+    expanded = None
+    if watched and old["list"] == listed:
+        text, names, watch, problems = old["text"], old["names"], old["watch"], old["problems"]
+        stats = stat_all(names)
+        if MISSING not in keys_of(stats):
+            expanded = names, stats, watch, problems
+    else:
+        text = path.read_text(errors="replace")
+        if watched and old["text"].endswith("\n") and text.startswith(old["text"]):  # lines appended
+            expanded = expand_list(path, text, grown=old)
+    # a file gone since, or the list changed: what it names is read again
+    names, stats, watch, problems = expanded or expand_list(path, text)
+    settled = time.time_ns() - RACY_NS
+    recent = [i for i, ctime in enumerate(memoryview(stats).cast("q")[1::4]) if ctime >= settled]
+    if recent:
+        stats = bytearray(stats)
+        for i in recent:
+            stats[i * STAT.size:(i + 1) * STAT.size] = RACY
+        stats = bytes(stats)
+    state = {"version": STATE_VERSION, "list": listed, "text": text, "watch": watch, "names": names,
+             "stats": stats, "problems": problems}
+    if state != old:
+        atomic_write(state_path(name), marshal.dumps(state))
+    return state
+
+
+def list_state(name):
+    """(experiments, their stat keys) of list `name` as scan() last found them (scanning now
+    where there is no state); a UserError where a line is bad or names nothing."""
+    state = load_state(name) or scan(name)
+    if state["problems"]:
+        raise UserError(state["problems"][0][1])
+    return state["names"], keys_of(state["stats"])
+
+
+def do_scan():
+    scan(list_name(os.environ.get("STATISTIC_STEM", "")))
 
 
 def do_check():
@@ -303,9 +450,9 @@ def do_check():
 
 
 def main():
-    commands = {"record": do_record, "deps": do_deps, "check": do_check}
+    commands = {"record": do_record, "scan": do_scan, "check": do_check}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
-        sys.exit("usage: python scripts/record.py record|deps|check (settings come from the environment)")
+        sys.exit("usage: python scripts/record.py record|scan|check (settings come from the environment)")
     run(commands[sys.argv[1]])
 
 

@@ -11,142 +11,349 @@
     show   (make table)  print <LIST>.txt; with CHANGED=1, only the columns whose values
            differ between rows (the files keep every column).
 
-Input comes from the environment (STATISTIC_STEM or LIST, CHANGED). The rows are the ones
-title.py has just read, where each file is provably unchanged since, else read again with json;
-one DataFrame is built at the end: pandas is only imported for that.
+A cell is its value as recorded, whatever the other rows hold: in the csv, a float as Python's
+repr, an int as an int, None and NaN empty; in the .txt, floats to 6 significant digits. A
+column is numeric (right-aligned, summarised) where it has a number and nothing but numbers.
+
+The rows come from title.py's fresh_rows (a file is read only where its stat changed). A row's
+csv and .txt lines are kept where they were last written, the outputs themselves: the derived
+file __statistic__/.deps/<LIST>.table holds each line's length and the stat of the file it was
+read from, so an unchanged row is a slice of the old output, and one new experiment costs its
+own line, not the table's. Input comes from the environment (STATISTIC_STEM or LIST, CHANGED).
 """
-import csv
 import gc
-import json
+import hashlib
+import marshal
+import math
 import os
+import shutil
 import sys
+from array import array
+from itertools import accumulate
 from pathlib import Path
 
-from record import RESULTS, UserError, atomic_write, in_parallel, list_name, read_list, read_statistic, run
-from title import ROWS, flat_row, shown_keys, title_path
+from record import DEPS, RACY, UserError, atomic_write, keys_of, list_name, read_marshal, run, stat_key, stat_or_none
+from title import fresh_rows, row_values, shown_keys, title_path
 
 TABLES = Path("__statistic__/table")
 # the run facts that make two runs of one tag unlike (the seed is meant to differ)
 POOLING_FACTS = ("run.data", "run.torch", "run.host", "run.world_size", "run.fix")
+TABLE_VERSION = 3
 
 
-def row_of(experiment, keys):
-    flat = flat_row(read_statistic(experiment))
-    return [experiment] + [flat.get(k) for k in keys]
+# ---- cells --------------------------------------------------------------------------------------
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def cached_rows(name, experiments, keys):
-    """The rows title.py read (ROWS/<LIST>.rows.json), for each experiment whose statistic.json
-    has the same mtime_ns, ctime_ns, size and inode as when it was read (any write changes its
-    ctime, which no one can set back); None for any other. A cache that cannot be read is no cache."""
-    try:
-        with open(ROWS / f"{name}.rows.json", "rb") as f:
-            cache = json.load(f)
-        if cache["version"] != 3:
-            return [None] * len(experiments)
-        entries = {}  # tag/id: (where each key's value is in its values (None: absent), entry)
-        for part in cache["parts"]:
-            wheres = []
-            for shape in part["shapes"]:
-                where = {key: i for i, key in enumerate(shape)}
-                wheres.append(([where.get(k) for k in keys], len(shape)))
-            for entry in part["rows"]:
-                shape = entry[5]
-                if type(shape) is not int or shape < 0 or len(entry[6]) != wheres[shape][1]:
-                    raise ValueError("a row that is not title.py's")
-                entries[entry[0]] = (wheres[shape][0], entry)
-        rows = []
-        for experiment in experiments:
-            where, entry = entries.get(experiment, (None, None))
-            try:
-                stat = os.stat(f"{RESULTS}/{experiment}/statistic.json") if entry else None
-            except OSError:
-                stat = None
-            if stat is None or entry[1:5] != [stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino]:
-                rows.append(None)
-                continue
-            values = entry[6]
-            rows.append([experiment] + [None if i is None else values[i] for i in where])
-        return rows
-    except (OSError, ValueError, LookupError, TypeError, AttributeError):
-        return [None] * len(experiments)
+def csv_cell(value):
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    text = repr(value) if isinstance(value, float) else str(value)
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
-def read_rows(name, keys):
-    """The list's rows: from title.py's cache where it is provably fresh, else read again."""
-    experiments = read_list(name)
-    rows = cached_rows(name, experiments, keys)
-    return [row or row_of(experiment, keys) for experiment, row in zip(experiments, rows)]
+def txt_cell(value):
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return format(value, ".6g")
+    return str(value).replace("\n", "\\n").replace("\r", "\\r")
 
 
-def import_pandas():
-    import pandas  # noqa: F401
+def kind(value):
+    """n: a number, -: nothing, s: anything else (a column with an s is not numeric)."""
+    return "-" if value is None else "n" if is_number(value) else "s"
 
 
-def summary(frame, keys):
-    """Per tag: count, then mean and std of each numeric metric column."""
-    import pandas as pd
+def csv_line(experiment, values):
+    return ",".join([csv_cell(experiment), *map(csv_cell, values)]) + "\n"
 
-    metrics = [k for k in keys if k.startswith("metrics.") and pd.api.types.is_numeric_dtype(frame[k])
-               and not pd.api.types.is_bool_dtype(frame[k])]
-    tags = frame["exper"].str.rpartition("/")[0].rename("tag")
-    groups = frame[metrics].groupby(tags, sort=False)
-    out = pd.DataFrame({"count": frame.groupby(tags, sort=False).size()})
-    facts = [k for k in POOLING_FACTS if k in frame.columns]
-    varying = frame[facts].groupby(tags, sort=False).nunique(dropna=False) > 1
-    out["differs"] = [" ".join(k[len("run."):] for k, differs in zip(facts, row) if differs)
-                      for row in varying.itertuples(index=False)] if facts else ""
-    means, stds = groups.mean(), groups.std()
+
+def txt_line(cells, layout):
+    widths, numeric = layout
+    return "  ".join(c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, numeric)).rstrip() + "\n"
+
+
+def relayout_plan(old, new):
+    """How a .txt line written under layout `old` becomes one under `new`, where only widths
+    changed: (offset, spaces to insert there, or to remove where negative) for each column
+    whose width changed, rightmost first, so that each offset is still true when it is used.
+    A left-aligned cell's padding changes after it, a right-aligned one's before it; the
+    spaces removed are padding, since every cell fits its new width."""
+    (old_widths, numeric), (new_widths, _) = old, new
+    plan, start = [], 0
+    for old_width, new_width, right in zip(old_widths, new_widths, numeric):
+        if new_width != old_width:
+            plan.append((start if right else start + min(old_width, new_width), new_width - old_width))
+        start += old_width + 2
+    return plan[::-1]
+
+
+def relayout(line, plan):
+    """Apply relayout_plan's `plan` to one line (ASCII bytes, its newline at the end): an offset
+    at or past the line's end is trailing padding, which rstrip took away."""
+    for at, change in plan:
+        if at < len(line) - 1:
+            line = line[:at] + b" " * change + line[at:] if change > 0 else line[:at] + line[at - change:]
+    return line
+
+
+def column_facts(header, lengths, kinds, facts=None):
+    """Each column's (widths, whether it has a number, whether it has anything else) over rows
+    whose cells' lengths (array) and kinds (str) come row after row; with `facts`, those of
+    other rows to count in too."""
+    columns = len(header)
+    widths = [max(len(name), max(lengths[j::columns], default=0)) for j, name in enumerate(header)]
+    numbers = ["n" in kinds[j::columns] for j in range(columns)]
+    texts = ["s" in kinds[j::columns] for j in range(columns)]
+    if facts:
+        widths, numbers, texts = ([max(a, b) for a, b in zip(widths, facts[0])], [a or b for a, b in zip(numbers, facts[1])],
+                                  [a or b for a, b in zip(texts, facts[2])])
+    return [widths, numbers, texts]
+
+
+def layout_of(facts):
+    """(each column's width, whether it is right-aligned): a column with numbers and nothing
+    else is; the first, exper, never is."""
+    widths, numbers, texts = facts
+    return widths, [j > 0 and n and not t for j, (n, t) in enumerate(zip(numbers, texts))]
+
+
+# ---- the summary --------------------------------------------------------------------------------
+
+def summary_row(tag, rows, keys, metrics, facts):
+    """tag, count, differs, then mean and std of each metric column, for one tag's rows (lists
+    of values in `keys` order)."""
+    differs = [k[len("run."):] for k in facts if len({repr(r[keys.index(k)]) for r in rows}) > 1]
+    summary = [tag, len(rows), " ".join(differs)]
     for key in metrics:
-        out[f"{key}.mean"] = means[key]
-        out[f"{key}.std"] = stds[key]
-    return out.reset_index()
+        j = keys.index(key)
+        values = [r[j] for r in rows if r[j] is not None and r[j] == r[j]]
+        mean = math.fsum(values) / len(values) if values else None
+        std = (math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+               if len(values) > 1 else None)
+        summary += [mean, std]
+    return summary
 
 
-def texts(column):
-    """A column's cells as text: floats to 6 significant digits, None and NaN empty."""
-    import numpy as np
+# ---- the cache of what was written --------------------------------------------------------------
 
-    values = column.tolist()
-    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "O"
-    if kind == "f":  # Python floats only: the general case below, faster
-        cells = [format(v, ".6g") for v in values]
-        return [c if c != "nan" else "" for c in cells] if "nan" in cells else cells
-    if kind in "iub":  # ints and bools: never None or NaN
-        return list(map(str, values))
-    return ["" if v is None or v != v else f"{v:.6g}" if isinstance(v, float) else str(v) for v in values]
+def table_cache_path(name):
+    return DEPS / f"{name}.table"
 
 
-def aligned(frame):
-    """The frame's columns padded to their widest cell: numbers to the right, text to the left."""
-    import pandas as pd
+def outputs(name):
+    return tuple(TABLES / f"{name}{suffix}" for suffix in (".csv", ".summary.csv", ".txt"))
 
-    padded = []
-    for name in frame.columns:
-        column = frame[name]
-        cells = texts(column)
-        width = max(len(name), *map(len, cells)) if cells else len(name)
-        numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-        padded.append([name.ljust(width)] + [c.rjust(width) if numeric else c.ljust(width) for c in cells])
-    return "".join("  ".join(line).rstrip() + "\n" for line in zip(*padded))
 
+def old_table(name, keys):
+    """The table as table.py last wrote it, where its files are as it left them and its columns
+    are the same: the cache's record (names, stats: each row's stat key, lengths, kinds,
+    facts, summary), and where each row's line starts in the files (csv_at, txt_at: one more
+    at the end). None where there is nothing to reuse."""
+    try:
+        cache = read_marshal(table_cache_path(name))
+        if cache["version"] != TABLE_VERSION or cache["keys"] != list(keys):
+            return None
+        table, _, text = outputs(name)
+        cache["files"] = {"csv": table, "txt": text}
+        for part, header in (("csv", cache["header"][0]), ("txt", cache["header"][1])):
+            at = cache[f"{part}_at"] = list(accumulate(cache[f"{part}_lengths"], initial=header))
+            stat = os.stat(cache["files"][part])
+            if stat_key(stat) != cache["outputs"][part] or at[-1] != stat.st_size or len(at) != len(cache["names"]) + 1:
+                return None
+        cache["stats"] = keys_of(cache["stats"])
+        cache["lengths"] = array("I", cache["lengths"])
+        if not all(isinstance(line, str) for _, line in cache["summary"].values()):
+            return None
+        return cache
+    except (OSError, EOFError, ValueError, TypeError, LookupError):
+        return None
+
+
+def old_bytes(old, part):
+    """The old csv or txt file's bytes, read once."""
+    if part not in old:
+        old[part] = old["files"][part].read_bytes()
+        if len(old[part]) != old[f"{part}_at"][-1]:
+            raise RuntimeError(f"{old['files'][part]} changed while it was read: run make table again")
+    return old[part]
+
+
+def runs_of(experiments, rows, old):
+    """The rows in runs [start, old start or -1, length]: rows that follow each other in the
+    old table too, with files unchanged since, are one run (a slice of the old files); each
+    row that is new or changed is a run of its own with old start -1."""
+    runs, done = [], 0
+    if old and old["names"] == experiments[:len(old["names"])] and RACY not in old["stats"] and \
+            old["stats"] == [row[0] for row in rows[:len(old["names"])]]:  # a list that grew
+        runs, done = [[0, 0, len(old["names"])]] if old["names"] else [], len(old["names"])
+    index = {name: i for i, name in enumerate(old["names"])} if old and done == 0 else {}
+    for i in range(done, len(experiments)):
+        experiment, row = experiments[i], rows[i]
+        o = index.get(experiment, -1)
+        if o >= 0 and (old["stats"][o] != row[0] or row[0] == RACY):
+            o = -1
+        if o >= 0 and runs and runs[-1][1] >= 0 and runs[-1][1] + runs[-1][2] == o:
+            runs[-1][2] += 1
+        else:
+            runs.append([i, o, 1])
+    return runs
+
+
+# ---- commands -----------------------------------------------------------------------------------
 
 def write(name):
     gc.disable()  # as in title.py: no cycles worth collecting, and its passes cost time
     keys = shown_keys(title_path(name))
-    # the rows are gathered by a forked process while this one imports pandas (some 0.3 s):
-    # pandas is imported only after the fork, since numpy starts a thread
-    _, rows = in_parallel([import_pandas, lambda: read_rows(name, keys)])
-    import pandas as pd
+    header = ["exper", *keys]
+    columns = len(header)
+    experiments, rows = fresh_rows(name)
+    old = old_table(name, keys)
+    runs = runs_of(experiments, rows, old)
+    # the usual case: the old table is the new one's first rows, and every other row is new
+    grown = bool(old) and bool(runs) and runs[0][1:] == [0, len(old["names"])] and all(o < 0 for _, o, _ in runs[1:])
 
-    frame = pd.DataFrame(rows, columns=["exper", *keys])
-    table, stats, text = (TABLES / f"{name}{suffix}" for suffix in (".csv", ".summary.csv", ".txt"))
-    pending = [(stats, summary(frame, keys).to_csv(index=False)), (text, aligned(frame)),
-               (table, frame.to_csv(index=False))]
-    for path, content in pending:  # all made before any is written; the csv, make's target, last
-        atomic_write(path, content)
-    print(f"table {table}: {len(rows)} experiments, {len(keys)} columns (summary: {stats})")
-    gc.freeze()  # the collection at exit would still walk every object pandas made: 0.06 s
+    # the new rows' values, cells, csv lines, cells' lengths and kinds
+    new = {}
+    for start, o, _ in runs:
+        if o < 0:
+            values = row_values(rows[start], keys)
+            cells = [experiments[start], *map(txt_cell, values)]
+            new[start] = (values, cells, csv_line(experiments[start], values).encode(),
+                          array("I", map(len, cells)), "".join(map(kind, [experiments[start], *values])))
+    new_lengths, new_kinds = array("I"), "".join(row[4] for row in new.values())
+    for row in new.values():
+        new_lengths += row[3]
+    if grown:
+        lengths, kinds = old["lengths"] + new_lengths, old["kinds"] + new_kinds
+        facts = column_facts(header, new_lengths, new_kinds, old["facts"])
+    else:  # the old slices where rows are unchanged, the new ones in between
+        lengths, kinds = array("I"), []
+        for start, o, n in runs:
+            lengths += old["lengths"][o * columns:(o + n) * columns] if o >= 0 else new[start][3]
+            kinds.append(old["kinds"][o * columns:(o + n) * columns] if o >= 0 else new[start][4])
+        kinds = "".join(kinds)
+        facts = column_facts(header, lengths, kinds)
+    layout = layout_of(facts)
+    old_layout = layout_of(old["facts"]) if old else None
+
+    csv_lengths, csv_parts = [], []
+    for start, o, n in runs:
+        if o >= 0:
+            csv_lengths += old["csv_lengths"][o:o + n]
+            if not grown:
+                csv_parts.append(old_bytes(old, "csv")[old["csv_at"][o]:old["csv_at"][o + n]])
+        else:
+            csv_lengths.append(len(new[start][2]))
+            csv_parts.append(new[start][2])
+    txt_lengths, txt_parts = txt_lines(experiments, rows, keys, runs, new, old, layout, old_layout, grown)
+
+    touched = {experiments[start].rpartition("/")[0] for start in new} if grown and layout[1] == old_layout[1] else None
+    summary_text, summary = summarise(experiments, rows, keys, layout, old["summary"] if old else {},
+                                      {start: row[0] for start, row in new.items()}, touched)
+    csv_header = (",".join(map(csv_cell, header)) + "\n").encode()
+    txt_header = txt_line(header, (layout[0], [False] * columns)).encode()
+    table, stats, text = outputs(name)
+    txt_body, csv_body = b"".join(txt_parts), b"".join(csv_parts)
+    # all made before any is written; the csv, make's target, last
+    atomic_write(stats, summary_text)
+    if grown and layout == old_layout:
+        atomic_extend(text, txt_body)
+    else:
+        atomic_write(text, txt_header + txt_body)
+    if grown:
+        atomic_extend(table, csv_body)
+    else:
+        atomic_write(table, csv_header + csv_body)
+    atomic_write(table_cache_path(name), marshal.dumps({
+        "version": TABLE_VERSION, "keys": list(keys), "names": experiments,
+        "stats": b"".join(row[0] for row in rows), "header": [len(csv_header), len(txt_header)],
+        "csv_lengths": csv_lengths, "txt_lengths": txt_lengths, "lengths": lengths.tobytes(), "kinds": kinds,
+        "facts": facts, "summary": summary,
+        "outputs": {"csv": stat_or_none(table), "txt": stat_or_none(text)}}))
+    print(f"table {table}: {len(experiments)} experiments, {len(keys)} columns (summary: {stats})")
+
+
+def txt_lines(experiments, rows, keys, runs, new, old, layout, old_layout, grown):
+    """The .txt lines' lengths, and the lines to write: only the new ones where the table grew
+    and its layout is the same (they are appended to the old file); else every line, the old
+    ones reused where the layout is the same, moved where only widths changed."""
+    plan = relayout_plan(old_layout, layout) if old_layout and old_layout[1] == layout[1] else None
+    lengths, parts = [], []
+    for start, o, n in runs:
+        if o >= 0 and layout == old_layout:
+            lengths += old["txt_lengths"][o:o + n]
+            if not grown:
+                parts.append(old_bytes(old, "txt")[old["txt_at"][o]:old["txt_at"][o + n]])
+            continue
+        for k in range(n):
+            if o < 0:
+                line = txt_line(new[start][1], layout).encode()
+            else:
+                line = old_bytes(old, "txt")[old["txt_at"][o + k]:old["txt_at"][o + k + 1]]
+                if plan is not None and line.isascii():
+                    line = relayout(line, plan)
+                else:
+                    values = row_values(rows[start + k], keys)
+                    line = txt_line([experiments[start + k], *map(txt_cell, values)], layout).encode()
+            parts.append(line)
+            lengths.append(len(line))
+    return lengths, parts
+
+
+def atomic_extend(path, tail):
+    """`path` with `tail` appended, through a copy renamed over it: never half a file (the copy
+    is the kernel's, some 20 ms for 100 MB)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        shutil.copyfile(path, tmp)
+        with open(tmp, "ab") as f:
+            f.write(tail)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def summarise(experiments, rows, keys, layout, old_summary, values_of, touched=None):
+    """The summary csv's text, and {tag: ([its metric columns, a digest of its rows' names and
+    stat keys], its line)} to keep: a tag's line is worked out again only where one of its
+    rows changed. values_of: {row index: its values} of the rows already decoded. touched:
+    where the list only grew, the tags of the new rows (the others' lines are as they were)."""
+    metrics = [k for k, right in zip(keys, layout[1][1:]) if right and k.startswith("metrics.")]
+    facts = [k for k in POOLING_FACTS if k in keys]
+    columns = ["tag", "count", "differs", *(f"{k}.{s}" for k in metrics for s in ("mean", "std"))]
+    members = {}
+    if touched is not None and len(touched) <= 10:  # a scan of the names a tag
+        members = dict.fromkeys(old_summary)
+        for tag in touched:
+            members[tag] = [i for i, e in enumerate(experiments) if e.startswith(f"{tag}/")]
+    else:
+        for i, experiment in enumerate(experiments):
+            members.setdefault(experiment.rpartition("/")[0], []).append(i)
+    kept, lines = {}, [",".join(map(csv_cell, columns)) + "\n"]
+    for tag, group in members.items():
+        if group is None:
+            kept[tag] = old_summary[tag]
+            lines.append(kept[tag][1])
+            continue
+        digest = hashlib.blake2b("\n".join(experiments[i] for i in group).encode(), digest_size=16)
+        digest.update(b"".join(rows[i][0] for i in group))
+        signature = [metrics, digest.digest()]
+        old = old_summary.get(tag)
+        if old is not None and old[0] == signature and all(rows[i][0] != RACY for i in group):
+            line = old[1]
+        else:
+            values = [values_of[i] if i in values_of else row_values(rows[i], keys) for i in group]
+            line = ",".join(map(csv_cell, summary_row(tag, values, keys, metrics, facts))) + "\n"
+        kept[tag] = (signature, line)
+        lines.append(line)
+    return "".join(lines), kept
 
 
 def show(name):
@@ -154,9 +361,14 @@ def show(name):
     if changed not in ("", "0", "1"):
         raise UserError(f"CHANGED={changed!r} is not 0 or 1: CHANGED=1 shows only the columns that differ")
     if changed != "1":
-        sys.stdout.write((TABLES / f"{name}.txt").read_text())
+        with open(TABLES / f"{name}.txt", "rb") as f:
+            sys.stdout.flush()
+            while chunk := f.read(1 << 20):
+                sys.stdout.buffer.write(chunk)
     else:
         show_changed(name)
+    import csv
+
     with open(TABLES / f"{name}.summary.csv", newline="") as f:
         for row in csv.DictReader(f):
             if row.get("differs"):
@@ -165,13 +377,20 @@ def show(name):
 
 
 def show_changed(name):
-    import pandas as pd
-
-    frame = pd.read_csv(TABLES / f"{name}.csv", keep_default_na=False, na_values=[""])
-    differ = [c for c in frame.columns[1:] if frame[c].nunique(dropna=False) > 1]
-    sys.stdout.write(aligned(frame[["exper", *differ]]))
+    """The table with only the columns whose values differ between rows, aligned as the .txt."""
+    keys = shown_keys(title_path(name))
+    experiments, rows = fresh_rows(name)
+    values = [row_values(row, keys) for row in rows]
+    differ = [j for j in range(len(keys)) if len({repr(v[j]) for v in values}) > 1]
+    header = ["exper", *(keys[j] for j in differ)]
+    table = [[experiment, *(v[j] for j in differ)] for experiment, v in zip(experiments, values)]
+    cells = [[e, *map(txt_cell, r[1:])] for e, r in zip(experiments, table)]
+    lengths = array("I", (len(c) for row in cells for c in row))
+    layout = layout_of(column_facts(header, lengths, "".join(kind(v) for row in table for v in row)))
+    sys.stdout.write(txt_line(header, (layout[0], [False] * len(header))))
+    sys.stdout.write("".join(txt_line(row, layout) for row in cells))
     if not differ:
-        print(f"(all {len(frame.columns) - 1} columns are the same in every row)")
+        print(f"(all {len(keys)} columns are the same in every row)")
 
 
 def main():

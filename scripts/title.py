@@ -20,28 +20,29 @@ commented key commented; a new key is added uncommented after the key it follows
 experiments, and a key no experiment has any more is dropped. Comment lines that are not a
 key are not kept. On any error the title stays exactly as it was.
 
-The files are read with json, in parallel over chunks of them; the rows read are kept for
-table.py beside the list's .deps file. Input comes from the environment (STATISTIC_STEM, the
+What the list names, and the stat of each statistic.json, come from record.py's scan (make's
+prerequisite of the title). The values read are kept in __statistic__/.deps/<LIST>.rows, a
+derived file, with the stat of the file they came from: a file whose stat the scan found as it
+was is not read again, so a new or changed experiment costs one file read. The files to read
+are read with json, in parallel over chunks of them. Deleting the .rows file costs one cold
+read, never a wrong title or table. Input comes from the environment (STATISTIC_STEM, the
 list's name, as the Makefile's rule sets it).
 """
 import gc
 import json
+import marshal
 import os
 import re
 import time
 from pathlib import Path
 
-from record import DEPS, UserError, atomic_write, in_parallel, list_name, load_statistic, read_list, run
+from record import (DEPS, RACY, RACY_NS, UserError, atomic_write, in_parallel, keys_of, list_name,
+                    list_state, load_statistic, read_marshal, run, stat_key)
 
 TITLES = Path("__statistic__/title")
 HEADER = ("// The columns of make table, one key a line: comment a key out with // to hide its column,\n"
           "// move lines to reorder them. make title keeps both when it adds new keys.\n")
-# The rows read are written to ROWS/<LIST>.rows.json for table.py (see cached_rows there): each
-# experiment's values with the stat of its file. A file whose ctime is not at least RACY_NS older
-# than the reading is left out: a change within its timestamp's tick (up to 2 s on some file
-# systems) could leave its stat as it was.
-ROWS = DEPS
-RACY_NS = 2 * 10**9
+ROWS_VERSION = 4
 CHUNK = 1000  # the least files a process reads
 
 
@@ -120,36 +121,87 @@ def flat_row(statistic):
     return flat
 
 
-def read_part(experiments, fresh_before_ns):
-    """The distinct key sequences (shapes) of the experiments' flat_rows, in order of first
-    appearance, and the JSON text of their part of the rows file: those shapes, and for each
-    experiment whose file's ctime is before fresh_before_ns, [tag/id, mtime_ns, ctime_ns, size,
-    inode, its shape's index, its values]."""
-    shapes, entries = {}, []
+def read_part(experiments):
+    """Read the experiments' statistic.json files: the distinct key sequences (shapes) of their
+    flat_rows in order of first appearance, and for each experiment (its stat key, RACY where
+    the file changed too recently to trust it; its shape's index; marshal of its values)."""
+    shapes, rows = {}, []
+    settled = time.time_ns() - RACY_NS
     for experiment in experiments:
         statistic, stat = load_statistic(experiment)
         flat = flat_row(statistic)
         shape = shapes.setdefault(tuple(flat), len(shapes))
-        if stat.st_ctime_ns < fresh_before_ns:
-            entries.append([experiment, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino, shape,
-                            list(flat.values())])
-    return list(shapes), json.dumps({"shapes": list(shapes), "rows": entries}, separators=(",", ":"))
+        key = stat_key(stat) if stat.st_ctime_ns < settled else RACY
+        rows.append((key, shape, marshal.dumps(tuple(flat.values()))))
+    return list(shapes), rows
 
 
-def collect(experiments):
-    """Every flattened hparams/metrics key of the experiments (a key first seen in a later
-    experiment comes after the key it follows there), and the text of the rows file. The files
-    are read by one process a CPU, at least CHUNK files each."""
-    fresh_before_ns = time.time_ns() - RACY_NS
+def read_all(experiments):
+    """read_part of the experiments, by one process a CPU, at least CHUNK files each: [(stat key,
+    shape (its keys), marshal of values)]."""
+    if not experiments:
+        return []
     workers = max(1, min(os.cpu_count() or 1, len(experiments) // CHUNK))
     size = -(-len(experiments) // workers)
     chunks = [experiments[i:i + size] for i in range(0, len(experiments), size)]
-    parts = in_parallel([lambda c=c: read_part(c, fresh_before_ns) for c in chunks])
-    keys = []
-    for shapes, _ in parts:
-        for shape in shapes:
-            keys = union(keys, shape)
-    return keys, '{"version":3,"parts":[' + ",".join(text for _, text in parts) + "]}"
+    rows = []
+    for shapes, part in in_parallel([lambda c=c: read_part(c) for c in chunks]):
+        rows += [(key, shapes[shape], values) for key, shape, values in part]
+    return rows
+
+
+def rows_path(name):
+    return DEPS / f"{name}.rows"
+
+
+def load_rows(name):
+    """(experiments, rows: (stat key, shape, marshal of values) each) as the .rows file keeps
+    them; ([], []) where it is missing or cannot be trusted (a derived file: a cold read)."""
+    try:
+        cache = read_marshal(rows_path(name))
+        if cache["version"] != ROWS_VERSION:
+            return [], []
+        shapes = cache["shapes"]
+        rows = list(zip(keys_of(cache["stats"]), [shapes[i] for i in cache["shape"]], cache["values"], strict=True))
+        return (cache["names"], rows) if len(rows) == len(cache["names"]) else ([], [])
+    except (OSError, EOFError, ValueError, TypeError, LookupError):
+        return [], []
+
+
+def save_rows(name, experiments, rows):
+    shapes = {}  # by identity: a tuple's hash is worked out again each time
+    cache = {"version": ROWS_VERSION, "names": experiments, "stats": b"".join(key for key, _, _ in rows),
+             "shape": [shapes.setdefault(id(shape), (len(shapes), shape))[0] for _, shape, _ in rows],
+             "values": [values for _, _, values in rows]}
+    cache["shapes"] = [shape for _, shape in shapes.values()]
+    atomic_write(rows_path(name), marshal.dumps(cache))
+
+
+def fresh_rows(name):
+    """The list's experiments and, for each, (stat key, shape, marshal of values): from the
+    .rows file where the scan found the file's stat as it was when read, else read now."""
+    experiments, stats = list_state(name)
+    names, cached = load_rows(name)
+    if (names == experiments[:len(names)] and [row[0] for row in cached] == stats[:len(names)]
+            and RACY not in stats[:len(names)]):  # the usual case, a list that grew: no row changed
+        rows = cached + [None] * (len(experiments) - len(names))
+    else:
+        where = {experiment: i for i, experiment in enumerate(names)}
+        rows = [cached[where[e]] if e in where and cached[where[e]][0] == stat and stat != RACY else None
+                for e, stat in zip(experiments, stats)]
+    stale = [i for i, row in enumerate(rows) if row is None]
+    for i, row in zip(stale, read_all([experiments[i] for i in stale])):
+        rows[i] = row
+    if stale or names != experiments:
+        save_rows(name, experiments, rows)
+    return experiments, rows
+
+
+def row_values(row, keys):
+    """A row's values of `keys`, in that order (None where it has no such key)."""
+    _, shape, values = row
+    flat = dict(zip(shape, marshal.loads(values)))
+    return [flat.get(key) for key in keys]
 
 
 def union(order, keys):
@@ -184,9 +236,11 @@ def main():
     old = parse_title(path) if path.exists() else []
     old_keys = [k for k, _ in old]
     commented = {k for k, c in old if c}
-    found, rows = collect(read_list(name))
+    _, rows = fresh_rows(name)
+    found = []
+    for shape in {id(shape): shape for _, shape, _ in rows}.values():  # a tuple's hash is not kept
+        found = union(found, shape)
     keys = merge(found, old_keys)
-    atomic_write(ROWS / f"{name}.rows.json", rows)
     atomic_write(path, render(keys, commented))
     hidden = sum(k in commented for k in keys)
     new = len(set(keys) - set(old_keys) - commented)

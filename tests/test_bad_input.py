@@ -81,9 +81,9 @@ def truncate_checkpoints(tag, number):
 
 
 def refresh_deps(project):
-    """make's dependency file follows the list the user edited; bring it up to date first,
-    so that the snapshot shows what the refused command itself changes."""
-    project.make("__statistic__/.deps/record.mk")
+    """The list's state (what it names, each file's stat) follows the files the setup changed;
+    bring it up to date first, so that the snapshot shows what the refused command changes."""
+    project.make("__statistic__/.deps/record.state")
 
 
 def list_line(line):
@@ -289,6 +289,8 @@ def test_bad_input_is_refused_and_changes_nothing(prepared, tmp_path, target, va
             f.write(EDIT)
     if setup:
         setup(project)
+        if target in ("title", "table"):
+            refresh_deps(project)
     marker = tmp_path / MARKER  # beside the project: where an absolute path leads
     values = {k: v.replace("{M}", str(marker)).replace("{T}", str(tmp_path)) for k, v in variables.items()}
     mine, before = user_files(project), project.snapshot()

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 
 import pytest
@@ -133,33 +134,107 @@ def test_commented_title_lines_survive_regeneration(project):
 
 
 def test_a_changed_value_is_never_shown_stale(project):
-    """table.py reuses the rows title.py read only where a file is provably unchanged."""
+    """The values read are kept in __statistic__/.deps/ and reused only while a file's stat
+    (mtime, ctime, size, inode) is as it was when it was read."""
     write_statistic(project, "a", 0, lr=0.1)
-    write_statistic(project, "a", 1, lr=0.2)
+    path = write_statistic(project, "a", 1, lr=0.2)
     write_list(project, "record", "a/0", "a/1")
-    time.sleep(2.2)  # older than title.py's RACY_NS: the rows it reads are kept for table.py
+    time.sleep(2.2)  # older than RACY_NS: the values read are kept
     project.make("table")
-    cached = json.loads((project.path / "__statistic__/.deps/record.rows.json").read_text())
-    assert [row[0] for part in cached["parts"] for row in part["rows"]] == ["a/0", "a/1"]
     assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.1", "0.2"]
 
-    # a new value, written the usual way: title and table are made again
+    # a new value, written the usual way
     write_statistic(project, "a", 0, lr=0.3)
     project.make("table")
     assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.3", "0.2"]
 
-    # a new value of the same size with the old mtime, and only the table made again (its csv
-    # removed; the title is up to date): the file's ctime says it changed, so it is read again
-    cached = json.loads((project.path / "__statistic__/.deps/record.rows.json").read_text())
-    assert [row[0] for part in cached["parts"] for row in part["rows"]] == ["a/1"]  # a/0 is too new
-    path = project.result("a", 1) / "statistic.json"
+    # a new value of the same size, written in place, the old mtime set back: its ctime says
     stat = path.stat()
     write_statistic(project, "a", 1, lr=0.7)
     assert path.stat().st_size == stat.st_size
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    (project.path / TABLE).unlink()
-    assert "title" not in project.make("table").stdout
+    project.make("table")
     assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.3", "0.7"]
+
+    # a file replaced by rename with the same size and mtime: a new inode, a new ctime
+    time.sleep(2.2)
+    project.make("table")  # a/1's 0.7 kept as settled
+    stat = path.stat()
+    replacement = path.with_name("new.json")
+    replacement.write_text(path.read_text().replace('"lr": 0.7', '"lr": 0.9'))
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(replacement, path)
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    project.make("table")
+    assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.3", "0.9"]
+
+
+def table_files(project, name="record"):
+    return {suffix: (project.path / f"__statistic__/table/{name}{suffix}").read_bytes()
+            for suffix in (".csv", ".summary.csv", ".txt")}
+
+
+def cold_table(project, name="record"):
+    """The table made again from nothing but the title: no cache, no old table."""
+    shutil.rmtree(project.path / "__statistic__/.deps")
+    shutil.rmtree(project.path / "__statistic__/table")
+    project.make("table", LIST=name)
+    return table_files(project, name)
+
+
+def test_a_table_made_from_the_old_one_equals_one_made_cold(project):
+    """Rows kept from the old table (a list that grew, a wider column, a changed row in the
+    middle, a row taken off, text where numbers were, non-ASCII text) give the bytes a table
+    made from nothing gives."""
+    for number in range(4):
+        write_statistic(project, "a", number, lr=0.1 * (number + 1), acc=0.5 + number / 10)
+    write_statistic(project, "b", 0, lr=0.01, acc=0.6)
+    write_statistic(project, "longer-tag-name", 0, lr=123456.5, acc=0.123456789)
+    write_statistic(project, "c", 0, lr=0.2, acc=0.7, note="text")
+    write_statistic(project, "d", 0, lr=0.3, acc=0.8, note="naïve ünïcode")
+    write_list(project, "record", "a/0", "a/1", "b/0")
+    time.sleep(2.2)  # older than RACY_NS: kept rows are reused, not read again
+    project.make("table")
+    steps = [("a bare tag's new ids, appended", ["a/0", "a/1", "b/0", "a"]),
+             ("a wider cell, appended", ["a/0", "a/1", "b/0", "a", "longer-tag-name/0"]),
+             ("a row taken off the middle", ["a/0", "b/0", "a", "longer-tag-name/0"]),
+             ("the wide row taken off", ["a/0", "b/0", "a"]),
+             ("text in a column", ["a/0", "b/0", "a", "c/0"]),
+             ("non-ASCII text", ["a/0", "b/0", "a", "c/0", "d/0"]),
+             ("rows reordered", ["d/0", "a", "c/0", "b/0"])]
+    for what, lines in steps:
+        write_list(project, "record", *lines)
+        project.make("table")
+        assert table_files(project) == cold_table(project), what
+    write_statistic(project, "a", 2, lr=0.05, acc=0.55)  # a changed row in the middle
+    project.make("table")
+    assert table_files(project) == cold_table(project)
+    assert [r["hparams.lr"] for r in read_csv(project, TABLE)][3] == "0.05"
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "garbage", "another list's"])
+def test_a_damaged_cache_costs_a_cold_read_never_a_wrong_table(project, damage):
+    for number in range(3):
+        write_statistic(project, "a", number, lr=0.1 * (number + 1))
+    write_statistic(project, "b", 0, lr=0.5)
+    write_list(project, "record", "a", "b/0")
+    write_list(project, "other", "b/0")
+    time.sleep(2.2)
+    project.make("table")
+    project.make("table", LIST="other")
+    for cache in sorted((project.path / "__statistic__/.deps").glob("record.*")):
+        if damage == "delete":
+            cache.unlink()
+        elif damage == "truncate":
+            cache.write_bytes(cache.read_bytes()[:len(cache.read_bytes()) // 2])
+        elif damage == "garbage":
+            cache.write_bytes(b"\x00garbage" * 100)
+        else:
+            cache.write_bytes(cache.with_name("other" + cache.suffix).read_bytes())
+    write_statistic(project, "a", 1, lr=0.9)  # something for make to remake
+    project.make("table")
+    assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.1", "0.9", "0.30000000000000004", "0.5"]
+    assert table_files(project) == cold_table(project)
 
 
 def test_summary_changed_columns_and_bare_tags(project):
