@@ -15,6 +15,7 @@ Input comes from the environment (LIST, EXP, STATISTIC_STEM), never from a shell
 title.py and table.py read lists and statistic.json files through this module, so every
 script reports a bad line or a corrupt file in the same words. Standard library only.
 """
+import hashlib
 import json
 import marshal
 import os
@@ -30,9 +31,9 @@ DEPS = Path("__statistic__/.deps")
 FINISHED = LISTS / "finished.txt"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a list name; also a tag (experiment.py's pattern)
 NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
-STATE_VERSION = 2
+STATE_VERSION = 3
 STAT = struct.Struct("4q")  # a stat key: mtime_ns, ctime_ns, size, inode, as 32 bytes
-RACY = STAT.pack(-1, -1, -1, -1)  # the stat key of a file too recently changed to be trusted
+RACY = STAT.pack(-1, -1, -1, -1)  # stands for the stat key of a file too recently changed to trust it
 MISSING = bytes(STAT.size)
 RACY_NS = 2 * 10**9  # a timestamp's tick is up to 2 s on some file systems
 
@@ -392,17 +393,27 @@ def load_state(name):
     return None
 
 
+def content_digest(name):
+    try:
+        with open(f"{RESULTS}/{name}/statistic.json", "rb") as f:
+            return hashlib.blake2b(f.read(), digest_size=16).digest()
+    except OSError:
+        return b""
+
+
 def scan(name):
-    """The state of list `name`: what it names, and the stat of each statistic.json. Written
-    to state_path(name) only when it differs from the last one, so that the file's mtime is
-    when the list's experiments last changed (make's prerequisite of the title and table).
-    A statistic.json changed less than RACY_NS ago is recorded as RACY, never as its stat: a
-    second change within its timestamp's tick could leave the stat as it was, so the next scan
-    must find it changed (RACY equals no stat) and look again."""
+    """The state of list `name`: what it names, the stat key of each statistic.json, and the
+    first problem of its lines. Written to state_path(name) with a new mtime only when that
+    changed, so that the file's mtime is when the list's experiments last changed (make's
+    prerequisite of the title and table); what else it keeps to be fast (the list's text and
+    stat, the folders watched) is written with the mtime it had.
+    A file changed less than RACY_NS ago is racy, as git calls it: a second change within its
+    timestamp's tick would leave its stat as it is, so its content's digest is kept too, and
+    the next scan compares that. Racy folders are kept with no stat: looked at again."""
     path = list_path(name)
     old = load_state(name)
     listed = stat_or_none(path)
-    watched = old and all(stat_or_none(f) == s for f, s in old["watch"].items())
+    watched = old and all(s is not None and stat_or_none(f) == s for f, s in old["watch"].items())
     expanded = None
     if watched and old["list"] == listed:
         text, names, watch, problems = old["text"], old["names"], old["watch"], old["problems"]
@@ -416,16 +427,19 @@ def scan(name):
     # a file gone since, or the list changed: what it names is read again
     names, stats, watch, problems = expanded or expand_list(path, text)
     settled = time.time_ns() - RACY_NS
-    recent = [i for i, ctime in enumerate(memoryview(stats).cast("q")[1::4]) if ctime >= settled]
-    if recent:
-        stats = bytearray(stats)
-        for i in recent:
-            stats[i * STAT.size:(i + 1) * STAT.size] = RACY
-        stats = bytes(stats)
+    racy = {names[i]: content_digest(names[i])
+            for i, ctime in enumerate(memoryview(stats).cast("q")[1::4]) if ctime >= settled}
+    watch = {folder: key if key is None or STAT.unpack(key)[1] < settled else None for folder, key in watch.items()}
     state = {"version": STATE_VERSION, "list": listed, "text": text, "watch": watch, "names": names,
-             "stats": stats, "problems": problems}
-    if state != old:
+             "stats": stats, "problems": problems, "racy": racy}
+    meaning = ("names", "stats", "problems")
+    if old is None or any(state[k] != old[k] for k in meaning) or \
+            any(racy.get(n, content_digest(n)) != digest for n, digest in old["racy"].items()):
         atomic_write(state_path(name), marshal.dumps(state))
+    elif state != old:  # only what makes it fast: the title and table are as good as they were
+        before = os.stat(state_path(name))
+        atomic_write(state_path(name), marshal.dumps(state))
+        os.utime(state_path(name), ns=(before.st_atime_ns, before.st_mtime_ns))
     return state
 
 
@@ -435,7 +449,8 @@ def list_state(name):
     state = load_state(name) or scan(name)
     if state["problems"]:
         raise UserError(state["problems"][0][1])
-    return state["names"], keys_of(state["stats"])
+    racy = state["racy"]
+    return state["names"], [RACY if name in racy else key for name, key in zip(state["names"], keys_of(state["stats"]))]
 
 
 def do_scan():

@@ -102,11 +102,13 @@ class Project:
         return path.read_text().splitlines() if path.exists() else []
 
     def snapshot(self):
-        """Every file's path, size and mtime (and every link's target) outside .git: to show
-        that a refused command changed nothing."""
+        """Every file's path, size and mtime (and every link's target) outside .git and the
+        derived __statistic__/.deps/ (what make title, table and ls keep to be fast, kept up to
+        date as files change): to show that a refused command changed nothing."""
         state = {}
         for path in sorted(self.path.rglob("*")):
-            if ".git" in path.relative_to(self.path).parts[:1]:
+            if path.relative_to(self.path).parts[:1] == (".git",) or \
+                    path.relative_to(self.path).parts[:2] == ("__statistic__", ".deps"):
                 continue
             if path.is_symlink():
                 state[str(path)] = ("link", os.readlink(path))

@@ -80,17 +80,10 @@ def truncate_checkpoints(tag, number):
     return setup
 
 
-def refresh_deps(project):
-    """The list's state (what it names, each file's stat) follows the files the setup changed;
-    bring it up to date first, so that the snapshot shows what the refused command changes."""
-    project.make("__statistic__/.deps/record.state")
-
-
 def list_line(line):
     def setup(project):
         with open(project.path / LIST_FILE, "a") as f:
             f.write(f"{line}\n")
-        refresh_deps(project)
     return setup
 
 
@@ -289,8 +282,6 @@ def test_bad_input_is_refused_and_changes_nothing(prepared, tmp_path, target, va
             f.write(EDIT)
     if setup:
         setup(project)
-        if target in ("title", "table"):
-            refresh_deps(project)
     marker = tmp_path / MARKER  # beside the project: where an absolute path leads
     values = {k: v.replace("{M}", str(marker)).replace("{T}", str(tmp_path)) for k, v in variables.items()}
     mine, before = user_files(project), project.snapshot()

@@ -52,11 +52,6 @@ def mtime(project, relative):
     return (project.path / relative).stat().st_mtime_ns
 
 
-def outputs(project):
-    """The snapshot without make's dependency files (remade when a list changes)."""
-    return {k: v for k, v in project.snapshot().items() if "/__statistic__/.deps/" not in k}
-
-
 def test_record_title_table_ls_on_a_real_run(project):
     project.make("run", TAG="a")
     assert "recorded a/0" in project.make("record").stdout  # the last finished experiment
@@ -270,12 +265,12 @@ def test_a_failed_title_leaves_the_users_title_alone(project):
     project.make("table")
     title = project.path / TITLE
     title.write_text(title.read_text().replace('  "hparams.lr",', '//  "hparams.lr",'))
-    before = outputs(project)
+    before = project.snapshot()
     bad.write_text('{\n  "tag": "a",\n  "id": 1\n  "status": "finished"\n}\n')
-    after_corruption = outputs(project)
+    after_corruption = project.snapshot()
     result = project.make("table", check=False)
     assert_refused(result, str(bad.relative_to(project.path)), "not valid JSON", "line 4")
-    assert outputs(project) == after_corruption
+    assert project.snapshot() == after_corruption
     assert {k: v for k, v in before.items() if "statistic.json" not in k} == \
            {k: v for k, v in after_corruption.items() if "statistic.json" not in k}
     assert '//  "hparams.lr",' in title.read_text()
@@ -311,9 +306,9 @@ def test_bad_files_are_refused(project):
     for line, fragment in (("zz/3", "zz/3 names no experiment"), ("a/b/c", "'a/b/c' is not tag/id or tag"),
                            ("zz", "zz names no experiment")):
         listing.write_text(f"a/0\n{line}\n")
-        before = outputs(project)
+        before = project.snapshot()
         assert_refused(project.make("table", check=False), "exper-list/record.txt line 2", fragment)
-        assert outputs(project) == before
+        assert project.snapshot() == before
     listing.write_text("a/0\n")
     project.make("table")
 
@@ -321,9 +316,9 @@ def test_bad_files_are_refused(project):
     text = title.read_text()
     title.write_text(text.replace('"hparams.dropout",', '"hparams.dropout"'))
     line = next(i for i, l in enumerate(title.read_text().splitlines(), 1) if '"hparams.dropout"' in l) + 1
-    before = outputs(project)
+    before = project.snapshot()
     assert_refused(project.make("table", check=False), TITLE, f"line {line}")
-    assert outputs(project) == before
+    assert project.snapshot() == before
 
     # an empty statistic.json is not valid JSON either (jq alone would read no value from it)
     title.write_text(text)
@@ -331,7 +326,7 @@ def test_bad_files_are_refused(project):
     empty.write_text("")
     earlier = mtime(project, TITLE) - 2 * 10**9  # the title older, whatever the clock's tick
     os.utime(title, ns=(earlier, earlier))
-    before = outputs(project)
+    before = project.snapshot()
     assert_refused(project.make("title", check=False), "__result__/a/0/statistic.json", "not valid JSON")
-    assert outputs(project) == before
+    assert project.snapshot() == before
     assert_refused(project.make("ls", check=False), "__result__/a/0/statistic.json", "not valid JSON")
