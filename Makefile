@@ -24,6 +24,7 @@
 #   PORT, HOST     make tb: port (default: first free from 6006) and address (127.0.0.1)
 #   TB=0           make run/continue/rerun: no background TensorBoard
 #   BENCH_QUICK=1  make bench: a quick version (about a minute)
+#   BENCH_SCALE=n  make bench: only ls, title and table, on n generated experiments (e.g. 100000)
 #   PYTHON=path    interpreter to use instead of .venv (then no .venv is made)
 
 .DEFAULT_GOAL := help
@@ -33,7 +34,7 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 SHELL := /bin/sh
 
 USER_VARIABLES := TAG ID FIX MSG GPUS NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
-                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK NAME JOBS A B FULL YES
+                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK BENCH_SCALE NAME JOBS A B FULL YES
 # make expands $(...) in a value wherever the variable is used, so each value is frozen as
 # literal text here and reaches the scripts through the environment, never a recipe's shell text.
 # A value from the environment (`TB=0 make run`, `export GPUS=0`) is ignored, and said so once.
@@ -92,7 +93,7 @@ test: $(PY_READY) ## run the test suite (in throw-away copies of this template)
 	@"$$PY" -m pytest tests
 
 .PHONY: bench
-bench: $(PY_READY) ## measure tracking overhead, launch cost and table speed (BENCH_QUICK=1: ~1 minute)
+bench: $(PY_READY) ## measure tracking overhead, launch cost and table speed (BENCH_QUICK=1: ~1 minute; BENCH_SCALE=n)
 	@"$$PY" scripts/bench.py
 
 .PHONY: test-gpu

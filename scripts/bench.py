@@ -10,8 +10,11 @@ short training in code/config.py), side by side in one run:
                      imports stay out of it; R = median(on) / median(off).
   launch cost        the wall time of the command minus its loop time, for `make run` and for
                      `python code/main.py`: what the template adds before and after training.
-  tables             scripts/bench_tables.py: make title + make table cold against a bare
-                     Python loop over the same statistic.json files, and a no-change make table.
+  tables             scripts/bench_tables.py at 10,000 experiments (1,000 quick): make ls over
+                     1,000 tags, make title + make table cold against a bare read of every
+                     statistic.json into pandas, with nothing changed, and with one new
+                     experiment, and the table step's peak memory, each with its goal.
+                     BENCH_SCALE=n: only this part, at n experiments (100000: years of results).
   sweep              make sweep of 8 one-epoch runs with JOBS=2 against the ideal: the runs'
                      own wall times summed, divided by 2 (scheduling efficiency, goal >= 0.9).
   checkpoint stall   what a checkpoint costs the training thread: the state of a model of about
@@ -37,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+SCALE = os.environ.get("BENCH_SCALE", "")
 REPEATS = 2 if QUICK else 7
 EPOCHS = 2 if QUICK else 6
 IDENTITY = ["-c", "user.name=gitexp bench", "-c", "user.email=bench@localhost"]
@@ -192,14 +196,28 @@ def data_pinning():
 
 
 def tables():
+    """bench_tables.py's figures; its table of rows is printed as it comes."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "tables.json"
         command = [sys.executable, str(ROOT / "scripts" / "bench_tables.py"), "--json", str(out)]
-        subprocess.run(command + (["--quick"] if QUICK else []), check=True, stdout=subprocess.DEVNULL)
+        command += ["--n", SCALE] if SCALE else ["--quick"] if QUICK else []
+        subprocess.run(command, check=True)
         return json.loads(out.read_text())
 
 
+def write_figures(figures):
+    out = ROOT / "__statistic__" / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
 def main():
+    if SCALE:
+        if not SCALE.isdigit() or not 100 <= int(SCALE) <= 10**6:
+            sys.exit(f"error: BENCH_SCALE={SCALE!r} is not a number of experiments from 100 to 1000000, e.g. BENCH_SCALE=100000")
+        write_figures({"tables": tables()})
+        return
     with tempfile.TemporaryDirectory() as folder:
         copy_template(Path(folder))
         figures = {"quick": QUICK, "tracking": tracking(Path(folder))}
@@ -234,17 +252,13 @@ def main():
                  f"{w['runs']} one-epoch runs, JOBS=2: ideal {w['ideal_s']:.1f}s / make sweep {w['wall_s']:.1f}s (goal >= 0.9)"))
     rows.append(("data pinning, per run", f"{d['check_s'] * 1000:.1f} ms",
                  f"finding {d['data_mb']} MB of prepared data (goal < 100 ms); preparing it once: {d['prepare_s']:.1f}s"))
-    for key, value in s.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            rows.append((f"tables: {key}", f"{value:g}", ""))
+    rows.append(("tables", "met" if s["goals_met"] else "NOT met",
+                 f"{s['experiments']} experiments: the rows printed above, with their goals"))
     width = max(len(name) for name, _, _ in rows)
     print(f"tracking overhead: {t['tracking_overhead']:.3f}")
     for name, value, detail in rows:
         print(f"  {name:<{width}}  {value:>9}  {detail}")
-    out = ROOT / "__statistic__" / "bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_figures(figures)
 
 
 if __name__ == "__main__":

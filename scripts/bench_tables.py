@@ -1,14 +1,20 @@
-"""How fast are make title and make table? `python scripts/bench_tables.py [--quick] [--n N] [--json PATH]`
+"""How fast are make ls, title and table on years of results?
+`python scripts/bench_tables.py [--n N] [--quick] [--json PATH]` (make bench; BENCH_SCALE=N)
 
 In a temp copy of this template (Makefile, scripts/, code/ as they are in the working tree) it
-writes N fake experiments (default 10,000; --quick: 1,000), statistic.json files shaped like
-real ones, 100 ids a tag, and a list naming them all, then measures, side by side in each of
---repeat rounds (the median is reported):
-    cold      make title, then make table, with no title, table or .deps file yet
-    loop      a bare Python script that reads the same files with json and builds a pandas
-              DataFrame: a fresh interpreter, like each step of the make path
-    nochange  make table again with nothing changed (it must rewrite nothing)
-Goals: cold <= 2 x loop, nochange <= cold / 10. Tables go to /dev/null, not to the terminal.
+writes N fake experiments (default 10,000; --quick: 1,000), statistic.json files shaped like a
+finished run's, 1,000 tags (N/1,000 ids each; fewer tags below 1,000 experiments), and a list
+naming them all, then measures, each the median of --repeat rounds:
+    ls          make ls over every tag: cold (nothing kept from before) and again
+    floor       a bare Python script that reads every statistic.json with json into a pandas
+                DataFrame, in a fresh interpreter like each step of the make path
+    cold        make title + make table with no title, table or .deps/ file yet
+    no change   make title + make table again with nothing changed (nothing may be rewritten)
+    one new     one experiment added to the list, then make title + make table; beside it, what
+                reading that one file costs (json.load of it in this process)
+    peak RSS    the largest process of the cold and the one-new make table (ru_maxrss)
+Goals (issue 15): ls < 1 s at 1,000 tags; no change <= 0.5 s; one new <= 1.0 s plus reading
+it; cold <= 1.2 x floor; peak RSS < 2 GB. Each row is printed with its ratio to its goal.
 --json PATH writes the figures as one JSON object. The exit status is 0 either way.
 """
 import argparse
@@ -25,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST = "bench"
-LOOP = """
+FLOOR = """
 import json, sys
 import pandas as pd
 
@@ -44,6 +50,10 @@ for line in open(sys.argv[1]).read().split():
     rows.append(flat({"hparams": s["hparams"], "metrics": s["metrics"]}, "", {"exper": line}))
 frame = pd.DataFrame(rows)
 """
+# a command's wall time and the peak RSS of its largest process, from a process of its own
+MEASURED = ("import resource, subprocess, sys, time; began = time.perf_counter(); "
+            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+            "print(time.perf_counter() - began, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
 
 def fake_statistic(tag, number, rng):
@@ -56,13 +66,23 @@ def fake_statistic(tag, number, rng):
         "tag": tag, "id": number, "commit": f"{rng.getrandbits(160):040x}", "status": "finished",
         "seed": rng.randrange(2**31), "fix": False, "host": "bench", "start": "2026-01-01T00:00:00+00:00",
         "end": "2026-01-01T00:01:00+00:00", "epoch": 10, "world_size": 1,
+        "data": {"key": f"{rng.getrandbits(64):016x}", "fingerprint": f"{rng.getrandbits(256):064x}"},
+        "environment": {"python": "3.11.7", "torch": "2.13.0", "cuda": None, "cudnn": None, "gpus": [],
+                        "host": "bench", "cuda_visible_devices": None},
         "hparams": {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0, "channels": 64, "hidden": 128,
                     "dropout": rng.choice([0.0, 0.25, 0.5]), "epochs": 10, "batch_size": 32,
                     "lr": rng.choice([0.001, 0.002, 0.005]), "weight_decay": 0.0, "lr_step": 4,
-                    "lr_gamma": 0.5, "keep_checkpoints": None},
+                    "lr_gamma": 0.5, "init_from": None, "init_resume": False, "init_skip": [],
+                    "monitor": "val_acc", "monitor_mode": "max", "keep_checkpoints": None, "checkpoint_every": 0},
         "metrics": {"best": split_metrics(rng.randrange(1, 11)), "last": split_metrics(10)},
         "durations": {"epoch_seconds": seconds, "total_seconds": round(sum(seconds), 3)},
     }
+
+
+def write_statistic(folder, tag, number, rng):
+    path = folder / "__result__" / tag / str(number) / "statistic.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fake_statistic(tag, number, rng), indent=2) + "\n")
 
 
 def prepare(folder, n):
@@ -72,17 +92,19 @@ def prepare(folder, n):
             shutil.copytree(source, folder / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, folder / part)
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
     rng = random.Random(0)
+    per_tag = max(1, n // 1000)
     names = []
     for i in range(n):
-        tag, number = f"t{i // 100:04d}", i % 100
-        path = folder / "__result__" / tag / str(number) / "statistic.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(fake_statistic(tag, number, rng), indent=2) + "\n")
+        tag, number = f"t{i // per_tag:04d}", i % per_tag
+        write_statistic(folder, tag, number, rng)
         names.append(f"{tag}/{number}")
     lists = folder / "__statistic__" / "exper-list"
     lists.mkdir(parents=True)
     (lists / f"{LIST}.txt").write_text("".join(f"{name}\n" for name in names))
+    time.sleep(2.1)  # older than a timestamp's tick anywhere: as a lab's old results are
+    return len({name.split("/")[0] for name in names})
 
 
 def timed(command, folder):
@@ -94,8 +116,19 @@ def timed(command, folder):
     return seconds
 
 
-def make(folder, *goals):
-    return timed(["make", *goals, f"LIST={LIST}", f"PYTHON={sys.executable}"], folder)
+def make_command(*goals):
+    return ["make", *goals, f"LIST={LIST}", f"PYTHON={sys.executable}"]
+
+
+def both(folder):
+    return timed(make_command("title"), folder) + timed(make_command("table"), folder)
+
+
+def measured(folder, *goals):
+    """(seconds, peak RSS in MB) of make with `goals`."""
+    out = subprocess.run([sys.executable, "-c", MEASURED, *make_command(*goals)], cwd=folder,
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[-2]), int(out[-1]) / 1024
 
 
 def outputs(folder):
@@ -104,15 +137,32 @@ def outputs(folder):
     return {p.name: p.stat().st_mtime_ns for p in paths}
 
 
-def round_of(folder):
+def round_of(folder, number):
+    figures = {}
+    shutil.rmtree(folder / "__statistic__" / ".deps", ignore_errors=True)
+    figures["ls_cold_s"] = timed(["make", "ls", f"PYTHON={sys.executable}"], folder)
+    figures["ls_s"] = timed(["make", "ls", f"PYTHON={sys.executable}"], folder)
     for stale in ("title", "table", ".deps"):
         shutil.rmtree(folder / "__statistic__" / stale, ignore_errors=True)
-    figures = {"loop": timed([sys.executable, "-c", LOOP, f"__statistic__/exper-list/{LIST}.txt"], folder)}
-    figures["cold"] = make(folder, "title") + make(folder, "table")
+    figures["floor_s"] = timed([sys.executable, "-c", FLOOR, f"__statistic__/exper-list/{LIST}.txt"], folder)
+    seconds, figures["cold_table_rss_mb"] = measured(folder, "table")  # the title too, as its prerequisite
+    figures["cold_s"] = seconds
     before = outputs(folder)
-    figures["nochange"] = make(folder, "table")
+    figures["nochange_s"] = both(folder)
     if outputs(folder) != before:
-        sys.exit("error: make table with nothing changed rewrote a file")
+        sys.exit("error: make title + make table with nothing changed rewrote a file")
+    # one new experiment, in a tag of its own, as make run adds it
+    tag = f"new{number}"
+    write_statistic(folder, tag, 0, random.Random(number))
+    with open(folder / "__statistic__" / "exper-list" / f"{LIST}.txt", "a") as f:
+        f.write(f"{tag}/0\n")
+    began = time.perf_counter()
+    with open(folder / "__result__" / tag / "0" / "statistic.json") as f:
+        json.load(f)
+    figures["read_one_s"] = time.perf_counter() - began
+    figures["one_new_s"] = timed(make_command("title"), folder)
+    seconds, figures["one_new_table_rss_mb"] = measured(folder, "table")
+    figures["one_new_s"] += seconds
     return figures
 
 
@@ -126,23 +176,29 @@ def main():
     n = args.n or (1000 if args.quick else 10000)
     with tempfile.TemporaryDirectory(prefix="bench_tables.") as tmp:
         folder = Path(tmp)
-        prepare(folder, n)
-        rounds = [round_of(folder) for _ in range(max(1, args.repeat))]
+        tags = prepare(folder, n)
+        rounds = [round_of(folder, number) for number in range(max(1, args.repeat))]
     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-    result = {
-        "experiments": n, "rounds": len(rounds), "cpus": os.cpu_count(),
-        "cold_title_table_s": round(median["cold"], 3), "bare_loop_s": round(median["loop"], 3),
-        "nochange_table_s": round(median["nochange"], 3),
-        "cold_over_loop": round(median["cold"] / median["loop"], 2),
-        "nochange_over_cold": round(median["nochange"] / median["cold"], 3),
-    }
-    result["goals_met"] = result["cold_over_loop"] <= 2 and result["nochange_over_cold"] <= 0.1
-    print(f"{n} experiments, median of {len(rounds)} rounds:")
-    print(f"  make title + make table, cold  {result['cold_title_table_s']:7.3f} s")
-    print(f"  bare json + pandas loop        {result['bare_loop_s']:7.3f} s")
-    print(f"  make table, nothing changed    {result['nochange_table_s']:7.3f} s")
-    print(f"  cold / loop = {result['cold_over_loop']} (goal <= 2), nochange / cold = "
-          f"{result['nochange_over_cold']} (goal <= 0.1): {'met' if result['goals_met'] else 'NOT met'}")
+    result = {"experiments": n, "tags": tags, "rounds": len(rounds), "cpus": os.cpu_count(),
+              **{key: round(value, 4) for key, value in median.items()}}
+    result["peak_rss_mb"] = round(max(median["cold_table_rss_mb"], median["one_new_table_rss_mb"]), 1)
+    rows = [  # what, seconds (or MB), the goal, and the goal's value the figure is compared with
+        (f"make ls, {tags} tags", result["ls_s"], f"< 1 s (cold, nothing kept: {result['ls_cold_s']:.3f} s)", 1.0),
+        ("bare read into pandas (floor)", result["floor_s"], "", None),
+        ("cold make title + make table", result["cold_s"], "<= 1.2 x floor", 1.2 * result["floor_s"]),
+        ("no change, title + table", result["nochange_s"], "<= 0.5 s", 0.5),
+        ("one new experiment, then both", result["one_new_s"],
+         f"<= 1.0 s + reading it ({result['read_one_s'] * 1000:.1f} ms)", 1.0 + result["read_one_s"]),
+        ("peak RSS of the table step", result["peak_rss_mb"], "< 2048 MB", 2048),
+    ]
+    result["ratios"] = {what: round(value / goal, 3) for what, value, _, goal in rows if goal}
+    result["goals_met"] = all(ratio <= 1 for ratio in result["ratios"].values())
+    print(f"{n} experiments, {tags} tags, median of {len(rounds)} rounds, {os.cpu_count()} CPUs:")
+    for what, value, goal_text, goal in rows:
+        unit = "MB" if "RSS" in what else "s"
+        ratio = f"{value / goal:6.3f} of the goal" if goal else ""
+        print(f"  {what:<34} {value:9.3f} {unit:<2}  {ratio:<18}  {goal_text}")
+    print(f"  goals {'met' if result['goals_met'] else 'NOT met'}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -1,4 +1,4 @@
-"""Experiment lists: `python scripts/record.py record|deps|check`.
+"""Experiment lists: `python scripts/record.py record|scan|check`.
 
 A list is __statistic__/exper-list/<LIST>.txt, one experiment a line:
     baseline/0     one experiment, __result__/baseline/0

@@ -32,7 +32,8 @@ from array import array
 from itertools import accumulate
 from pathlib import Path
 
-from record import DEPS, RACY, UserError, atomic_write, keys_of, list_name, read_marshal, run, stat_key, stat_or_none
+from record import (DEPS, RACY, UserError, atomic_write, in_parallel, keys_of, list_name, read_marshal, run,
+                    stat_key, stat_or_none)
 from title import fresh_rows, row_values, shown_keys, title_path
 
 TABLES = Path("__statistic__/table")
@@ -61,7 +62,24 @@ def txt_cell(value):
         return ""
     if isinstance(value, float):
         return format(value, ".6g")
-    return str(value).replace("\n", "\\n").replace("\r", "\\r")
+    return str(value).replace("\n", "\\n").replace("\r", "\\r").replace("\0", "\\0")
+
+
+def render_row(experiment, row, keys):
+    """A row's .txt cells (joined by NUL), csv line, cells' lengths (array bytes) and kinds."""
+    values = row_values(row, keys)
+    cells = [experiment, *map(txt_cell, values)]
+    return ("\0".join(cells), csv_line(experiment, values).encode(), array("I", map(len, cells)).tobytes(),
+            "".join(map(kind, [experiment, *values])))
+
+
+def in_halves(items, work, at_least=20000):
+    """work(items), by two processes where there are at least `at_least` (a cold table)."""
+    if len(items) < at_least:
+        return work(items)
+    half = len(items) // 2
+    first, second = in_parallel([lambda: work(items[:half]), lambda: work(items[half:])])
+    return first + second
 
 
 def kind(value):
@@ -218,25 +236,23 @@ def write(name):
     # the usual case: the old table is the new one's first rows, and every other row is new
     grown = bool(old) and bool(runs) and runs[0][1:] == [0, len(old["names"])] and all(o < 0 for _, o, _ in runs[1:])
 
-    # the new rows' values, cells, csv lines, cells' lengths and kinds
-    new = {}
-    for start, o, _ in runs:
-        if o < 0:
-            values = row_values(rows[start], keys)
-            cells = [experiments[start], *map(txt_cell, values)]
-            new[start] = (values, cells, csv_line(experiments[start], values).encode(),
-                          array("I", map(len, cells)), "".join(map(kind, [experiments[start], *values])))
-    new_lengths, new_kinds = array("I"), "".join(row[4] for row in new.values())
+    # the new rows' cells, csv lines, cells' lengths and kinds
+    starts = [start for start, o, _ in runs if o < 0]
+    new = dict(zip(starts, in_halves(starts, lambda part: [render_row(experiments[i], rows[i], keys) for i in part])))
+    new_lengths, new_kinds = array("I"), "".join(row[3] for row in new.values())
     for row in new.values():
-        new_lengths += row[3]
+        new_lengths.frombytes(row[2])
     if grown:
         lengths, kinds = old["lengths"] + new_lengths, old["kinds"] + new_kinds
         facts = column_facts(header, new_lengths, new_kinds, old["facts"])
     else:  # the old slices where rows are unchanged, the new ones in between
         lengths, kinds = array("I"), []
         for start, o, n in runs:
-            lengths += old["lengths"][o * columns:(o + n) * columns] if o >= 0 else new[start][3]
-            kinds.append(old["kinds"][o * columns:(o + n) * columns] if o >= 0 else new[start][4])
+            if o >= 0:
+                lengths += old["lengths"][o * columns:(o + n) * columns]
+            else:
+                lengths.frombytes(new[start][2])
+            kinds.append(old["kinds"][o * columns:(o + n) * columns] if o >= 0 else new[start][3])
         kinds = "".join(kinds)
         facts = column_facts(header, lengths, kinds)
     layout = layout_of(facts)
@@ -249,13 +265,12 @@ def write(name):
             if not grown:
                 csv_parts.append(old_bytes(old, "csv")[old["csv_at"][o]:old["csv_at"][o + n]])
         else:
-            csv_lengths.append(len(new[start][2]))
-            csv_parts.append(new[start][2])
+            csv_lengths.append(len(new[start][1]))
+            csv_parts.append(new[start][1])
     txt_lengths, txt_parts = txt_lines(experiments, rows, keys, runs, new, old, layout, old_layout, grown)
 
     touched = {experiments[start].rpartition("/")[0] for start in new} if grown and layout[1] == old_layout[1] else None
-    summary_text, summary = summarise(experiments, rows, keys, layout, old["summary"] if old else {},
-                                      {start: row[0] for start, row in new.items()}, touched)
+    summary_text, summary = summarise(experiments, rows, keys, layout, old["summary"] if old else {}, touched)
     csv_header = (",".join(map(csv_cell, header)) + "\n").encode()
     txt_header = txt_line(header, (layout[0], [False] * columns)).encode()
     table, stats, text = outputs(name)
@@ -284,6 +299,8 @@ def txt_lines(experiments, rows, keys, runs, new, old, layout, old_layout, grown
     and its layout is the same (they are appended to the old file); else every line, the old
     ones reused where the layout is the same, moved where only widths changed."""
     plan = relayout_plan(old_layout, layout) if old_layout and old_layout[1] == layout[1] else None
+    padded = dict(zip(new, in_halves(list(new), lambda part: [txt_line(new[i][0].split("\0"), layout).encode()
+                                                                     for i in part])))
     lengths, parts = [], []
     for start, o, n in runs:
         if o >= 0 and layout == old_layout:
@@ -293,7 +310,7 @@ def txt_lines(experiments, rows, keys, runs, new, old, layout, old_layout, grown
             continue
         for k in range(n):
             if o < 0:
-                line = txt_line(new[start][1], layout).encode()
+                line = padded[start]
             else:
                 line = old_bytes(old, "txt")[old["txt_at"][o + k]:old["txt_at"][o + k + 1]]
                 if plan is not None and line.isascii():
@@ -320,11 +337,11 @@ def atomic_extend(path, tail):
             tmp.unlink()
 
 
-def summarise(experiments, rows, keys, layout, old_summary, values_of, touched=None):
+def summarise(experiments, rows, keys, layout, old_summary, touched=None):
     """The summary csv's text, and {tag: ([its metric columns, a digest of its rows' names and
     stat keys], its line)} to keep: a tag's line is worked out again only where one of its
-    rows changed. values_of: {row index: its values} of the rows already decoded. touched:
-    where the list only grew, the tags of the new rows (the others' lines are as they were)."""
+    rows changed. touched: where the list only grew, the tags of the new rows (the others'
+    lines are as they were)."""
     metrics = [k for k, right in zip(keys, layout[1][1:]) if right and k.startswith("metrics.")]
     facts = [k for k in POOLING_FACTS if k in keys]
     columns = ["tag", "count", "differs", *(f"{k}.{s}" for k in metrics for s in ("mean", "std"))]
@@ -336,24 +353,25 @@ def summarise(experiments, rows, keys, layout, old_summary, values_of, touched=N
     else:
         for i, experiment in enumerate(experiments):
             members.setdefault(experiment.rpartition("/")[0], []).append(i)
-    kept, lines = {}, [",".join(map(csv_cell, columns)) + "\n"]
+    kept = {}
     for tag, group in members.items():
         if group is None:
             kept[tag] = old_summary[tag]
-            lines.append(kept[tag][1])
             continue
         digest = hashlib.blake2b("\n".join(experiments[i] for i in group).encode(), digest_size=16)
         digest.update(b"".join(rows[i][0] for i in group))
         signature = [metrics, digest.digest()]
         old = old_summary.get(tag)
-        if old is not None and old[0] == signature and all(rows[i][0] != RACY for i in group):
-            line = old[1]
-        else:
-            values = [values_of[i] if i in values_of else row_values(rows[i], keys) for i in group]
-            line = ",".join(map(csv_cell, summary_row(tag, values, keys, metrics, facts))) + "\n"
-        kept[tag] = (signature, line)
-        lines.append(line)
-    return "".join(lines), kept
+        fresh = old is not None and old[0] == signature and all(rows[i][0] != RACY for i in group)
+        kept[tag] = (signature, old[1] if fresh else None)
+
+    def work(tags):
+        return [",".join(map(csv_cell, summary_row(tag, [row_values(rows[i], keys) for i in members[tag]],
+                                                   keys, metrics, facts))) + "\n" for tag in tags]
+    stale = [tag for tag, (_, line) in kept.items() if line is None]
+    for tag, line in zip(stale, in_halves(stale, work, at_least=200)):
+        kept[tag] = (kept[tag][0], line)
+    return ",".join(map(csv_cell, columns)) + "\n" + "".join(line for _, line in kept.values()), kept
 
 
 def show(name):

@@ -259,6 +259,9 @@ CASES = [
     case("restore-EXP-absolute-path", "restore", "is not tag/id or tag", EXP="{T}"),
     case("empty-trash-YES-semicolon", "empty-trash", "is not 1", setup=lambda project: project.make("rm", EXP="a/1"),
          YES="1; touch pwned"),
+    # ---- bench (refused before anything is measured)
+    case("bench-BENCH_SCALE-subshell", "bench", "is not a number of experiments", BENCH_SCALE="$(touch pwned)"),
+    case("bench-BENCH_SCALE-too-small", "bench", "BENCH_SCALE='5' is not a number", BENCH_SCALE="5"),
     # ---- tb (only what is refused before a server starts)
     case("tb-LIST-parent-path", "tb", "is not a list name", LIST="../record"),
     case("tb-LIST-and-TAGS", "tb", "TAGS and LIST were both given", LIST="record", TAGS="a"),

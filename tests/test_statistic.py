@@ -164,6 +164,24 @@ def test_a_changed_value_is_never_shown_stale(project):
     assert [r["hparams.lr"] for r in read_csv(project, TABLE)] == ["0.3", "0.9"]
 
 
+def test_ls_keeps_what_it_read_and_is_never_stale(project):
+    write_statistic(project, "a", 0)
+    path = write_statistic(project, "a", 1)
+    write_statistic(project, "b", 0)
+    time.sleep(2.2)  # older than RACY_NS: what make ls reads is kept
+    assert re.search(r"^a\s+0-1\s+2\s+0\s+0\s", project.make("ls").stdout, re.M)
+    assert (project.path / "__statistic__/.deps/ls").is_file()
+    stat = path.stat()
+    path.write_text(path.read_text().replace('"status": "finished"', '"status": "failed"  '))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and mtime
+    assert path.stat().st_size == stat.st_size
+    assert re.search(r"^a\s+0-1\s+1\s+0\s+1\s", project.make("ls").stdout, re.M)
+    (project.path / "__statistic__/.deps/ls").write_bytes(b"garbage")
+    write_statistic(project, "b", 1)
+    listing = project.make("ls").stdout
+    assert re.search(r"^a\s+0-1\s+1\s+0\s+1\s", listing, re.M) and re.search(r"^b\s+0-1\s+2\s", listing, re.M)
+
+
 def table_files(project, name="record"):
     return {suffix: (project.path / f"__statistic__/table/{name}{suffix}").read_bytes()
             for suffix in (".csv", ".summary.csv", ".txt")}

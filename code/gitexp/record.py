@@ -77,7 +77,8 @@ class Recorder:
         # checkpoints and statistic.json are written on a second thread while training goes on;
         # the state itself is copied on the training thread, so what is written is exactly it
         self.writer_thread = ThreadPoolExecutor(max_workers=1) if self.active else None
-        self.pending = None
+        self.pending = None  # the last checkpoint's write
+        self.queued = []  # every write handed to the writer thread, done or not: its error surfaces
         self.steps, self.flushed = [], time.monotonic()  # step scalars not yet written
 
     def seed_and_fix(self, fallback_seed):
@@ -157,21 +158,42 @@ class Recorder:
             self.flush_steps()
 
     def flush_steps(self):
+        """Hand the kept step scalars to the writer thread, read from the device in one wait."""
         tensors = [value for _, scalars in self.steps for value in scalars.values() if torch.is_tensor(value)]
-        read = iter(torch.stack([t.cpu() for t in tensors]).tolist() if tensors else [])  # one wait for them all
-        for step, scalars in self.steps:  # one event a step, for all of its scalars
-            values = [(name, next(read) if torch.is_tensor(value) else value) for name, value in scalars.items()]
-            summary = Summary(value=[Summary.Value(tag=f"step/{name}", simple_value=value) for name, value in values])
-            self.writer.file_writer.add_summary(summary, step)
+        read = iter(torch.stack([t.cpu() for t in tensors]).tolist() if tensors else [])
+        steps = [(step, [(f"step/{name}", next(read) if torch.is_tensor(value) else value)
+                         for name, value in scalars.items()]) for step, scalars in self.steps]
+        if steps:
+            self.submit(self._write_events, steps)
         self.steps, self.flushed = [], time.monotonic()
 
     def log_epoch(self, step, results):
         """An epoch's metrics ({"val": {"loss": ...}}) as curves val/loss ..., at the global step."""
         if self.active:
             self.flush_steps()
-            for split, metrics in results.items():
-                for name, value in metrics.items():
-                    self.writer.add_scalar(f"{split}/{name}", value, step)
+            values = [(f"{split}/{name}", float(value)) for split, metrics in results.items()
+                      for name, value in metrics.items()]
+            self.submit(self._write_events, [(step, values)])
+
+    def _write_events(self, steps):
+        """One event a step, for all of its scalars (on the writer thread: building and writing
+        events costs the training thread nothing)."""
+        for step, values in steps:
+            summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values])
+            self.writer.file_writer.add_summary(summary, step)
+
+    def submit(self, work, *args):
+        """Run work(*args) on the writer thread, after everything handed to it before."""
+        self.surface_errors()
+        future = self.writer_thread.submit(work, *args)
+        self.queued.append(future)
+        return future
+
+    def surface_errors(self):
+        """Raise the error of a write that failed; forget the writes that are done."""
+        for future in [f for f in self.queued if f.done()]:
+            self.queued.remove(future)
+            future.result()
 
     def save(self, position, state, is_best, best, last, seconds):
         """Write the checkpoint of `position` (epochs done, steps into the next), then
@@ -182,8 +204,9 @@ class Recorder:
         data = snapshot(state)  # serialised and written on the writer thread
         self.flush_steps()
         self.statistic.update(epoch=position[0], step=state["step"], **progress(best, last, list(seconds)))
-        self.wait()  # one write at a time, in order; its error surfaces here
-        self.pending = self.writer_thread.submit(self._persist, position, data, is_best, copy.deepcopy(self.statistic))
+        if self.pending is not None:  # at most one checkpoint waiting: a slow disk holds training up,
+            self.pending.result()  # not memory
+        self.pending = self.submit(self._persist, position, data, is_best, copy.deepcopy(self.statistic))
 
     def _persist(self, position, data, is_best, statistic):
         """The events so far, then the checkpoint, then statistic.json: a checkpoint never
@@ -206,8 +229,10 @@ class Recorder:
               f"make continue TAG={self.statistic['tag']} ID={self.statistic['id']} goes on from there ({name})")
 
     def wait(self):
-        if self.pending is not None:
-            self.pending.result()
+        """Until every write handed to the writer thread is done; the first error surfaces."""
+        for future in self.queued:
+            future.result()
+        self.queued = []
 
     def finish(self, best, last, step):
         """Mark the experiment finished. finished.txt is written first and only once, so a kill
