@@ -134,6 +134,21 @@ def column_facts(header, lengths, kinds, facts=None):
     return [widths, numbers, texts]
 
 
+def prefix_facts(header, old, kept):
+    """column_facts of the old table's first `kept` rows: its own where the rows after them
+    decided nothing (no widest cell, no kind only they had), else worked out again."""
+    columns, facts = len(header), old["facts"]
+    if kept == len(old["names"]):
+        return facts
+    lengths, kinds = old["lengths"][:kept * columns], old["kinds"][:kept * columns]
+    tail = column_facts(header, old["lengths"][kept * columns:], old["kinds"][kept * columns:])
+    widths = [width if tail[0][j] < width else max(len(header[j]), max(lengths[j::columns], default=0))
+              for j, width in enumerate(facts[0])]
+    numbers = [has if not tail[1][j] else "n" in kinds[j::columns] for j, has in enumerate(facts[1])]
+    texts = [has if not tail[2][j] else "s" in kinds[j::columns] for j, has in enumerate(facts[2])]
+    return [widths, numbers, texts]
+
+
 def layout_of(facts):
     """(each column's width, whether it is right-aligned): a column with numbers and nothing
     else is; the first, exper, never is."""
@@ -202,15 +217,30 @@ def old_bytes(old, part):
     return old[part]
 
 
+def common_prefix(a, b):
+    """How many items two lists begin with alike: a binary search over slices compared in C."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def runs_of(experiments, rows, old):
     """The rows in runs [start, old start or -1, length]: rows that follow each other in the
     old table too, with files unchanged since, are one run (a slice of the old files); each
     row that is new or changed is a run of its own with old start -1."""
     runs, done = [], 0
-    if old and old["names"] == experiments[:len(old["names"])] and RACY not in old["stats"] and \
-            old["stats"] == [row[0] for row in rows[:len(old["names"])]]:  # a list that grew
-        runs, done = [[0, 0, len(old["names"])]] if old["names"] else [], len(old["names"])
-    index = {name: i for i, name in enumerate(old["names"])} if old and done == 0 else {}
+    if old:  # the rows the two tables begin with: the usual case is nearly all of them
+        keys = [row[0] for row in rows]
+        done = min(common_prefix(old["names"], experiments), common_prefix(old["stats"], keys))
+        if RACY in keys[:done]:
+            done = keys.index(RACY)
+        runs = [[0, 0, done]] if done else []
+    index = {name: i for i, name in enumerate(old["names"][done:], done)} if old else {}
     for i in range(done, len(experiments)):
         experiment, row = experiments[i], rows[i]
         o = index.get(experiment, -1)
@@ -233,8 +263,13 @@ def write(name):
     experiments, rows = fresh_rows(name)
     old = old_table(name, keys)
     runs = runs_of(experiments, rows, old)
-    # the usual case: the old table is the new one's first rows, and every other row is new
-    grown = bool(old) and bool(runs) and runs[0][1:] == [0, len(old["names"])] and all(o < 0 for _, o, _ in runs[1:])
+    # the usual case: the old table's first rows are the new one's, and only a few rows follow
+    # (new ones; one that changed since, the last run's, say): the old files are kept up to
+    # there, and only those rows are made
+    kept = runs[0][2] if old and runs and runs[0][:2] == [0, 0] else 0
+    grown = kept > 0 and (len(experiments) - kept <= 1000 or all(o < 0 for _, o, _ in runs[1:]))
+    if grown:
+        runs = [[0, 0, kept]] + [[i, -1, 1] for i in range(kept, len(experiments))]
 
     # the new rows' cells, csv lines, cells' lengths and kinds
     starts = [start for start, o, _ in runs if o < 0]
@@ -243,8 +278,8 @@ def write(name):
     for row in new.values():
         new_lengths.frombytes(row[2])
     if grown:
-        lengths, kinds = old["lengths"] + new_lengths, old["kinds"] + new_kinds
-        facts = column_facts(header, new_lengths, new_kinds, old["facts"])
+        lengths, kinds = old["lengths"][:kept * columns] + new_lengths, old["kinds"][:kept * columns] + new_kinds
+        facts = column_facts(header, new_lengths, new_kinds, prefix_facts(header, old, kept))
     else:  # the old slices where rows are unchanged, the new ones in between
         lengths, kinds = array("I"), []
         for start, o, n in runs:
@@ -269,8 +304,10 @@ def write(name):
             csv_parts.append(new[start][1])
     txt_lengths, txt_parts = txt_lines(experiments, rows, keys, runs, new, old, layout, old_layout, grown)
 
-    touched = {experiments[start].rpartition("/")[0] for start in new} if grown and layout[1] == old_layout[1] else None
-    summary_text, summary = summarise(experiments, rows, keys, layout, old["summary"] if old else {}, touched)
+    touched = None
+    if grown and layout[1] == old_layout[1]:  # the tags of the rows after the kept ones, old and new
+        touched = list(dict.fromkeys(e.rpartition("/")[0] for e in [*old["names"][kept:], *experiments[kept:]]))
+    summary_text, summary = summarise(experiments, rows, keys, layout, old["summary"] if old else {}, touched, kept)
     csv_header = (",".join(map(csv_cell, header)) + "\n").encode()
     txt_header = txt_line(header, (layout[0], [False] * columns)).encode()
     table, stats, text = outputs(name)
@@ -278,11 +315,11 @@ def write(name):
     # all made before any is written; the csv, make's target, last
     atomic_write(stats, summary_text)
     if grown and layout == old_layout:
-        atomic_extend(text, txt_body)
+        atomic_extend(text, old["txt_at"][kept], txt_body)
     else:
         atomic_write(text, txt_header + txt_body)
     if grown:
-        atomic_extend(table, csv_body)
+        atomic_extend(table, old["csv_at"][kept], csv_body)
     else:
         atomic_write(table, csv_header + csv_body)
     atomic_write(table_cache_path(name), marshal.dumps({
@@ -323,13 +360,15 @@ def txt_lines(experiments, rows, keys, runs, new, old, layout, old_layout, grown
     return lengths, parts
 
 
-def atomic_extend(path, tail):
-    """`path` with `tail` appended, through a copy renamed over it: never half a file (the copy
-    is the kernel's, some 20 ms for 100 MB)."""
+def atomic_extend(path, keep, tail):
+    """`path`'s first `keep` bytes, then `tail`, through a copy renamed over it: never half a
+    file (the copy is the kernel's, some 20 ms for 100 MB)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         shutil.copyfile(path, tmp)
-        with open(tmp, "ab") as f:
+        with open(tmp, "r+b") as f:
+            f.truncate(keep)
+            f.seek(keep)
             f.write(tail)
         os.replace(tmp, path)
     finally:
@@ -337,20 +376,21 @@ def atomic_extend(path, tail):
             tmp.unlink()
 
 
-def summarise(experiments, rows, keys, layout, old_summary, touched=None):
+def summarise(experiments, rows, keys, layout, old_summary, touched=None, kept_rows=0):
     """The summary csv's text, and {tag: ([its metric columns, a digest of its rows' names and
     stat keys], its line)} to keep: a tag's line is worked out again only where one of its
-    rows changed. touched: where the list only grew, the tags of the new rows (the others'
-    lines are as they were)."""
+    rows changed. touched: where the table kept its first kept_rows rows, the tags of the rows
+    after them (the others' lines are as they were, in their order)."""
     metrics = [k for k, right in zip(keys, layout[1][1:]) if right and k.startswith("metrics.")]
     facts = [k for k in POOLING_FACTS if k in keys]
     columns = ["tag", "count", "differs", *(f"{k}.{s}" for k in metrics for s in ("mean", "std"))]
-    members = {}
     if touched is not None and len(touched) <= 10:  # a scan of the names a tag
-        members = dict.fromkeys(old_summary)
-        for tag in touched:
-            members[tag] = [i for i, e in enumerate(experiments) if e.startswith(f"{tag}/")]
+        found = {tag: [i for i, e in enumerate(experiments) if e.startswith(f"{tag}/")] for tag in touched}
+        # a tag first seen among the kept rows keeps its place; one first seen after, in order
+        members = {tag: found.get(tag) for tag in old_summary if tag not in found or found[tag] and found[tag][0] < kept_rows}
+        members.update(sorted(((t, m) for t, m in found.items() if m and m[0] >= kept_rows), key=lambda item: item[1][0]))
     else:
+        members = {}
         for i, experiment in enumerate(experiments):
             members.setdefault(experiment.rpartition("/")[0], []).append(i)
     kept = {}

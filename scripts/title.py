@@ -179,20 +179,22 @@ def save_rows(name, experiments, rows):
 
 def fresh_rows(name):
     """The list's experiments and, for each, (stat key, shape, marshal of values): from the
-    .rows file where the scan found the file's stat as it was when read, else read now."""
+    .rows file where the scan found the file's stat as it was when read, else read now. A racy
+    file (changed too recently to trust its stat) is always read again."""
     experiments, stats = list_state(name)
     names, cached = load_rows(name)
-    if (names == experiments[:len(names)] and [row[0] for row in cached] == stats[:len(names)]
-            and RACY not in stats[:len(names)]):  # the usual case, a list that grew: no row changed
-        rows = cached + [None] * (len(experiments) - len(names))
+    if names == experiments[:len(names)] and [row[0] for row in cached] == stats[:len(names)]:
+        rows = cached + [None] * (len(experiments) - len(names))  # the usual case: a list that grew
     else:
         where = {experiment: i for i, experiment in enumerate(names)}
-        rows = [cached[where[e]] if e in where and cached[where[e]][0] == stat and stat != RACY else None
+        rows = [cached[where[e]] if e in where and cached[where[e]][0] == stat else None
                 for e, stat in zip(experiments, stats)]
-    stale = [i for i, row in enumerate(rows) if row is None]
+    stale = [i for i, (row, stat) in enumerate(zip(rows, stats)) if row is None or stat == RACY]
     for i, row in zip(stale, read_all([experiments[i] for i in stale])):
         rows[i] = row
-    if stale or names != experiments:
+    # kept again only for what the next reading can use: a racy row never is, and a list that
+    # only grew finds its first rows here all the same
+    if names != experiments[:len(names)] or any(rows[i][0] != RACY for i in stale):
         save_rows(name, experiments, rows)
     return experiments, rows
 
