@@ -31,6 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST = "bench"
+# Python's own default, bytecode kept in __pycache__, whatever this shell says: each make
+# starts several scripts, and compiling them again each time is no part of the template's cost
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 FLOOR = """
 import json, sys
 import pandas as pd
@@ -109,7 +112,7 @@ def prepare(folder, n):
 
 def timed(command, folder):
     began = time.perf_counter()
-    result = subprocess.run(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
     seconds = time.perf_counter() - began
     if result.returncode != 0:
         sys.exit(f"error: {' '.join(command)} failed:\n{result.stderr}")
@@ -127,7 +130,7 @@ def both(folder):
 def measured(folder, *goals):
     """(seconds, peak RSS in MB) of make with `goals`."""
     out = subprocess.run([sys.executable, "-c", MEASURED, *make_command(*goals)], cwd=folder,
-                         capture_output=True, text=True, check=True).stdout.split()
+                         capture_output=True, text=True, check=True, env=ENV).stdout.split()
     return float(out[-2]), int(out[-1]) / 1024
 
 
