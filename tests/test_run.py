@@ -92,6 +92,31 @@ def test_same_tag_again_is_next_id_and_fix_repeats_exactly(project):
     assert project.statistic("fixed", 2)["seed"] != seed  # without FIX a fresh seed is drawn
 
 
+def test_a_big_checkpoint_serialised_on_the_writer_thread_holds_the_same_state(project):
+    """A checkpoint above SERIALIZE_HERE_BYTES is serialised on the writer thread, a small one
+    on the training thread: the example's is small, so the big path is forced here."""
+    project.make("run", TAG="here", FIX="1")
+    record = project.path / "code" / "gitexp" / "record.py"
+    text = record.read_text()
+    assert "SERIALIZE_HERE_BYTES = 16 * 2**20" in text
+    record.write_text(text.replace("SERIALIZE_HERE_BYTES = 16 * 2**20", "SERIALIZE_HERE_BYTES = 0"))
+    project.make("run", TAG="there", FIX="1", MSG="serialise every checkpoint on the writer thread")
+    for name in ("epoch_1.pth", "epoch_last.pth", "epoch_best.pth"):
+        here, there = (torch.load(project.result(tag, 0) / "checkpoint" / name, weights_only=True)
+                       for tag in ("here", "there"))
+        for part in ("model", "optimizer"):
+            assert torch.equal(torch.cat([t.flatten().double() for t in tensors(here[part])]),
+                               torch.cat([t.flatten().double() for t in tensors(there[part])]))
+        assert (here["epoch"], here["step"], here["best"]) == (there["epoch"], there["step"], there["best"])
+
+
+def tensors(tree):
+    if torch.is_tensor(tree):
+        return [tree]
+    items = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, (list, tuple)) else []
+    return [t for item in items for t in tensors(item)]
+
+
 def test_dirty_tree_is_refused_and_left_alone(project):
     config = project.path / "code" / "config.py"
     config.write_text(config.read_text() + "# my edit\n")

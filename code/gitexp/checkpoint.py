@@ -71,6 +71,17 @@ def snapshot(tree):
     return copy.deepcopy(tree)
 
 
+def tensor_bytes(tree):
+    """The bytes of the tensors in a state (what serialising it mostly costs)."""
+    if torch.is_tensor(tree):
+        return tree.numel() * tree.element_size()
+    if isinstance(tree, dict):
+        return sum(tensor_bytes(value) for value in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(tensor_bytes(value) for value in tree)
+    return 0
+
+
 def serialize(checkpoint):
     """The checkpoint as bytes, taken now: what is written later, on another thread, is this.
     (In memory first also because torch.save hides a full disk behind a vague RuntimeError,
