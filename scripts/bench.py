@@ -7,7 +7,7 @@ short training in code/config.py), side by side in one run:
                      every epoch) against the same loop with all of it off (`python code/main.py`
                      with TQDM_DISABLE=1: records nothing), alternating, several repetitions.
                      Each side's time is the loop's own "trained in" figure, so start-up and
-                     imports stay out of it; R = median(on) / median(off).
+                     imports stay out of it; R = the median of each pair's on / off.
   launch cost        the wall time of the command minus its loop time, for `make run` and for
                      `python code/main.py`: what the template adds before and after training.
   tables             scripts/bench_tables.py at 10,000 experiments (1,000 quick): make ls over
@@ -133,9 +133,13 @@ def tracking(folder, gpu=False):
         on.append(timed(on_command, folder, env))
     loop_on, loop_off = (statistics.median(t for _, t in runs) for runs in (on, off))
     launch_on, launch_off = (statistics.median(w - t for w, t in runs) for runs in (on, off))
+    # each repetition's pair ran a few seconds apart: its ratio is free of the machine's drift
+    # over minutes (a shared VM's speed wanders by 30%), which a ratio of medians is not
+    ratios = sorted(a[1] / b[1] for a, b in zip(on, off))
     return {"epochs": EPOCHS, "repeats": REPEATS,
             "loop_on_s": round(loop_on, 3), "loop_off_s": round(loop_off, 3),
-            "tracking_overhead": round(loop_on / loop_off, 3),
+            "tracking_overhead": round(statistics.median(ratios), 3),
+            "pair_ratios": [round(r, 3) for r in ratios],
             "launch_make_run_s": round(launch_on, 3), "launch_python_s": round(launch_off, 3)}
 
 
@@ -232,7 +236,8 @@ def main():
     t, s, d = figures["tracking"], figures["tables"], figures["data_pinning"]
     rows = [
         ("tracking overhead", f"{t['tracking_overhead']:.3f}",
-         f"loop {t['loop_on_s']:.2f}s on / {t['loop_off_s']:.2f}s off, {EPOCHS} epochs, median of {REPEATS}"),
+         f"median of {REPEATS} pairs' on/off ratios ({t['pair_ratios'][0]:.3f} to {t['pair_ratios'][-1]:.3f}); "
+         f"loop {t['loop_on_s']:.2f}s on / {t['loop_off_s']:.2f}s off, {EPOCHS} epochs"),
         ("launch cost", f"{t['launch_make_run_s'] / t['launch_python_s']:.2f}x",
          f"make run {t['launch_make_run_s']:.2f}s / python {t['launch_python_s']:.2f}s outside the loop"),
     ]
