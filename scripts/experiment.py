@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import tb  # scripts/tb.py, beside this file
-from record import UserError  # one class for the scripts' users' mistakes: one line each
+from record import UserError, run  # one class for the scripts' users' mistakes: one line each
 from title import flatten  # the keys make title names, e.g. best.test_acc
 
 RESULTS = Path("__result__")
@@ -643,11 +643,7 @@ def main():
     modes = {"run": do_run, "more": do_more, "continue": do_continue, "rerun": do_rerun}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         sys.exit("usage: python scripts/experiment.py run|more|continue|rerun (settings come from the environment)")
-    try:
-        sys.exit(modes[sys.argv[1]]())
-    except UserError as problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    run(modes[sys.argv[1]], status=2)
 
 
 if __name__ == "__main__":

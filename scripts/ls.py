@@ -18,10 +18,9 @@ import marshal
 import os
 import re
 import subprocess
-import time
 
-from record import (DEPS, MISSING, RACY, RACY_NS, RESULTS, UserError, atomic_write, in_parallel, keys_of,
-                    load_statistic, read_marshal, run, stat_all, stat_key)
+from record import (DEPS, MISSING, RACY, RESULTS, UserError, atomic_write, in_halves, keys_of, load_statistic,
+                    read_marshal, run, settled_key, stat_all)
 
 TAG_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
 NUMERIC = re.compile(r"-?[0-9][0-9.e+-]*")
@@ -57,14 +56,8 @@ def read_all(names):
     """essentials() of each experiment, and its file's stat key when read (RACY where it changed
     too recently to be trusted), read in two processes."""
     def read_part(part):
-        settled, rows = time.time_ns() - RACY_NS, []
-        for name in part:
-            statistic, stat = load_statistic(name)
-            rows.append((stat_key(stat) if stat.st_ctime_ns < settled else RACY, essentials(statistic)))
-        return rows
-    half = len(names) // 2
-    parts = [names[:half], names[half:]] if len(names) > 200 else [names]
-    return [row for rows in in_parallel([lambda part=part: read_part(part) for part in parts]) for row in rows]
+        return [(settled_key(stat), essentials(statistic)) for statistic, stat in map(load_statistic, part)]
+    return in_halves(names, read_part, at_least=201)
 
 
 def cached_read_all(names, keys):

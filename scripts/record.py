@@ -42,13 +42,14 @@ class UserError(Exception):
     """A mistake the user can fix; reported as one line, never as a traceback."""
 
 
-def run(main):
-    """Call main(); a UserError becomes one `error:` line on stderr and exit status 1."""
+def run(main, status=1):
+    """Exit with main()'s return value; a UserError becomes one `error:` line on stderr and
+    exit `status` instead."""
     try:
-        main()
+        sys.exit(main())
     except UserError as problem:
         print(f"error: {problem}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(status)
     except BrokenPipeError:  # `make table | head`
         sys.stderr.close()
         sys.exit(1)
@@ -131,23 +132,10 @@ def expand(tag, number):
 def read_list(name):
     """The experiments list `name` names, in order, each once. Every line must name one."""
     path = list_path(name)
-    experiments = {}
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        try:
-            parsed = parse_line(line)
-        except ValueError as problem:
-            raise UserError(f"{path} line {number}: {problem}")
-        if parsed is None:
-            continue
-        found = expand(*parsed)
-        if not found:
-            raise UserError(f"{path} line {number}: {line.strip()} names no experiment "
-                            f"(no {statistic_path(parsed[0], parsed[1] if parsed[1] is not None else '<id>')}; "
-                            f"make ls lists them)")
-        experiments.update(dict.fromkeys(found))
-    if not experiments:
-        raise UserError(f"{path} names no experiment: add some with make record EXP=\"tag/id\" LIST={name}")
-    return list(experiments)
+    experiments, _, _, problems = expand_list(path, path.read_text(errors="replace"))
+    if problems:
+        raise UserError(problems[0][1])
+    return experiments
 
 
 def read_statistic(name):
@@ -224,6 +212,16 @@ def in_parallel(jobs):
     return values
 
 
+def in_halves(items, work, at_least=20000):
+    """work(items), by two processes where there are at least `at_least` items; the halves'
+    results (lists, bytes) joined with +."""
+    if len(items) < at_least:
+        return work(items)
+    half = len(items) // 2
+    first, second = in_parallel([lambda: work(items[:half]), lambda: work(items[half:])])
+    return first + second
+
+
 def read_marshal(path):
     """A file marshal.dumps wrote (marshal.load(f) would read it item by item: 10 times slower)."""
     with open(path, "rb") as f:
@@ -290,6 +288,12 @@ def stat_key(stat):
     return STAT.pack(stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
 
 
+def settled_key(stat):
+    """stat_key, or RACY for a file changed less than RACY_NS ago: a second change within its
+    timestamp's tick could leave its stat as it is."""
+    return stat_key(stat) if stat.st_ctime_ns < time.time_ns() - RACY_NS else RACY
+
+
 def stat_or_none(path):
     try:
         return stat_key(os.stat(path))
@@ -308,10 +312,7 @@ def stat_all(names):
             except OSError:
                 keys.append(MISSING)
         return b"".join(keys)
-    if len(names) < 20000:
-        return stat_part(names)
-    half = len(names) // 2
-    return b"".join(in_parallel([lambda: stat_part(names[:half]), lambda: stat_part(names[half:])]))
+    return in_halves(names, stat_part)
 
 
 def keys_of(stats):
@@ -434,7 +435,7 @@ def scan(name):
              "stats": stats, "problems": problems, "racy": racy}
     meaning = ("names", "stats", "problems")
     if old is None or any(state[k] != old[k] for k in meaning) or \
-            any(racy.get(n, content_digest(n)) != digest for n, digest in old["racy"].items()):
+            any((racy[n] if n in racy else content_digest(n)) != digest for n, digest in old["racy"].items()):
         atomic_write(state_path(name), marshal.dumps(state))
     elif state != old:  # only what makes it fast: the title and table are as good as they were
         before = os.stat(state_path(name))

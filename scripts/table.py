@@ -32,7 +32,7 @@ from array import array
 from itertools import accumulate
 from pathlib import Path
 
-from record import (DEPS, RACY, UserError, atomic_write, in_parallel, keys_of, list_name, read_marshal, run,
+from record import (DEPS, RACY, UserError, atomic_write, in_halves, keys_of, list_name, read_marshal, run,
                     stat_key, stat_or_none)
 from title import fresh_rows, row_values, shown_keys, title_path
 
@@ -91,15 +91,6 @@ def render_row(experiment, row, keys):
             kinds.append(kind(value))
     return ("\0".join(txt_cells), (",".join(csv_cells) + "\n").encode(), array("I", map(len, txt_cells)).tobytes(),
             "".join(kinds))
-
-
-def in_halves(items, work, at_least=20000):
-    """work(items), by two processes where there are at least `at_least` (a cold table)."""
-    if len(items) < at_least:
-        return work(items)
-    half = len(items) // 2
-    first, second = in_parallel([lambda: work(items[:half]), lambda: work(items[half:])])
-    return first + second
 
 
 def kind(value):

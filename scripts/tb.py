@@ -26,6 +26,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from record import UserError, list_name, read_list, run
+
 RESULTS = Path("__result__")
 TREES = Path("__statistic__/tb")  # the trees of links: <port>/ for make tb, live/ for the live server
 LIVE = TREES / "live"
@@ -36,10 +38,6 @@ RUN_PATTERN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,99})(?:/(0|[1-9][0-9]{0,
 NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
 HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
-
-
-class UserError(Exception):
-    """A mistake the user can fix; reported as one line, never as a traceback."""
 
 
 def env(name):
@@ -135,14 +133,9 @@ def select(text):
 
 def list_runs(name):
     """TAGS as the experiment list LIST names them (a sweep's list, say)."""
-    from record import UserError as ListError, list_name, read_list
-
     if env("TAGS"):
         raise UserError("TAGS and LIST were both given: name the runs one way, TAGS=\"a b/2\" or LIST=name")
-    try:
-        return " ".join(read_list(list_name(name)))
-    except ListError as problem:
-        raise UserError(str(problem))
+    return " ".join(read_list(list_name(name)))
 
 
 # ---- the tree of links --------------------------------------------------------------------------
@@ -314,11 +307,7 @@ def main():
     commands = {"serve": serve, "stop": stop}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         sys.exit("usage: python scripts/tb.py serve|stop (settings come from the environment: TAGS, PORT, HOST)")
-    try:
-        commands[sys.argv[1]]()
-    except UserError as problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    run(commands[sys.argv[1]], status=2)
 
 
 if __name__ == "__main__":

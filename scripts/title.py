@@ -33,11 +33,10 @@ import json
 import marshal
 import os
 import re
-import time
 from pathlib import Path
 
-from record import (DEPS, RACY, RACY_NS, UserError, atomic_write, in_parallel, keys_of, list_name,
-                    list_state, load_statistic, read_marshal, run, stat_key)
+from record import (DEPS, RACY, UserError, atomic_write, in_parallel, keys_of, list_name, list_state,
+                    load_statistic, read_marshal, run, settled_key)
 
 TITLES = Path("__statistic__/title")
 HEADER = ("// The columns of make table, one key a line: comment a key out with // to hide its column,\n"
@@ -126,13 +125,11 @@ def read_part(experiments):
     flat_rows in order of first appearance, and for each experiment (its stat key, RACY where
     the file changed too recently to trust it; its shape's index; marshal of its values)."""
     shapes, rows = {}, []
-    settled = time.time_ns() - RACY_NS
     for experiment in experiments:
         statistic, stat = load_statistic(experiment)
         flat = flat_row(statistic)
         shape = shapes.setdefault(tuple(flat), len(shapes))
-        key = stat_key(stat) if stat.st_ctime_ns < settled else RACY
-        rows.append((key, shape, marshal.dumps(tuple(flat.values()))))
+        rows.append((settled_key(stat), shape, marshal.dumps(tuple(flat.values()))))
     return list(shapes), rows
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 
 from experiment import RESULTS, UserError, env, lock
-from record import FINISHED, LISTS, ids_of, list_entries, parse_word
+from record import FINISHED, LISTS, ids_of, list_entries, parse_word, run
 
 TRASH = RESULTS / ".trash"
 
@@ -171,11 +171,7 @@ def main():
     modes = {"rm": do_rm, "restore": do_restore, "empty": do_empty}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         sys.exit("usage: python scripts/trash.py rm|restore|empty (settings come from the environment)")
-    try:
-        modes[sys.argv[1]]()
-    except UserError as problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    run(modes[sys.argv[1]], status=2)
 
 
 if __name__ == "__main__":
