@@ -4,6 +4,7 @@
 Checkpoints are data, never code: they hold only tensors, numbers, strings, lists and
 dicts, and are loaded with `torch.load(weights_only=True)`, which refuses anything else.
 """
+import contextlib
 import copy
 import io
 import os
@@ -58,17 +59,33 @@ def set_rng_state(state, loader_generator):
     loader_generator.set_state(state["loader"])
 
 
-def snapshot(tree):
-    """The state as it is now, in a copy training can no longer change: every tensor cloned to
-    the CPU, the rest copied. Cheaper on the training thread than serialising it there; the
-    writer thread serialises the copy."""
+PLAIN = (int, float, str, bool, type(None))
+
+
+def plain(values):
+    """Whether a list or tuple holds only plain values (an RNG state's 625 numbers): nothing in
+    it to walk into, one value at a time."""
+    return all(type(value) in PLAIN for value in values)
+
+
+def on_cpu(tree, copy_all=False):
+    """The state with every tensor on the CPU: tensors already there as they are (to serialise
+    now), or, with `copy_all`, everything copied, so training can no longer change it."""
     if torch.is_tensor(tree):
-        return tree.detach().to("cpu", copy=True)
+        return tree.detach().to("cpu", copy=copy_all)
     if isinstance(tree, dict):
-        return {key: snapshot(value) for key, value in tree.items()}
+        return {key: on_cpu(value, copy_all) for key, value in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(snapshot(value) for value in tree)
-    return copy.deepcopy(tree)
+        if plain(tree):
+            return list(tree) if copy_all and isinstance(tree, list) else tree
+        return type(tree)(on_cpu(value, copy_all) for value in tree)
+    return copy.deepcopy(tree) if copy_all else tree
+
+
+def snapshot(tree):
+    """The state as it is now, in a copy training can no longer change (for a checkpoint the
+    writer thread serialises later)."""
+    return on_cpu(tree, copy_all=True)
 
 
 def tensor_bytes(tree):
@@ -77,7 +94,7 @@ def tensor_bytes(tree):
         return tree.numel() * tree.element_size()
     if isinstance(tree, dict):
         return sum(tensor_bytes(value) for value in tree.values())
-    if isinstance(tree, (list, tuple)):
+    if isinstance(tree, (list, tuple)) and not plain(tree):
         return sum(tensor_bytes(value) for value in tree)
     return 0
 
@@ -87,8 +104,20 @@ def serialize(checkpoint):
     (In memory first also because torch.save hides a full disk behind a vague RuntimeError,
     where a plain write reports it as the OSError it is.)"""
     buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
+    with without_crc32():
+        torch.save(checkpoint, buffer)
     return buffer.getbuffer()
+
+
+def without_crc32():
+    """torch.save without the zip CRC32 of each record: torch.load never checks it (a flipped
+    byte loads all the same), and it costs some 0.25 ms a MB with the interpreter's lock held.
+    A torch without the switch (before 2.7) computes it."""
+    try:
+        from torch.utils.serialization import config
+    except ImportError:
+        return contextlib.nullcontext()
+    return config.patch(**{"save.compute_crc32": False})
 
 
 def save_checkpoint(folder, position, data, is_best, keep=None):
@@ -100,7 +129,7 @@ def save_checkpoint(folder, position, data, is_best, keep=None):
     epochs, steps = position
     name = f"epoch_{epochs}.pth" if steps == 0 else f"step_{epochs}_{steps}.pth"
     folder.mkdir(exist_ok=True)
-    with atomic_open(folder / name, "wb") as f:
+    with atomic_open(folder / name, "wb", uncached=True) as f:
         f.write(data)
     for old in checkpoint_files(folder):
         if STEP_FILE.fullmatch(old.name) and old.name != name:

@@ -16,8 +16,11 @@ def _fsync_dir(folder):
 
 
 @contextmanager
-def atomic_open(path, mode="w"):
-    """Write to a temp file in the same folder, fsync it, then rename it over `path`."""
+def atomic_open(path, mode="w", uncached=False):
+    """Write to a temp file in the same folder, fsync it, then rename it over `path`.
+    `uncached`: a file written once and seldom read (a checkpoint) leaves the page cache once
+    it is on disk, so it does not push out what training reads every epoch (its data), and
+    the next one is written into memory already in use rather than into fresh pages."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -25,6 +28,8 @@ def atomic_open(path, mode="w"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+            if uncached and hasattr(os, "posix_fadvise"):  # not on macOS
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -18,7 +18,7 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
-from gitexp.checkpoint import load_latest, save_checkpoint, serialize, snapshot, tensor_bytes
+from gitexp.checkpoint import load_latest, on_cpu, save_checkpoint, serialize, snapshot, tensor_bytes
 from gitexp.files import append_line_once, read_json, write_json
 
 FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
@@ -26,9 +26,10 @@ FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
 # every curve on the Time Series page, which opens on the first cards
 FINAL_PREFIX = "~"
 STEP_FLUSH_SECONDS = 10
-# A checkpoint this small is serialised on the training thread (some 0.4 ms a MB); a bigger one
-# on the writer thread, where torch.save holds the interpreter's lock in bursts that hold up
-# every step: for a few MB that contention costs the training more than the serialising itself.
+# A checkpoint this small is serialised on the training thread, straight from the live state
+# (some 0.3 ms a MB); a bigger one is copied first, then serialised on the writer thread, where
+# torch.save holds the interpreter's lock in bursts that hold up every step: for a few MB that
+# contention costs the training more than the serialising itself.
 SERIALIZE_HERE_BYTES = 16 * 2**20
 
 
@@ -153,31 +154,35 @@ class Recorder:
 
     def log_step(self, step, scalars):
         """The training step's scalars, each a curve step/<name> at the global step. They are
-        kept and written together every STEP_FLUSH_SECONDS and at the epoch's end: written one
-        by one, events cost a short step a tenth of its time."""
+        kept and written together every STEP_FLUSH_SECONDS and with the epoch's checkpoint:
+        written one by one, events cost a short step a tenth of its time."""
         if not self.active:
             return
-        self.steps.append((step, scalars))
+        self.steps.append((step, "step/", scalars))
         if time.monotonic() - self.flushed > STEP_FLUSH_SECONDS:
             self.flush_steps()
 
-    def flush_steps(self):
-        """Hand the kept step scalars to the writer thread, read from the device in one wait."""
-        tensors = [value for _, scalars in self.steps for value in scalars.values() if torch.is_tensor(value)]
-        read = iter(torch.stack([t.cpu() for t in tensors]).tolist() if tensors else [])
-        steps = [(step, [(f"step/{name}", next(read) if torch.is_tensor(value) else value)
-                         for name, value in scalars.items()]) for step, scalars in self.steps]
-        if steps:
-            self.submit(self._write_events, steps)
-        self.steps, self.flushed = [], time.monotonic()
-
     def log_epoch(self, step, results):
-        """An epoch's metrics ({"val": {"loss": ...}}) as curves val/loss ..., at the global step."""
+        """An epoch's metrics ({"val": {"loss": ...}}) as curves val/loss ..., at the global step;
+        written with the checkpoint that follows (one wake of the writer thread an epoch)."""
         if self.active:
-            self.flush_steps()
-            values = [(f"{split}/{name}", float(value)) for split, metrics in results.items()
-                      for name, value in metrics.items()]
-            self.submit(self._write_events, [(step, values)])
+            self.steps.append((step, "", {f"{split}/{name}": float(value) for split, metrics in results.items()
+                                          for name, value in metrics.items()}))
+
+    def flush_steps(self):
+        """Hand the kept scalars to the writer thread."""
+        events = self.take_events()
+        if events:
+            self.submit(self._write_events, events)
+
+    def take_events(self):
+        """The kept scalars as [(step, [(tag, value)])], read from the device in one wait."""
+        tensors = [value for _, _, scalars in self.steps for value in scalars.values() if torch.is_tensor(value)]
+        read = iter(torch.stack([t.cpu() for t in tensors]).tolist() if tensors else [])
+        events = [(step, [(prefix + name, next(read) if torch.is_tensor(value) else value)
+                          for name, value in scalars.items()]) for step, prefix, scalars in self.steps]
+        self.steps, self.flushed = [], time.monotonic()
+        return events
 
     def _write_events(self, steps):
         """One event a step, for all of its scalars (on the writer thread: building and writing
@@ -205,18 +210,21 @@ class Recorder:
         before it, so a continue from it neither loses nor repeats a point."""
         if not self.active:
             return
-        data = snapshot(state)  # a copy training can no longer change, then its bytes
-        data = serialize(data) if tensor_bytes(data) <= SERIALIZE_HERE_BYTES else data
-        self.flush_steps()
+        if tensor_bytes(state) <= SERIALIZE_HERE_BYTES:
+            data = serialize(on_cpu(state))  # its bytes now: nothing to copy first
+        else:
+            data = snapshot(state)  # a copy training can no longer change; the writer serialises it
         self.statistic.update(epoch=position[0], step=state["step"], **progress(best, last, list(seconds)))
         if self.pending is not None:  # at most one checkpoint waiting: a slow disk holds training up,
             self.pending.result()  # not memory
-        self.pending = self.submit(self._persist, position, data, is_best, copy.deepcopy(self.statistic))
+        self.pending = self.submit(self._persist, self.take_events(), position, data, is_best,
+                                   copy.deepcopy(self.statistic))
 
-    def _persist(self, position, data, is_best, statistic):
+    def _persist(self, events, position, data, is_best, statistic):
         """The events so far, then the checkpoint, then statistic.json: a checkpoint never
         lacks a curve's point before it, and statistic.json never claims an epoch not yet on
         disk."""
+        self._write_events(events)
         self.writer.flush()
         data = data if isinstance(data, memoryview) else serialize(data)
         save_checkpoint(self.exp_dir / "checkpoint", position, data, is_best, self.cfg.keep_checkpoints)
@@ -226,6 +234,7 @@ class Recorder:
         """Stopped on request, its checkpoint written: continuable."""
         if not self.active:
             return
+        self.flush_steps()
         self.wait()
         self.writer.close()
         self.statistic.update(status="stopped", end=now())
@@ -251,6 +260,7 @@ class Recorder:
         run's hparams."""
         if not self.active:
             return
+        self.flush_steps()
         self.wait()  # finished means every checkpoint is on disk
         final = {f"{FINAL_PREFIX}{when}/{k}": v for when, m in (("best", best), ("last", last)) if m for k, v in m.items()}
         tb_hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams(self.cfg).items()}
