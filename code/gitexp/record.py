@@ -26,6 +26,10 @@ FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
 # every curve on the Time Series page, which opens on the first cards
 FINAL_PREFIX = "~"
 STEP_FLUSH_SECONDS = 10
+# The writer thread lets go of the interpreter's lock every few events it builds (some 0.1 ms):
+# holding it for an epoch's worth of them kept the training thread waiting up to the 5 ms
+# switch interval at every epoch's end; letting go after each one slows the writer itself.
+EVENTS_BETWEEN_YIELDS = 8
 # A checkpoint this small is serialised on the training thread, straight from the live state
 # (some 0.3 ms a MB); a bigger one is copied first, then serialised on the writer thread, where
 # torch.save holds the interpreter's lock in bursts that hold up every step: for a few MB that
@@ -178,7 +182,9 @@ class Recorder:
     def take_events(self):
         """The kept scalars as [(step, [(tag, value)])], read from the device in one wait."""
         tensors = [value for _, _, scalars in self.steps for value in scalars.values() if torch.is_tensor(value)]
-        read = iter(torch.stack([t.cpu() for t in tensors]).tolist() if tensors else [])
+        if len({t.device for t in tensors}) > 1:
+            tensors = [t.cpu() for t in tensors]
+        read = iter(torch.stack(tensors).tolist() if tensors else [])  # one copy from the device
         events = [(step, [(prefix + name, next(read) if torch.is_tensor(value) else value)
                           for name, value in scalars.items()]) for step, prefix, scalars in self.steps]
         self.steps, self.flushed = [], time.monotonic()
@@ -187,7 +193,9 @@ class Recorder:
     def _write_events(self, steps):
         """One event a step, for all of its scalars (on the writer thread: building and writing
         events costs the training thread nothing)."""
-        for step, values in steps:
+        for index, (step, values) in enumerate(steps):
+            if index % EVENTS_BETWEEN_YIELDS == 0:
+                time.sleep(0)  # the interpreter's lock, back to the training thread if it waits
             summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values])
             self.writer.file_writer.add_summary(summary, step)
 
@@ -261,10 +269,10 @@ class Recorder:
         if not self.active:
             return
         self.flush_steps()
-        self.wait()  # finished means every checkpoint is on disk
         final = {f"{FINAL_PREFIX}{when}/{k}": v for when, m in (("best", best), ("last", last)) if m for k, v in m.items()}
         tb_hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams(self.cfg).items()}
-        _, session_start, session_end = torch.utils.tensorboard.summary.hparams(tb_hparams, final)
+        _, session_start, session_end = torch.utils.tensorboard.summary.hparams(tb_hparams, final)  # while it writes
+        self.wait()  # finished means every checkpoint is on disk
         self.writer.file_writer.add_summary(session_start, step)
         for name, value in final.items():
             self.writer.file_writer.add_summary(_scalar(name, value), step)
