@@ -19,8 +19,8 @@ import os
 import re
 import subprocess
 
-from record import (DEPS, MISSING, RACY, RESULTS, UserError, atomic_write, in_halves, keys_of, load_statistic,
-                    read_marshal, run, settled_key, stat_all)
+from record import (DAMAGED, DEPS, MISSING, RACY, RESULTS, UserError, atomic_write, in_halves, keys_of,
+                    load_statistic, read_cache, run, settled_key, stat_all)
 
 TAG_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
 NUMERIC = re.compile(r"-?[0-9][0-9.e+-]*")
@@ -64,10 +64,9 @@ def cached_read_all(names, keys):
     """read_all's essentials, from the cache where a file's stat key is as it was when read."""
     path = DEPS / "ls"
     try:
-        cache = read_marshal(path)
-        known = dict(zip(cache["names"], zip(keys_of(cache["stats"]), cache["rows"], strict=True))) \
-            if cache["version"] == CACHE_VERSION else {}
-    except (OSError, EOFError, ValueError, TypeError, LookupError):
+        cache = read_cache(path, CACHE_VERSION)
+        known = dict(zip(cache["names"], zip(keys_of(cache["stats"]), cache["rows"], strict=True)))
+    except DAMAGED:
         known = {}
     rows = [known.get(name) for name in names]
     rows = [row if row is not None and row[0] == key != RACY else None for row, key in zip(rows, keys)]

@@ -23,6 +23,7 @@ import re
 import struct
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path("__result__")
@@ -222,25 +223,40 @@ def in_halves(items, work, at_least=20000):
     return first + second
 
 
-def read_marshal(path):
-    """A file marshal.dumps wrote (marshal.load(f) would read it item by item: 10 times slower)."""
+# what reading a derived file (__statistic__/.deps/) raises where it is missing, damaged, of
+# another version or of another shape: each reader then does without it (one cold read)
+DAMAGED = (OSError, EOFError, ValueError, TypeError, LookupError)
+
+
+def read_cache(path, version):
+    """The dict marshal.dumps wrote to `path` with {"version": version}; ValueError for another
+    version. (marshal.load(f) would read it item by item: 10 times slower.)"""
     with open(path, "rb") as f:
-        return marshal.loads(f.read())
+        cache = marshal.loads(f.read())
+    if cache["version"] != version:
+        raise ValueError(f"{path} has version {cache['version']}, not {version}")
+    return cache
 
 
-def atomic_write(path, content):
-    """Write a temp file beside `path` and rename it over `path`: never half a file. `content`
-    is text or bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def replacing(path):
+    """A temp file beside `path`, renamed over `path` where the block ends without an error
+    (else removed): never half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
-            f.write(content)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write(path, content):
+    """Write `content` (text or bytes) to `path` through replacing()."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp, open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -386,10 +402,10 @@ def state_path(name):
 def load_state(name):
     """The state scan() last wrote for list `name`, or None where there is none it can trust."""
     try:
-        state = read_marshal(state_path(name))
-        if state["version"] == STATE_VERSION and len(state["names"]) * STAT.size == len(state["stats"]):
+        state = read_cache(state_path(name), STATE_VERSION)
+        if len(state["names"]) * STAT.size == len(state["stats"]):
             return state
-    except (OSError, EOFError, ValueError, TypeError, LookupError):
+    except DAMAGED:
         pass
     return None
 

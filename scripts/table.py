@@ -32,8 +32,8 @@ from array import array
 from itertools import accumulate
 from pathlib import Path
 
-from record import (DEPS, RACY, UserError, atomic_write, in_halves, keys_of, list_name, read_marshal, run,
-                    stat_key, stat_or_none)
+from record import (DAMAGED, DEPS, RACY, UserError, atomic_write, in_halves, keys_of, list_name, read_cache,
+                    replacing, run, stat_key, stat_or_none)
 from title import fresh_rows, row_values, shown_keys, title_path
 
 TABLES = Path("__statistic__/table")
@@ -196,8 +196,8 @@ def old_table(name, keys):
     facts, summary), and where each row's line starts in the files (csv_at, txt_at: one more
     at the end). None where there is nothing to reuse."""
     try:
-        cache = read_marshal(table_cache_path(name))
-        if cache["version"] != TABLE_VERSION or cache["keys"] != list(keys):
+        cache = read_cache(table_cache_path(name), TABLE_VERSION)
+        if cache["keys"] != list(keys):
             return None
         table, _, text = outputs(name)
         cache["files"] = {"csv": table, "txt": text}
@@ -211,7 +211,7 @@ def old_table(name, keys):
         if not all(isinstance(line, str) for _, line in cache["summary"].values()):
             return None
         return cache
-    except (OSError, EOFError, ValueError, TypeError, LookupError):
+    except DAMAGED:
         return None
 
 
@@ -370,17 +370,12 @@ def txt_lines(experiments, rows, keys, runs, new, old, layout, old_layout, grown
 def atomic_extend(path, keep, tail):
     """`path`'s first `keep` bytes, then `tail`, through a copy renamed over it: never half a
     file (the copy is the kernel's, some 20 ms for 100 MB)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with replacing(path) as tmp:
         shutil.copyfile(path, tmp)
         with open(tmp, "r+b") as f:
             f.truncate(keep)
             f.seek(keep)
             f.write(tail)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def summarise(experiments, rows, keys, layout, old_summary, touched=None, kept_rows=0):

@@ -35,8 +35,8 @@ import os
 import re
 from pathlib import Path
 
-from record import (DEPS, RACY, UserError, atomic_write, in_parallel, keys_of, list_name, list_state,
-                    load_statistic, read_marshal, run, settled_key)
+from record import (DAMAGED, DEPS, RACY, UserError, atomic_write, in_parallel, keys_of, list_name, list_state,
+                    load_statistic, read_cache, run, settled_key)
 
 TITLES = Path("__statistic__/title")
 HEADER = ("// The columns of make table, one key a line: comment a key out with // to hide its column,\n"
@@ -155,13 +155,11 @@ def load_rows(name):
     """(experiments, rows: (stat key, shape, marshal of values) each) as the .rows file keeps
     them; ([], []) where it is missing or cannot be trusted (a derived file: a cold read)."""
     try:
-        cache = read_marshal(rows_path(name))
-        if cache["version"] != ROWS_VERSION:
-            return [], []
+        cache = read_cache(rows_path(name), ROWS_VERSION)
         shapes = cache["shapes"]
         rows = list(zip(keys_of(cache["stats"]), [shapes[i] for i in cache["shape"]], cache["values"], strict=True))
         return (cache["names"], rows) if len(rows) == len(cache["names"]) else ([], [])
-    except (OSError, EOFError, ValueError, TypeError, LookupError):
+    except DAMAGED:
         return [], []
 
 
