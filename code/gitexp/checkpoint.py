@@ -14,7 +14,7 @@ import re
 import numpy as np
 import torch
 
-from gitexp.files import atomic_open, symlink
+from gitexp.files import publish, symlink
 
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.pth")
 STEP_FILE = re.compile(r"step_(\d+)_(\d+)\.pth")  # inside an epoch: epochs done, steps into the next
@@ -120,25 +120,28 @@ def without_crc32():
     return config.patch(**{"save.compute_crc32": False})
 
 
-def save_checkpoint(folder, position, data, is_best, keep=None):
-    """Write the checkpoint of `position` (epochs done, steps into the next) atomically.
-
-    At an epoch's end (steps 0) it is epoch_<n>.pth: epoch_last/epoch_best point at it, epoch
-    files beyond `keep` are pruned, and the step files it supersedes go. Inside an epoch it is
-    step_<epochs>_<steps>.pth, and only the newest step file is kept."""
+def checkpoint_path(folder, position):
+    """Where the checkpoint of `position` (epochs done, steps into the next) goes: at an
+    epoch's end (steps 0) epoch_<n>.pth, inside an epoch step_<epochs>_<steps>.pth."""
     epochs, steps = position
-    name = f"epoch_{epochs}.pth" if steps == 0 else f"step_{epochs}_{steps}.pth"
-    folder.mkdir(exist_ok=True)
-    with atomic_open(folder / name, "wb", uncached=True) as f:
-        f.write(data)
+    return folder / (f"epoch_{epochs}.pth" if steps == 0 else f"step_{epochs}_{steps}.pth")
+
+
+def save_checkpoint(folder, position, staged, is_best, keep=None):
+    """Put the checkpoint of `position`, written into `staged` (files.stage), in place atomically.
+
+    At an epoch's end epoch_last/epoch_best point at it, epoch files beyond `keep` are pruned,
+    and the step files it supersedes go. Inside an epoch only the newest step file is kept."""
+    path = checkpoint_path(folder, position)
+    publish(staged, path, uncached=True)
     for old in checkpoint_files(folder):
-        if STEP_FILE.fullmatch(old.name) and old.name != name:
+        if STEP_FILE.fullmatch(old.name) and old.name != path.name:
             old.unlink()  # an older position, or one this epoch's end supersedes
-    if steps:
+    if position[1]:
         return
-    symlink(name, folder / "epoch_last.pth")
+    symlink(path.name, folder / "epoch_last.pth")
     if is_best:
-        symlink(name, folder / "epoch_best.pth")
+        symlink(path.name, folder / "epoch_best.pth")
     if keep is not None:
         protected = {os.readlink(folder / link) for link in ("epoch_last.pth", "epoch_best.pth")
                      if (folder / link).is_symlink()}

@@ -3,7 +3,6 @@
 import fcntl
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -15,32 +14,55 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
-@contextmanager
-def atomic_open(path, mode="w", uncached=False):
-    """Write to a temp file in the same folder, fsync it, then rename it over `path`.
-    `uncached`: a file written once and seldom read (a checkpoint) leaves the page cache once
-    it is on disk, so it does not push out what training reads every epoch (its data), and
-    the next one is written into memory already in use rather than into fresh pages."""
+def temp_path(path):
+    """Where a new version of `path` is written before it replaces it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def stage(path, data):
+    """`data` written into a temp file beside `path`, not yet on disk: publish(staged, path)
+    puts it in place. Two steps, so that the writing (CPU work) can be done on the training
+    thread and the waiting for the disk on another."""
+    staged = open(temp_path(path), "wb")
     try:
-        with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        staged.write(data)
+        staged.flush()
+    except BaseException:
+        discard(staged)
+        raise
+    return staged
+
+
+def discard(staged):
+    staged.close()
+    Path(staged.name).unlink(missing_ok=True)
+
+
+def publish(staged, path, uncached=False):
+    """fsync the staged file, then rename it over `path`: a reader sees the old file or the new
+    one, never half of one. `uncached`: a file written once and seldom read (a checkpoint)
+    leaves the page cache once it is on disk, so it does not push out what training reads
+    every epoch (its data), and the next one is written into memory already in use rather
+    than into fresh pages."""
+    try:
+        with staged:
+            os.fsync(staged.fileno())
             if uncached and hasattr(os, "posix_fadvise"):  # not on macOS
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
+                os.posix_fadvise(staged.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        os.replace(staged.name, path)
+    except BaseException:
+        discard(staged)
+        raise
+    _fsync_dir(Path(path).parent)
+
+
+def json_bytes(data):
+    return (json.dumps(data, indent=2) + "\n").encode()
 
 
 def write_json(path, data):
-    with atomic_open(path) as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+    publish(stage(path, json_bytes(data)), path)
 
 
 def read_json(path):
@@ -52,7 +74,7 @@ def symlink(target, link):
     """Point `link` at `target` (relative) by renaming a new link over it: `ln -sf` would
     leave a moment with no link at all."""
     link = Path(link)
-    tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
+    tmp = temp_path(link)
     if tmp.is_symlink():
         tmp.unlink()
     os.symlink(target, tmp)

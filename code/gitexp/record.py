@@ -1,10 +1,16 @@
 """What an experiment records (the template's machinery): statistic.json, TensorBoard events,
 checkpoints and finished.txt, all in the folder the launcher gives (GITEXP_DIR).
 
+Where the time goes: the training thread takes each checkpoint's bytes and writes them, with
+the curves and statistic.json, into the page cache (CPU work, done at once); a second thread
+does the waiting, for the disk (fsync) and renames each file into place. Work on another
+thread is not free where training keeps every core busy (on a CPU, torch's threads do): it
+takes a core from them, and their parallel work waits for the slowest thread. A checkpoint
+too big to write at once is copied, then serialised and written on the second thread.
+
 Only global rank 0 of a recorded run records. Elsewhere (other ranks, `python code/main.py`
 alone) a Recorder's methods do nothing, so the loop calls them the same way everywhere.
 """
-import copy
 import json
 import os
 import platform
@@ -15,25 +21,22 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from tensorboard.compat.proto.summary_pb2 import Summary
-from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard._pytorch_graph import graph as traced_graph  # what SummaryWriter.add_graph draws
+from torch.utils.tensorboard.summary import hparams as hparams_summaries, text as text_summary
 
-from gitexp.checkpoint import load_latest, on_cpu, save_checkpoint, serialize, snapshot, tensor_bytes
-from gitexp.files import append_line_once, read_json, write_json
+from gitexp.checkpoint import checkpoint_path, load_latest, on_cpu, save_checkpoint, serialize, snapshot, tensor_bytes
+from gitexp.events import EventFile
+from gitexp.files import append_line_once, json_bytes, publish, read_json, stage, write_json
 
 FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
 # the best/last values feed TensorBoard's HParams tab as scalars; '~' sorts their cards after
 # every curve on the Time Series page, which opens on the first cards
 FINAL_PREFIX = "~"
 STEP_FLUSH_SECONDS = 10
-# The writer thread lets go of the interpreter's lock every few events it builds (some 0.1 ms):
-# holding it for an epoch's worth of them kept the training thread waiting up to the 5 ms
-# switch interval at every epoch's end; letting go after each one slows the writer itself.
-EVENTS_BETWEEN_YIELDS = 8
-# A checkpoint this small is serialised on the training thread, straight from the live state
-# (some 0.3 ms a MB); a bigger one is copied first, then serialised on the writer thread, where
-# torch.save holds the interpreter's lock in bursts that hold up every step: for a few MB that
-# contention costs the training more than the serialising itself.
+# A checkpoint this small is serialised and written on the training thread, straight from the
+# live state (some 0.6 ms a MB); a bigger one is copied first, then serialised and written on
+# the writer thread, where torch.save holds the interpreter's lock in bursts that hold up every
+# step: for a few MB that contention costs the training more than the work itself.
 SERIALIZE_HERE_BYTES = 16 * 2**20
 
 
@@ -70,11 +73,6 @@ def environment():
             "host": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
-def _scalar(tag, value):
-    """A scalar summary with `tag` as it is (SummaryWriter would replace the '~')."""
-    return Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
-
-
 class Recorder:
     def __init__(self, exp_dir, rank, cfg):
         self.active = exp_dir is not None and rank == 0
@@ -82,13 +80,12 @@ class Recorder:
         self.mode = os.environ.get("GITEXP_MODE", "run")
         self.continuing = self.mode == "continue"
         self.statistic = read_json(exp_dir / "statistic.json") if self.active else None
-        self.writer = None
-        # checkpoints and statistic.json are written on a second thread while training goes on;
-        # the state itself is copied on the training thread, so what is written is exactly it
+        self.events = None
+        # the waiting for the disk is done on a second thread while training goes on
         self.writer_thread = ThreadPoolExecutor(max_workers=1) if self.active else None
         self.pending = None  # the last checkpoint's write
         self.queued = []  # every write handed to the writer thread, done or not: its error surfaces
-        self.steps, self.flushed = [], time.monotonic()  # step scalars not yet written
+        self.steps, self.flushed = [], time.time()  # step scalars not yet written
 
     def seed_and_fix(self, fallback_seed):
         """The run's seed and FIX mode, as the launcher recorded them (alone: the fixed seed)."""
@@ -145,16 +142,19 @@ class Recorder:
         if resumed_progress is not None:  # statistic.json may lag: a kill can fall between two writes
             statistic.update(epoch=start_epoch, **resumed_progress)
         write_json(self.exp_dir / "statistic.json", statistic)
+        (self.exp_dir / "checkpoint").mkdir(exist_ok=True)
         # a new events file each start; purge_step hides what a killed run logged past the
         # checkpoint (steps above `step`). Every scalar is logged at the global step, so the
         # purge covers them all.
-        self.writer = SummaryWriter(self.exp_dir / "tensorboard", purge_step=step + 1 if self.continuing else None)
-        self.writer.add_text("environment", f"`{json.dumps(statistic['environment'])}`", step)
+        self.events = EventFile(self.exp_dir / "tensorboard", purge_step=step + 1 if self.continuing else None)
+        self.events.summary(text_summary("environment", f"`{json.dumps(statistic['environment'])}`"), step)
+        self.events.write()
 
     def graph(self, model, example_input):
         if self.active:
             model.eval()  # trace without dropout, so the graph draws nothing from the RNG
-            self.writer.add_graph(model, example_input)
+            self.events.graph(*traced_graph(model, example_input))
+            self.events.write()
 
     def log_step(self, step, scalars):
         """The training step's scalars, each a curve step/<name> at the global step. They are
@@ -162,42 +162,31 @@ class Recorder:
         written one by one, events cost a short step a tenth of its time."""
         if not self.active:
             return
-        self.steps.append((step, "step/", scalars))
-        if time.monotonic() - self.flushed > STEP_FLUSH_SECONDS:
+        now = time.time()
+        self.steps.append((step, now, "step/", scalars))
+        if now - self.flushed > STEP_FLUSH_SECONDS:
             self.flush_steps()
 
     def log_epoch(self, step, results):
         """An epoch's metrics ({"val": {"loss": ...}}) as curves val/loss ..., at the global step;
-        written with the checkpoint that follows (one wake of the writer thread an epoch)."""
+        written with the checkpoint that follows."""
         if self.active:
-            self.steps.append((step, "", {f"{split}/{name}": float(value) for split, metrics in results.items()
-                                          for name, value in metrics.items()}))
+            self.steps.append((step, time.time(), "", {f"{split}/{name}": float(value)
+                                                       for split, metrics in results.items()
+                                                       for name, value in metrics.items()}))
 
     def flush_steps(self):
-        """Hand the kept scalars to the writer thread."""
-        events = self.take_events()
-        if events:
-            self.submit(self._write_events, events)
-
-    def take_events(self):
-        """The kept scalars as [(step, [(tag, value)])], read from the device in one wait."""
-        tensors = [value for _, _, scalars in self.steps for value in scalars.values() if torch.is_tensor(value)]
+        """The kept scalars into the events file, one event a step, read from the device in one
+        copy (one at a time, each would wait for the GPU)."""
+        tensors = [value for _, _, _, scalars in self.steps for value in scalars.values() if torch.is_tensor(value)]
         if len({t.device for t in tensors}) > 1:
             tensors = [t.cpu() for t in tensors]
-        read = iter(torch.stack(tensors).tolist() if tensors else [])  # one copy from the device
-        events = [(step, [(prefix + name, next(read) if torch.is_tensor(value) else value)
-                          for name, value in scalars.items()]) for step, prefix, scalars in self.steps]
-        self.steps, self.flushed = [], time.monotonic()
-        return events
-
-    def _write_events(self, steps):
-        """One event a step, for all of its scalars (on the writer thread: building and writing
-        events costs the training thread nothing)."""
-        for index, (step, values) in enumerate(steps):
-            if index % EVENTS_BETWEEN_YIELDS == 0:
-                time.sleep(0)  # the interpreter's lock, back to the training thread if it waits
-            summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values])
-            self.writer.file_writer.add_summary(summary, step)
+        read = iter(torch.stack(tensors).tolist() if tensors else [])
+        for step, wall_time, prefix, scalars in self.steps:
+            self.events.scalars(step, [(prefix + name, next(read) if torch.is_tensor(value) else value)
+                                       for name, value in scalars.items()], wall_time)
+        self.events.write()
+        self.steps, self.flushed = [], time.time()
 
     def submit(self, work, *args):
         """Run work(*args) on the writer thread, after everything handed to it before."""
@@ -213,30 +202,35 @@ class Recorder:
             future.result()
 
     def save(self, position, state, is_best, best, last, seconds):
-        """Write the checkpoint of `position` (epochs done, steps into the next), then
-        statistic.json, on the writer thread. The curves up to its step reach the events file
-        before it, so a continue from it neither loses nor repeats a point."""
+        """Save the checkpoint of `position` (epochs done, steps into the next) and
+        statistic.json; they reach the disk on the writer thread. The curves up to its step
+        reach the events file before it, so a continue from it neither loses nor repeats a
+        point."""
         if not self.active:
             return
-        if tensor_bytes(state) <= SERIALIZE_HERE_BYTES:
-            data = serialize(on_cpu(state))  # its bytes now: nothing to copy first
-        else:
-            data = snapshot(state)  # a copy training can no longer change; the writer serialises it
+        small = tensor_bytes(state) <= SERIALIZE_HERE_BYTES
+        # a small checkpoint's bytes now, straight from the live state; of a big one a copy
+        # that training can no longer change, which the writer thread serialises
+        taken = serialize(on_cpu(state)) if small else snapshot(state)
         self.statistic.update(epoch=position[0], step=state["step"], **progress(best, last, list(seconds)))
-        if self.pending is not None:  # at most one checkpoint waiting: a slow disk holds training up,
-            self.pending.result()  # not memory
-        self.pending = self.submit(self._persist, self.take_events(), position, data, is_best,
-                                   copy.deepcopy(self.statistic))
+        if self.pending is not None:  # at most one checkpoint in flight: a slow disk holds training
+            self.pending.result()  # up, not memory; and the temp files' names are free again
+        self.flush_steps()
+        path = checkpoint_path(self.exp_dir / "checkpoint", position)
+        statistic = stage(self.exp_dir / "statistic.json", json_bytes(self.statistic))
+        staged = stage(path, taken) if small else None
+        self.pending = self.submit(self._persist, position, staged, None if small else taken, is_best, statistic)
 
-    def _persist(self, events, position, data, is_best, statistic):
-        """The events so far, then the checkpoint, then statistic.json: a checkpoint never
-        lacks a curve's point before it, and statistic.json never claims an epoch not yet on
-        disk."""
-        self._write_events(events)
-        self.writer.flush()
-        data = data if isinstance(data, memoryview) else serialize(data)
-        save_checkpoint(self.exp_dir / "checkpoint", position, data, is_best, self.cfg.keep_checkpoints)
-        write_json(self.exp_dir / "statistic.json", statistic)
+    def _persist(self, position, staged, state, is_best, statistic):
+        """What waits for the disk: the checkpoint (a big one serialised here first), then
+        statistic.json, each in place once it is on disk; so statistic.json never claims an
+        epoch not yet on disk. The curves up to it were written before (a checkpoint never
+        lacks a curve's point before it)."""
+        folder = self.exp_dir / "checkpoint"
+        if staged is None:
+            staged = stage(checkpoint_path(folder, position), serialize(state))
+        save_checkpoint(folder, position, staged, is_best, self.cfg.keep_checkpoints)
+        publish(statistic, self.exp_dir / "statistic.json")
 
     def stop(self, epochs, done, step):
         """Stopped on request, its checkpoint written: continuable."""
@@ -244,7 +238,7 @@ class Recorder:
             return
         self.flush_steps()
         self.wait()
-        self.writer.close()
+        self.events.close()
         self.statistic.update(status="stopped", end=now())
         write_json(self.exp_dir / "statistic.json", self.statistic)
         name = f"{self.statistic['tag']}/{self.statistic['id']}"
@@ -262,8 +256,8 @@ class Recorder:
         between the two steps leaves an experiment that `make continue` finishes cleanly.
 
         The hparams and the best/last metrics go into the run's own events file, for
-        TensorBoard's HParams tab. Not add_hparams: it opens a second writer (a second events
-        file), and its experiment summary would make TensorBoard show only the hparams of
+        TensorBoard's HParams tab. Not SummaryWriter.add_hparams' way: it opens a second events
+        file, and its experiment summary would make TensorBoard show only the hparams of
         whichever run it reads first; without one, TensorBoard builds the table from every
         run's hparams."""
         if not self.active:
@@ -271,13 +265,12 @@ class Recorder:
         self.flush_steps()
         final = {f"{FINAL_PREFIX}{when}/{k}": v for when, m in (("best", best), ("last", last)) if m for k, v in m.items()}
         tb_hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams(self.cfg).items()}
-        _, session_start, session_end = torch.utils.tensorboard.summary.hparams(tb_hparams, final)  # while it writes
+        _, session_start, session_end = hparams_summaries(tb_hparams, final)  # while the last checkpoint is written
         self.wait()  # finished means every checkpoint is on disk
-        self.writer.file_writer.add_summary(session_start, step)
-        for name, value in final.items():
-            self.writer.file_writer.add_summary(_scalar(name, value), step)
-        self.writer.file_writer.add_summary(session_end, step)
-        self.writer.close()
+        self.events.summary(session_start, step)
+        self.events.scalars(step, [(name, float(value)) for name, value in final.items()])
+        self.events.summary(session_end, step)
+        self.events.close()
         statistic = self.statistic
         append_line_once(FINISHED_LIST, f"{statistic['tag']}/{statistic['id']}")
         statistic.update(status="finished", end=now())

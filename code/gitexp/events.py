@@ -1,0 +1,76 @@
+"""The run's TensorBoard events file (the template's machinery).
+
+TensorBoard's own writer (SummaryWriter) hands every event to a thread of its own, which opens
+the file, appends that one event and closes the file again: some 16 us of CPU an event, and a
+wake of that thread, on a machine whose cores the training already keeps busy. Here events wait
+in memory and reach the file in one append (at each checkpoint, and every few seconds); the
+file is the format TensorBoard reads, the one its writer makes: records of an Event each, a
+record being the data's length, a masked CRC-32C of the length, the data, a masked CRC-32C of
+the data.
+"""
+import itertools
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog, TaggedRunMetadata
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+FILES_OPENED = itertools.count()  # tells apart two files one process opens in the same second
+
+
+def record(data):
+    """One record of an events file."""
+    length = struct.pack("<Q", len(data))
+    return b"".join((length, struct.pack("<I", masked_crc32c(length)), data, struct.pack("<I", masked_crc32c(data))))
+
+
+class EventFile:
+    """A new events file in `folder` (one each start of a run). With `purge_step`, TensorBoard
+    hides what the run's earlier files hold from that step on: what a killed run logged past the
+    checkpoint it is continued from."""
+
+    def __init__(self, folder, purge_step=None):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        # SummaryWriter's naming: TensorBoard reads a run's files in the order of their names
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{next(FILES_OPENED)}"
+        self.file = open(Path(folder) / name, "xb")
+        self.pending = []
+        self.add(Event(file_version="brain.Event:2"))
+        if purge_step is not None:
+            self.add(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+
+    def add(self, event, wall_time=None):
+        event.wall_time = time.time() if wall_time is None else wall_time
+        self.pending.append(record(event.SerializeToString()))
+
+    def summary(self, summary, step, wall_time=None):
+        self.add(Event(summary=summary, step=step), wall_time)
+
+    def scalars(self, step, values, wall_time=None):
+        """One event for all of a step's scalars: [(tag, value)]."""
+        self.summary(Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values]),
+                     step, wall_time)
+
+    def graph(self, graph_def, run_metadata):
+        """The model's graph, as torch.utils.tensorboard traces it."""
+        self.add(Event(graph_def=graph_def.SerializeToString()))
+        self.add(Event(tagged_run_metadata=TaggedRunMetadata(tag="step1", run_metadata=run_metadata.SerializeToString())))
+
+    def write(self):
+        """Append the events added so far (to the OS: sync() puts them on disk)."""
+        if self.pending:
+            self.file.write(b"".join(self.pending))
+            self.file.flush()
+            self.pending = []
+
+    def sync(self):
+        os.fsync(self.file.fileno())
+
+    def close(self):
+        self.write()
+        self.sync()
+        self.file.close()
