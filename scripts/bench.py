@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 SCALE = os.environ.get("BENCH_SCALE", "")
-REPEATS = 2 if QUICK else 11  # pairs: one run's loop time wanders by +-5% on a shared VM
+REPEATS = 2 if QUICK else 15  # pairs: one run's loop time wanders by +-5% on a shared VM
 EPOCHS = 2 if QUICK else 6
 IDENTITY = ["-c", "user.name=gitexp bench", "-c", "user.email=bench@localhost"]
 
@@ -126,11 +126,16 @@ def tracking(folder, gpu=False):
     on_command = ["make", "run", "TAG=bench", "FIX=1", "TB=0", f"PYTHON={python}"] + (["GPUS=0"] if gpu else [])
     off_command = [python, "code/main.py"]
     subprocess.run(["make", "data", f"PYTHON={python}"], cwd=folder, env=env, check=True, capture_output=True)
-    timed(off_command, folder, dict(env, TQDM_DISABLE="1"))  # warm the file cache
-    on, off = [], []
-    for _ in range(REPEATS):
-        off.append(timed(off_command, folder, dict(env, TQDM_DISABLE="1")))
-        on.append(timed(on_command, folder, env))
+    sides = {"off": (off_command, dict(env, TQDM_DISABLE="1")), "on": (on_command, env)}
+    timed(sides["off"][0], folder, sides["off"][1])  # warm the file cache
+    times = {"off": [], "on": []}
+    for repetition in range(REPEATS):
+        # off, on, on, off, ...: a machine that speeds up or slows down over the minutes
+        # favours neither side
+        for side in ("off", "on") if repetition % 2 == 0 else ("on", "off"):
+            command, side_env = sides[side]
+            times[side].append(timed(command, folder, side_env))
+    on, off = times["on"], times["off"]
     loop_on, loop_off = (statistics.median(t for _, t in runs) for runs in (on, off))
     launch_on, launch_off = (statistics.median(w - t for w, t in runs) for runs in (on, off))
     # each repetition's pair ran a few seconds apart: its ratio is free of the machine's drift

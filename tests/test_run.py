@@ -71,6 +71,11 @@ def test_run_records_everything(task_project):
     assert {"step/loss", "train/loss", monitor_curve} <= set(scalars)
     per_epoch = len(events.Scalars("step/loss")) // 3  # epoch scalars: at the global step
     assert [e.step for e in events.Scalars(monitor_curve)] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    # each step's point has the time of its step (for TensorBoard's Relative and Wall axes),
+    # though an epoch's points are written together
+    first_epoch = [e.wall_time for e in events.Scalars("step/loss")][:per_epoch]
+    assert first_epoch == sorted(first_epoch)
+    assert first_epoch[-1] - first_epoch[0] > statistic["durations"]["epoch_seconds"][0] / 2
     assert events.Tags()["graph"]
 
     # the run executed the tag's code, snapshotted into the experiment folder

@@ -22,7 +22,7 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 FILES_OPENED = itertools.count()  # tells apart two files one process opens in the same second
 
 
-def record(data):
+def tfrecord(data):
     """One record of an events file."""
     length = struct.pack("<Q", len(data))
     return b"".join((length, struct.pack("<I", masked_crc32c(length)), data, struct.pack("<I", masked_crc32c(data))))
@@ -45,7 +45,7 @@ class EventFile:
 
     def add(self, event, wall_time=None):
         event.wall_time = time.time() if wall_time is None else wall_time
-        self.pending.append(record(event.SerializeToString()))
+        self.pending.append(tfrecord(event.SerializeToString()))
 
     def summary(self, summary, step, wall_time=None):
         self.add(Event(summary=summary, step=step), wall_time)
