@@ -122,7 +122,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_last_good_checkpoint(faulty)
         last = os.readlink(folder / "checkpoint" / "epoch_last.pth")
         kept = torch.load(folder / "checkpoint" / last, weights_only=True)
         assert 1 <= kept["epoch"] < EPOCHS and statistic["epoch"] == kept["epoch"]
-        assert not hidden_temp(folder / "checkpoint")
+        assert not hidden_temp(folder) and not hidden_temp(folder / "checkpoint")
         assert "full/0" not in faulty.finished()
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)

@@ -26,7 +26,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries, text a
 
 from gitexp.checkpoint import checkpoint_path, load_latest, on_cpu, save_checkpoint, serialize, snapshot, tensor_bytes
 from gitexp.events import EventFile
-from gitexp.files import append_line_once, json_bytes, publish, read_json, stage, write_json
+from gitexp.files import append_line_once, discard, json_bytes, publish, read_json, stage, write_json
 
 FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
 # the best/last values feed TensorBoard's HParams tab as scalars; '~' sorts their cards after
@@ -218,7 +218,11 @@ class Recorder:
         self.flush_steps()
         path = checkpoint_path(self.exp_dir / "checkpoint", position)
         statistic = stage(self.exp_dir / "statistic.json", json_bytes(self.statistic))
-        staged = stage(path, taken) if small else None
+        try:
+            staged = stage(path, taken) if small else None
+        except BaseException:
+            discard(statistic)  # no temp file left behind by a full disk
+            raise
         self.pending = self.submit(self._persist, position, staged, None if small else taken, is_best, statistic)
 
     def _persist(self, position, staged, state, is_best, statistic):
@@ -227,9 +231,13 @@ class Recorder:
         epoch not yet on disk. The curves up to it were written before (a checkpoint never
         lacks a curve's point before it)."""
         folder = self.exp_dir / "checkpoint"
-        if staged is None:
-            staged = stage(checkpoint_path(folder, position), serialize(state))
-        save_checkpoint(folder, position, staged, is_best, self.cfg.keep_checkpoints)
+        try:
+            if staged is None:
+                staged = stage(checkpoint_path(folder, position), serialize(state))
+            save_checkpoint(folder, position, staged, is_best, self.cfg.keep_checkpoints)
+        except BaseException:
+            discard(statistic)
+            raise
         publish(statistic, self.exp_dir / "statistic.json")
 
     def stop(self, epochs, done, step):
