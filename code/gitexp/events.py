@@ -61,16 +61,13 @@ class EventFile:
         self.add(Event(tagged_run_metadata=TaggedRunMetadata(tag="step1", run_metadata=run_metadata.SerializeToString())))
 
     def write(self):
-        """Append the events added so far (to the OS: sync() puts them on disk)."""
+        """Append the events added so far (to the OS; close() puts them on disk)."""
         if self.pending:
             self.file.write(b"".join(self.pending))
             self.file.flush()
             self.pending = []
 
-    def sync(self):
-        os.fsync(self.file.fileno())
-
     def close(self):
         self.write()
-        self.sync()
+        os.fsync(self.file.fileno())
         self.file.close()

@@ -34,7 +34,7 @@ FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
 FINAL_PREFIX = "~"
 STEP_FLUSH_SECONDS = 10
 # A checkpoint this small is serialised and written on the training thread, straight from the
-# live state (some 0.6 ms a MB); a bigger one is copied first, then serialised and written on
+# live state (some 1 ms a MB after an epoch); a bigger one is copied first, then serialised and written on
 # the writer thread, where torch.save holds the interpreter's lock in bursts that hold up every
 # step: for a few MB that contention costs the training more than the work itself.
 SERIALIZE_HERE_BYTES = 16 * 2**20
