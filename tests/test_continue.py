@@ -1,13 +1,17 @@
 """`make continue` and `make rerun`: exact resume, exact reproduction (issue 3), on every task
 (issue 10): no metric name or config key of the example, but `epochs` and the run's monitor."""
+import io
 import json
 import os
+import random
+import sys
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import assert_refused, kill_group, wait_for
+from conftest import ROOT, assert_refused, kill_group, wait_for
 
 
 def checkpoint_written(epoch):
@@ -116,6 +120,32 @@ def test_killed_before_first_checkpoint_starts_again_from_epoch_0(task_project):
     assert not (project.result(tag, 0) / "checkpoint" / "epoch_1.pth").exists()
     assert "from epoch 0" in project.make("continue", TAG=tag).stdout
     assert project.statistic(tag, 0)["metrics"] == project.statistic("whole", 0)["metrics"]
+
+
+def test_rng_states_of_an_older_checkpoint_restore_the_same_draws():
+    """Checkpoints hold the Mersenne Twister states as tensors; those written before kept them
+    as lists of ints, and still continue the same."""
+    sys.path.insert(0, str(ROOT / "code"))
+    try:
+        from gitexp.checkpoint import rng_state, set_rng_state
+    finally:
+        sys.path.pop(0)
+    generator = torch.Generator().manual_seed(3)
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    buffer = io.BytesIO()
+    torch.save(rng_state(generator), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+
+    def draws():
+        return random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item()
+    expected = draws()
+    as_lists = dict(state, python=(state["python"][0], state["python"][1].tolist(), state["python"][2]),
+                    numpy=dict(state["numpy"], state=dict(state["numpy"]["state"], key=state["numpy"]["state"]["key"].tolist())))
+    for restored in (state, as_lists):
+        random.seed(9), np.random.seed(9), torch.manual_seed(9)
+        set_rng_state(restored, generator)
+        assert draws() == expected
 
 
 def test_unreadable_newest_checkpoint_falls_back_to_an_older_one(project):

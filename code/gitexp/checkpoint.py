@@ -35,10 +35,13 @@ def seed_everything(seed, fix):
 
 def rng_state(loader_generator):
     numpy_state = np.random.get_state(legacy=False)
-    # np.random.get_state()'s ndarray does not load under weights_only; a list of ints does
-    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
+    # the two Mersenne Twister states' 624 numbers each as one tensor, not as a list: torch.save
+    # pickles a list number by number (a third of a small checkpoint's serialising), and
+    # np.random.get_state()'s ndarray does not load under weights_only
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    version, internal, gauss = random.getstate()
     return {
-        "python": random.getstate(),
+        "python": (version, torch.tensor(internal, dtype=torch.int64), gauss),
         "numpy": numpy_state,
         "torch": torch.get_rng_state(),
         # the current device's only: a checkpoint from GPUS=0,1 must also continue on GPUS=0
@@ -48,8 +51,10 @@ def rng_state(loader_generator):
 
 
 def set_rng_state(state, loader_generator):
+    """`state` from rng_state, or from a checkpoint that kept the numbers as lists (before
+    they were tensors)."""
     version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate((version, tuple(internal.tolist() if torch.is_tensor(internal) else internal), gauss))
     numpy_state = dict(state["numpy"])
     numpy_state["state"] = dict(numpy_state["state"], key=np.array(numpy_state["state"]["key"], dtype=np.uint32))
     np.random.set_state(numpy_state)

@@ -273,12 +273,12 @@ class Recorder:
         self.flush_steps()
         final = {f"{FINAL_PREFIX}{when}/{k}": v for when, m in (("best", best), ("last", last)) if m for k, v in m.items()}
         tb_hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams(self.cfg).items()}
-        _, session_start, session_end = hparams_summaries(tb_hparams, final)  # while the last checkpoint is written
-        self.wait()  # finished means every checkpoint is on disk
+        _, session_start, session_end = hparams_summaries(tb_hparams, final)
         self.events.summary(session_start, step)
         self.events.scalars(step, [(name, float(value)) for name, value in final.items()])
         self.events.summary(session_end, step)
-        self.events.close()
+        self.events.close()  # its fsync while the writer thread's is on the last checkpoint
+        self.wait()  # finished means every checkpoint is on disk
         statistic = self.statistic
         append_line_once(FINISHED_LIST, f"{statistic['tag']}/{statistic['id']}")
         statistic.update(status="finished", end=now())
