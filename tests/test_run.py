@@ -14,7 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import assert_refused
+from conftest import ROOT, assert_refused
 
 STATISTIC_KEYS = {"tag", "id", "commit", "status", "seed", "fix", "host", "start", "end", "epoch",
                   "world_size", "hparams", "metrics", "durations"}
@@ -128,6 +128,29 @@ def test_a_big_checkpoint_serialised_on_the_writer_thread_holds_the_same_state(p
             assert torch.equal(torch.cat([t.flatten().double() for t in tensors(here[part])]),
                                torch.cat([t.flatten().double() for t in tensors(there[part])]))
         assert (here["epoch"], here["step"], here["best"]) == (there["epoch"], there["step"], there["best"])
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["o_direct", "without_o_direct"])
+def test_page_buffer_reaches_the_file_byte_for_byte(tmp_path, monkeypatch, direct):
+    """A small checkpoint's bytes go from a PageBuffer to disk with O_DIRECT, padded to the
+    disk's block and cut back; where os has no O_DIRECT (macOS), through the page cache."""
+    sys.path.insert(0, str(ROOT / "code"))
+    try:
+        from gitexp.files import PageBuffer, publish, stage_direct
+    finally:
+        sys.path.pop(0)
+    if not direct:
+        monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    buffer = PageBuffer(size=8192)
+    for size in (0, 1, 4095, 4096, 4097, 3 << 20):  # the last grows the buffer as it comes
+        data = os.urandom(size)
+        buffer.empty()
+        for start in range(0, size, 100_000):  # torch.save writes a record at a time
+            buffer.write(memoryview(data)[start:start + 100_000])
+        path = tmp_path / f"{size}.pth"
+        publish(stage_direct(path, buffer), path)
+        assert path.read_bytes() == data, size
+    assert len(buffer.memory) % 4096 == 0 and not list(tmp_path.glob(".*.tmp*"))
 
 
 def resident_pages(path):

@@ -104,14 +104,15 @@ def tensor_bytes(tree):
     return 0
 
 
-def serialize(checkpoint):
+def serialize(checkpoint, into=None):
     """The checkpoint as bytes, taken now: what is written later, on another thread, is this.
-    (In memory first also because torch.save hides a full disk behind a vague RuntimeError,
-    where a plain write reports it as the OSError it is.)"""
-    buffer = io.BytesIO()
+    `into`: an emptied files.PageBuffer to hold them (returned), else a new in-memory buffer
+    (its bytes returned). (In memory first also because torch.save hides a full disk behind a
+    vague RuntimeError, where a plain write reports it as the OSError it is.)"""
+    buffer = io.BytesIO() if into is None else into
     with without_crc32():
         torch.save(checkpoint, buffer)
-    return buffer.getbuffer()
+    return buffer.getbuffer() if into is None else into
 
 
 def without_crc32():

@@ -1,9 +1,15 @@
 """Crash-safe file updates: a reader sees the old file or the new one, never half of one.
 (The template's machinery.)"""
+import errno
 import fcntl
 import json
+import mmap
 import os
 from pathlib import Path
+
+# O_DIRECT wants the memory, the offset and the length aligned to the disk's logical block
+# (512 or 4096 bytes): 4096 suits both, and mmap's memory starts on a page
+DIRECT_ALIGNMENT = 4096
 
 
 def _fsync_dir(folder):
@@ -37,6 +43,77 @@ def stage(path, data):
 def discard(staged):
     staged.close()
     Path(staged.name).unlink(missing_ok=True)
+
+
+class PageBuffer:
+    """A file-like buffer in page-aligned memory, for torch.save to write a checkpoint into and
+    stage_direct to write out; kept from one checkpoint to the next (emptied each time), so its
+    pages are in place already."""
+
+    def __init__(self, size=1 << 20):
+        self.memory, self.size = allocate(size), 0
+
+    def empty(self, expected=0):
+        """Emptied, with room for some `expected` bytes (a checkpoint's tensors: the rest of it
+        fits in the margin), so that it grows in one step, not by copies."""
+        self.size = 0
+        wanted = expected + expected // 16 + (256 << 10)
+        if wanted > len(self.memory):
+            self.memory.close()
+            self.memory = allocate(wanted)
+        return self
+
+    def write(self, data):
+        end = self.size + len(data)
+        if end > len(self.memory):
+            grown = allocate(max(end, 2 * len(self.memory)))
+            with memoryview(self.memory) as old:
+                grown[:self.size] = old[:self.size]
+            self.memory.close()
+            self.memory = grown
+        self.memory[self.size:end] = data
+        self.size = end
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+def allocate(size):
+    """Page-aligned memory of at least `size` bytes, a multiple of DIRECT_ALIGNMENT, its pages
+    mapped at once (Linux): faulted in one by one, a few MB would cost a first checkpoint a ms."""
+    return mmap.mmap(-1, -(-size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT,
+                     flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0))
+
+
+def stage_direct(path, buffer):
+    """stage() for a PageBuffer's bytes, with O_DIRECT where the file system takes it: the disk
+    reads them from the buffer itself, with no copy into the page cache for the CPU to make
+    (and to write back and evict later)."""
+    if not hasattr(os, "O_DIRECT"):  # macOS
+        return stage(path, memoryview(buffer.memory)[:buffer.size])
+    padded = -(-buffer.size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT  # the tail is cut off below
+    try:
+        staged = open(temp_path(path), "wb", buffering=0, opener=lambda name, flags: os.open(name, flags | os.O_DIRECT, 0o666))
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # EINVAL: this file system has no O_DIRECT
+            raise
+        return stage(path, memoryview(buffer.memory)[:buffer.size])
+    try:
+        with memoryview(buffer.memory) as memory:
+            written = 0
+            while written < padded:
+                written += staged.write(memory[written:padded])
+        os.ftruncate(staged.fileno(), buffer.size)
+    except OSError as error:
+        discard(staged)
+        if error.errno != errno.EINVAL:  # EINVAL: the file system takes O_DIRECT, but not these sizes
+            raise
+        return stage(path, memoryview(buffer.memory)[:buffer.size])
+    except BaseException:
+        discard(staged)
+        raise
+    return staged
 
 
 def publish(staged, path, uncached=False):
