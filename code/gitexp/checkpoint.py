@@ -50,13 +50,17 @@ def rng_state(loader_generator):
     }
 
 
+def numbers(twister):
+    """A Mersenne Twister state's numbers as a list, from a tensor or (a checkpoint written
+    before they were tensors) a list."""
+    return twister.tolist() if torch.is_tensor(twister) else list(twister)
+
+
 def set_rng_state(state, loader_generator):
-    """`state` from rng_state, or from a checkpoint that kept the numbers as lists (before
-    they were tensors)."""
     version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal.tolist() if torch.is_tensor(internal) else internal), gauss))
+    random.setstate((version, tuple(numbers(internal)), gauss))
     numpy_state = dict(state["numpy"])
-    numpy_state["state"] = dict(numpy_state["state"], key=np.array(numpy_state["state"]["key"], dtype=np.uint32))
+    numpy_state["state"] = dict(numpy_state["state"], key=np.array(numbers(numpy_state["state"]["key"]), dtype=np.uint32))
     np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
