@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 SCALE = os.environ.get("BENCH_SCALE", "")
-REPEATS = 2 if QUICK else 25  # pairs: one run's loop time wanders by 5 to 15% on a shared VM
+REPEATS = 2 if QUICK else 40  # pairs: one run's loop time wanders by 5 to 15% on a shared VM, so its median needs many
 EPOCHS = 2 if QUICK else 6
 IDENTITY = ["-c", "user.name=gitexp bench", "-c", "user.email=bench@localhost"]
 
