@@ -8,7 +8,8 @@ short training in code/config.py), side by side in one run:
                      with TQDM_DISABLE=1: records nothing), alternating, several repetitions.
                      Each side's time is the loop's own "trained in" figure, so start-up and
                      imports stay out of it; R = the median of each pair's on / off, with
-                     its 90% interval (resampled pairs): how far the noise leaves R.
+                     its 90% interval (resampled pairs): how far the noise leaves R. Each
+                     run's environment is padded to a random size (layout_padded).
   launch cost        the wall time of the command minus its loop time, for `make run` and for
                      `python code/main.py`: what the template adds before and after training.
   tables             scripts/bench_tables.py at 10,000 experiments (1,000 quick): make ls over
@@ -131,12 +132,13 @@ def tracking(folder, gpu=False):
     sides = {"off": (off_command, dict(env, TQDM_DISABLE="1")), "on": (on_command, env)}
     timed(sides["off"][0], folder, sides["off"][1])  # warm the file cache
     times = {"off": [], "on": []}
+    draw = random.Random(0)
     for repetition in range(REPEATS):
         # off, on, on, off, ...: a machine that speeds up or slows down over the minutes
         # favours neither side
         for side in ("off", "on") if repetition % 2 == 0 else ("on", "off"):
             command, side_env = sides[side]
-            times[side].append(timed(command, folder, side_env))
+            times[side].append(timed(command, folder, layout_padded(side_env, draw)))
     on, off = times["on"], times["off"]
     loop_on, loop_off = (statistics.median(t for _, t in runs) for runs in (on, off))
     launch_on, launch_off = (statistics.median(w - t for w, t in runs) for runs in (on, off))
@@ -149,6 +151,15 @@ def tracking(folder, gpu=False):
             "tracking_overhead_90": [round(bound, 3) for bound in median_interval(ratios)],
             "pair_ratios": [round(r, 3) for r in ratios],
             "launch_make_run_s": round(launch_on, 3), "launch_python_s": round(launch_off, 3)}
+
+
+def layout_padded(env, draw):
+    """`env` with a variable of random length. The environment's size moves the stack, and
+    with it how a process's memory falls into the caches: a few % faster or slower, the same
+    each time (Mytkowicz et al., "Producing wrong data without doing anything obviously
+    wrong!", ASPLOS 2009). Here two variables more made `python code/main.py` 1% slower. At
+    random on both sides, that bias becomes noise, which the pairs' median evens out."""
+    return dict(env, GITEXP_BENCH_PADDING="x" * draw.randrange(4096))
 
 
 def median_interval(values, level=0.9, resamples=2000):

@@ -141,7 +141,7 @@ def test_page_buffer_reaches_the_file_byte_for_byte(tmp_path, monkeypatch, direc
         sys.path.pop(0)
     if not direct:
         monkeypatch.delattr(os, "O_DIRECT", raising=False)
-    buffer = PageBuffer(size=8192)
+    buffer = PageBuffer()
     for size in (0, 1, 4095, 4096, 4097, 3 << 20):  # the last grows the buffer as it comes
         data = os.urandom(size)
         buffer.empty()

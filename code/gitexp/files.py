@@ -50,16 +50,17 @@ class PageBuffer:
     stage_direct to write out; kept from one checkpoint to the next (emptied each time), so its
     pages are in place already."""
 
-    def __init__(self, size=1 << 20):
-        self.memory, self.size = allocate(size), 0
+    def __init__(self):
+        self.memory, self.size = None, 0  # allocated by the first checkpoint, to its size
 
     def empty(self, expected=0):
         """Emptied, with room for some `expected` bytes (a checkpoint's tensors: the rest of it
         fits in the margin), so that it grows in one step, not by copies."""
         self.size = 0
         wanted = expected + expected // 16 + (256 << 10)
-        if wanted > len(self.memory):
-            self.memory.close()
+        if self.memory is None or wanted > len(self.memory):
+            if self.memory is not None:
+                self.memory.close()
             self.memory = allocate(wanted)
         return self
 
