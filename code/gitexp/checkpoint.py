@@ -36,7 +36,7 @@ def seed_everything(seed, fix):
 def rng_state(loader_generator):
     numpy_state = np.random.get_state(legacy=False)
     # the two Mersenne Twister states' 624 numbers each as one tensor, not as a list: torch.save
-    # pickles a list number by number (a third of a small checkpoint's serialising), and
+    # pickles a list number by number (a fifth of a small checkpoint's serialising), and
     # np.random.get_state()'s ndarray does not load under weights_only
     numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
     version, internal, gauss = random.getstate()

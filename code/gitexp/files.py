@@ -79,38 +79,44 @@ class PageBuffer:
     def flush(self):
         pass
 
+    def getbuffer(self):
+        """The bytes written since it was emptied (as io.BytesIO.getbuffer)."""
+        return memoryview(self.memory)[:self.size]
+
+
+def aligned(size):
+    """`size` rounded up to a multiple of DIRECT_ALIGNMENT."""
+    return -(-size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
+
 
 def allocate(size):
     """Page-aligned memory of at least `size` bytes, a multiple of DIRECT_ALIGNMENT, its pages
     mapped at once (Linux): faulted in one by one, a few MB would cost a first checkpoint a ms."""
-    return mmap.mmap(-1, -(-size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT,
-                     flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0))
+    return mmap.mmap(-1, aligned(size), flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0))
 
 
 def stage_direct(path, buffer):
     """stage() for a PageBuffer's bytes, with O_DIRECT where the file system takes it: the disk
     reads them from the buffer itself, with no copy into the page cache for the CPU to make
     (and to write back and evict later)."""
-    if not hasattr(os, "O_DIRECT"):  # macOS
-        return stage(path, memoryview(buffer.memory)[:buffer.size])
-    padded = -(-buffer.size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT  # the tail is cut off below
+    if hasattr(os, "O_DIRECT"):  # not on macOS
+        try:
+            return _stage_past_the_cache(path, buffer)
+        except OSError as error:
+            if error.errno != errno.EINVAL:  # EINVAL: the file system takes no O_DIRECT, or not these sizes
+                raise
+    return stage(path, buffer.getbuffer())
+
+
+def _stage_past_the_cache(path, buffer):
+    staged = open(temp_path(path), "wb", buffering=0, opener=lambda name, flags: os.open(name, flags | os.O_DIRECT, 0o666))
     try:
-        staged = open(temp_path(path), "wb", buffering=0, opener=lambda name, flags: os.open(name, flags | os.O_DIRECT, 0o666))
-    except OSError as error:
-        if error.errno != errno.EINVAL:  # EINVAL: this file system has no O_DIRECT
-            raise
-        return stage(path, memoryview(buffer.memory)[:buffer.size])
-    try:
+        padded = aligned(buffer.size)  # the tail past buffer.size is cut off again below
         with memoryview(buffer.memory) as memory:
             written = 0
             while written < padded:
                 written += staged.write(memory[written:padded])
         os.ftruncate(staged.fileno(), buffer.size)
-    except OSError as error:
-        discard(staged)
-        if error.errno != errno.EINVAL:  # EINVAL: the file system takes O_DIRECT, but not these sizes
-            raise
-        return stage(path, memoryview(buffer.memory)[:buffer.size])
     except BaseException:
         discard(staged)
         raise
