@@ -153,6 +153,30 @@ def test_page_buffer_reaches_the_file_byte_for_byte(tmp_path, monkeypatch, direc
     assert len(buffer.memory) % 4096 == 0 and not list(tmp_path.glob(".*.tmp*"))
 
 
+@pytest.mark.filterwarnings("ignore")  # the tracer's own (deprecation; charlm's RNN), as in a run's log
+@pytest.mark.parametrize("folder", [ROOT / "code", ROOT / "tests" / "tasks" / "charlm"], ids=["digits", "charlm"])
+def test_the_graph_is_the_one_add_graph_draws(folder):
+    """model_graph traces without torch.jit.trace's check (which slowed the training after it):
+    the GraphDef and RunMetadata are still SummaryWriter.add_graph's, node for node."""
+    from torch.utils.tensorboard._pytorch_graph import graph as add_graphs_graph
+
+    sys.path[:0] = [str(folder), str(ROOT / "code")]
+    try:
+        for name in ("config", "model"):
+            sys.modules.pop(name, None)
+        import config
+        import model
+        from gitexp.record import model_graph
+        net = model.build_model(config).eval()
+        ours, theirs = model_graph(net, model.example_input()), add_graphs_graph(net, model.example_input())
+    finally:
+        del sys.path[:2]
+        for name in ("config", "model"):
+            sys.modules.pop(name, None)
+    assert len(ours[0].node) > 3
+    assert ours == theirs
+
+
 def resident_pages(path):
     """How many pages of a file are in the page cache (mincore(2) on a private map of it)."""
     libc = ctypes.CDLL(None, use_errno=True)
