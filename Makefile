@@ -134,7 +134,10 @@ tb-stop: $(PY_READY) ## stop the background TensorBoard that make run starts (TB
 
 # ---- files --------------------------------------------------------------------------------------
 
+# --clear, so the environment is exactly code/requirements.txt; a .venv that is a link to an
+# environment elsewhere (shared by several clones) would be cleared through the link: refused
 $(VENV)/.installed: code/requirements.txt
+	@if [ -L "$(VENV)" ]; then printf 'error: %s is a link to another environment, which rebuilding it from code/requirements.txt would clear: give PYTHON=%s/bin/python to use it as it is, or remove the link\n' "$(VENV)" "$(VENV)" >&2; exit 2; fi
 	python3 -m venv --clear $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r code/requirements.txt
 	touch $@

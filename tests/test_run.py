@@ -208,6 +208,19 @@ def test_dirty_tree_is_refused_and_left_alone(project):
     assert config.read_text().endswith("# my edit\n")
 
 
+def test_a_venv_linked_to_another_environment_is_not_cleared(project, tmp_path):
+    """make rebuilds .venv with --clear; where .venv is a link to a shared environment, that
+    would clear the shared one, so it is refused and the environment left as it is."""
+    shared = tmp_path / "shared-env"
+    shared.mkdir()
+    (shared / "installed-by-hand.txt").write_text("a package of the user's\n")
+    (project.path / ".venv").symlink_to(shared)
+    result = subprocess.run(["make", "ls"], cwd=project.path, env=project.env, capture_output=True, text=True,
+                            timeout=120)
+    assert_refused(result, ".venv is a link to another environment", "PYTHON=.venv/bin/python")
+    assert [p.name for p in shared.iterdir()] == ["installed-by-hand.txt"]
+
+
 def test_msg_commits_tracked_changes_only(project):
     config = project.path / "code" / "config.py"
     config.write_text(config.read_text() + "# my edit\n")
