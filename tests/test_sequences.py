@@ -195,6 +195,7 @@ def play(project, seed, steps):
     for _ in range(steps):
         getattr(sequence, f"op_{sequence.rng.choice(OPERATIONS)}")()
         sequence.check()
+    print(f"seed {seed}: {len(sequence.log)} commands, {len(sequence.created)} runs made:", *sequence.log, sep="\n  ")
     return sequence
 
 
