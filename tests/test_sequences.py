@@ -25,9 +25,11 @@ class Sequence:
         self.created = {}  # (tag, id): its start time and seed, as first seen
         self.log = []
 
-    def make(self, *args, **variables):
+    def make(self, *args, quiet=False, **variables):
         result = self.project.make(*args, check=False, timeout=600, **variables)
-        self.log.append(f"make {' '.join(args)} {variables} -> {result.returncode}")
+        if not quiet:  # the operations, not the looks of the checks
+            self.log.append(f"make {' '.join(args)} {' '.join(f'{k}={v}' for k, v in variables.items())} "
+                            f"-> {result.returncode}")
         if result.returncode != 0:  # a refusal is fine, but one line and no traceback
             assert "Traceback" not in result.stdout + result.stderr, self.where(result.stderr)
         return result
@@ -135,13 +137,13 @@ class Sequence:
 
     def check_ls(self, runs):
         """make ls and make ls TAG agree with the records (no process runs between steps)."""
-        out = self.make("ls").stdout.splitlines()
+        out = self.make("ls", quiet=True).stdout.splitlines()
         counts = {line.split()[0]: line.split()[2:6] for line in out[1:]}
         for tag in {t for t, _ in runs}:
             statuses = [s["status"] if s["status"] != "running" else "stopped" for (t, _), s in runs.items() if t == tag]
             expected = [str(statuses.count(s)) for s in ("finished", "running", "stopped", "failed")]
             assert counts.get(tag) == expected, self.where(f"ls: {tag} {counts.get(tag)} != {expected}")
-            listed = self.make("ls", TAG=tag).stdout.splitlines()[1:]
+            listed = self.make("ls", quiet=True, TAG=tag).stdout.splitlines()[1:]
             shown = {int(line.split()[0]): line.split()[1] for line in listed}
             assert shown == {n: (s["status"] if s["status"] != "running" else "stopped")
                              for (t, n), s in runs.items() if t == tag}, self.where(f"ls TAG={tag}: {shown}")
