@@ -75,6 +75,21 @@ class Sequence:
     def op_term(self):
         self.interrupted("term")
 
+    def op_beside(self):
+        """A second command while a run runs: another run of its tag, a continue or an rm of it."""
+        tag = self.rng.choice(TAGS)
+        first = self.project.start("run", TAG=tag, FIX="1")
+        time.sleep(self.rng.uniform(0.5, 2.5))
+        second = self.rng.choice(["run", "continue", "rm"])
+        if second == "rm":
+            running = sorted(n for (t, n), s in self.runs().items() if t == tag and s["status"] == "running")
+            if running:
+                self.make("rm", EXP=f"{tag}/{running[-1]}")
+        else:
+            self.make(second, TAG=tag, **({"FIX": "1"} if second == "run" else {}))
+        first.communicate(timeout=300)
+        self.log.append(f"run beside it -> {first.returncode}")
+
     def op_continue(self):
         self.make("continue", TAG=self.rng.choice(TAGS))
 
@@ -184,7 +199,7 @@ class Sequence:
 
 
 OPERATIONS = ["run", "run", "more", "kill", "term", "continue", "continue", "rerun", "rm", "restore", "sweep",
-              "record", "table", "table"]
+              "record", "table", "table", "beside"]
 
 
 def play(project, seed, steps):
