@@ -640,6 +640,7 @@ def check_resumable(folder, statistic, devices, threads):
 
 def do_continue():
     tag = check_tag(env("TAG"))
+    accepting_data()  # ACCEPT_DATA checked before anything is written
     if env("NODE_RANK") and env("NODE_RANK") != "0":
         return follow(tag, parse_devices())
     commit = existing_tag(tag)
