@@ -455,6 +455,8 @@ def start(tag, number, folder, commit, seed, fix, devices, threads, init=None, *
                  "host": socket.gethostname(), "start": now(), "end": None, "epoch": 0,
                  "world_size": processes * nodes, "conditions": conditions(devices, threads),
                  "hparams": {}, "metrics": {}, "durations": {}}
+    if env("GITEXP_SLURM_JOB"):  # scripts/slurm.sbatch: a requeued job continues this run
+        statistic["slurm_job"] = env("GITEXP_SLURM_JOB")
     statistic.update(extra)  # rerun_of, repeat_of, or sweep, point and sweep_run
     write_statistic(folder, statistic)
     print(f"experiment {tag}/{number}: commit {commit[:10]}, seed {seed}{' (FIX=1)' if fix else ''}, "
@@ -583,6 +585,11 @@ def pick_unfinished(tag):
     raise UserError(f"{tag} has no unfinished experiment to continue{now_running} (make ls TAG={tag} shows its ids)")
 
 
+def run_of_job(tag, job):
+    """The id of the run of `tag` that Slurm job `job` started, or None."""
+    return next((number for number, statistic in runs_of_tag(tag) if statistic.get("slurm_job") == job), None)
+
+
 def experiment_folder(tag, number):
     folder = RESULTS / tag / str(number)
     if not (folder / "statistic.json").exists():
@@ -644,7 +651,14 @@ def do_continue():
     if given is not None and given[2] > 0:
         return follow(tag, given)
     commit = existing_tag(tag)
-    number = check_number("ID", env("ID")) if env("ID") else pick_unfinished(tag)
+    job = env("GITEXP_SLURM_JOB")
+    if job and not env("ID"):  # a requeued Slurm job: its own run, whatever else runs under the tag
+        number = run_of_job(tag, job)
+        if number is None:
+            print(f"note: Slurm job {job} was requeued before it recorded a run of {tag}: starting one")
+            return do_more()
+    else:
+        number = check_number("ID", env("ID")) if env("ID") else pick_unfinished(tag)
     folder = experiment_folder(tag, number)
     statistic = read_statistic(folder)
     if statistic.get("status") == "finished":
