@@ -12,6 +12,9 @@
 #                  the same data (a re-sync, a copy); the record keeps both fingerprints
 #   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   several machines through torchrun (NNODES=1:
 #                  torchrun even for one process)
+#   NODES=n        make submit: nodes of the Slurm job (default 1)
+#   SBATCH="..."   make submit, make sweep SLURM=1: more sbatch options (partition, time, account)
+#   SLURM=1        make sweep: submit the runs as one Slurm job array (PARALLEL=k: k at most at once)
 #   NAME=s         make sweep: the sweep file code/sweeps/<NAME>.py
 #   JOBS=n         make sweep: n runs at a time on CPU (default 1; with GPUS: one per GPU)
 #   EXP="x/0 y/3"  make record: experiments to add to a list (default: the last finished);
@@ -36,7 +39,8 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 SHELL := /bin/sh
 
 USER_VARIABLES := TAG ID FIX MSG GPUS NPROC ACCEPT_DATA NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
-                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK BENCH_SCALE NAME JOBS A B FULL YES
+                  EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK BENCH_SCALE NAME JOBS A B FULL YES \
+                  NODES SBATCH SLURM PARALLEL
 # make expands $(...) in a value wherever the variable is used, so each value is frozen as
 # literal text here and reaches the scripts through the environment, never a recipe's shell text.
 # A value from the environment (`TB=0 make run`, `export GPUS=0`) is ignored, and said so once.
@@ -66,6 +70,10 @@ help: ## list the targets (variables: see the top of the Makefile)
 .PHONY: run
 run: $(PY_READY) ## tag HEAD as TAG and run it as TAG/<id> (FIX=1 GPUS=0,1 NPROC=n MSG="...")
 	@"$$PY" scripts/experiment.py run
+
+.PHONY: submit
+submit: $(PY_READY) ## check, tag HEAD as TAG and submit it as a Slurm job (FIX=1 NPROC=n|GPUS=0,1 NODES=n SBATCH="...")
+	@"$$PY" scripts/slurm.py submit
 
 .PHONY: more
 more: $(PY_READY) ## another run of tag TAG's code as TAG/<id>, wherever HEAD is: a new seed (FIX=1: the tag's)
@@ -101,6 +109,10 @@ bench: $(PY_READY) ## measure tracking overhead, launch cost and table speed (BE
 .PHONY: test-gpu
 test-gpu: $(PY_READY) ## run the GPU tests (where CUDA is; PYTHON=python3 on a machine with its own torch)
 	@"$$PY" -m pytest tests -m gpu
+
+.PHONY: test-slurm
+test-slurm: $(PY_READY) ## run the Slurm tests on a private two-node Slurm started here (as root; Debian's slurmctld slurmd munge)
+	@"$$PY" -m pytest tests -m slurm
 
 .PHONY: test-faults
 test-faults: $(PY_READY) ## run the whole fault suite alone: ten kills at each kind of moment, a full disk

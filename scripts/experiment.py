@@ -382,7 +382,8 @@ def execute(folder, mode, devices, threads, init=None, **extra):
         stop_file.touch()
     handlers = {number: signal.signal(number, ask_stop) for number in (signal.SIGTERM, signal.SIGUSR1)}
     with open(folder / "log", "ab") as log:
-        child = subprocess.Popen(command(folder, processes, nodes, node_rank), stdout=subprocess.PIPE, env=child_env)
+        child = subprocess.Popen(command(folder, processes, nodes, node_rank), stdout=subprocess.PIPE, env=child_env,
+                                 preexec_fn=ignore_usr1)
         while True:
             try:
                 chunk = os.read(child.stdout.fileno(), 65536)
@@ -474,10 +475,19 @@ def follow(tag, devices):
         time.sleep(1)
     processes, nodes, node_rank, visible = devices
     print(f"node {node_rank} of {nodes}: training {tag} with node 0 at {env('MASTER_ADDR')}:{env('MASTER_PORT')}")
+    for number in (signal.SIGTERM, signal.SIGUSR1):  # node 0's launcher and ranks decide the stop
+        signal.signal(number, signal.SIG_IGN)
     with tempfile.TemporaryDirectory() as folder:
         snapshot(tag, Path(folder))
-        return subprocess.run(command(Path(folder), processes, nodes, node_rank),
+        return subprocess.run(command(Path(folder), processes, nodes, node_rank), preexec_fn=ignore_usr1,
                               env=child_environment(visible, thread_count(processes))).returncode
+
+
+def ignore_usr1():
+    """In the launched process before exec: srun sends USR1 to every process of a job step, and
+    torchrun, which has no handler for it, would die of it and take its workers down. Ignored
+    there, main.py's own handler (gitexp/stop.py) still takes it in each worker."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def check_tag_free(tag, message):

@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from record import run
 from experiment import (NUMBER, RESULTS, STOPPED, TAG_PATTERN, UserError, check_number, commit_of,
                         cuda_device_count, ensure_clean_tree, env, git, python, read_statistic)
 from record import hold, status_of
@@ -423,6 +424,10 @@ def main():
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
     jobs = [(tag, values, k) for tag, values in tags for k in range(runs)]
+    if env("SLURM") == "1":  # one Slurm job array instead, a task a run: scripts/slurm.py
+        import slurm
+        write_record(name, tags, grid, runs, [])
+        run(lambda: slurm.submit_sweep(name, jobs), status=2)
     where = f"GPUs {','.join(slots)}" if slots[0] is not None else f"{len(slots)} at a time on CPU"
     print(f"sweep {name}: {len(tags)} points x {runs} runs, {where}; each run's output is in its log")
     write_record(name, tags, grid, runs, [])
