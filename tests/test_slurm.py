@@ -116,6 +116,7 @@ def test_a_sweep_is_one_job_array_and_a_preempted_task_continues(slurm_project, 
     (project.path / "code" / "sweeps" / "grid.py").write_text("lr = [0.1, 0.05, 0.02]\nruns_per_point = 2\n")
     project.git("add", "-A")
     project.git("commit", "-qm", "sweep grid")
+    (tmp_path / "local").mkdir()
     local = copy_project(project.path, tmp_path / "local")
     out = project.make("sweep", NAME="grid", SLURM="1", PARALLEL="2", FIX="1").stdout
     array = out.split("submitted job array ")[1].split()[0]
