@@ -18,6 +18,7 @@ TAG comes from the environment.
 import marshal
 import os
 import re
+import shutil
 import subprocess
 
 from record import (DAMAGED, DEPS, MISSING, RACY, RESULTS, UserError, atomic_write, in_halves, keys_of,
@@ -184,6 +185,9 @@ def main():
         list_ids(tag)
     else:
         list_tags()
+    if shutil.which("squeue"):  # on a Slurm cluster: the queued and running jobs, and their runs
+        import slurm
+        slurm.print_jobs()
 
 
 if __name__ == "__main__":

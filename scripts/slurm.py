@@ -93,7 +93,8 @@ def submit():
     variables = dict(job_variables(processes, nodes), GITEXP_TAG=tag)
     output = OUTPUT / "%j.out"
     commit = tag_head(tag)
-    job = sbatch(dict(options, **{"--job-name": f"gitexp-{tag}", "--output": output}), variables)
+    job = sbatch(dict(options, **{"--job-name": f"gitexp-{tag}", "--output": output, "--comment": f"gitexp tag={tag}"}),
+                 variables)
     print(f"submitted job {job}: {tag} at commit {commit[:10]}, {processes * nodes} process(es) on {nodes} node(s); "
           f"output in {OUTPUT}/{job}.out (make ls lists its run once it starts)")
     return 0
@@ -118,6 +119,7 @@ def submit_sweep(name, jobs):
     if env("PYTHON"):
         variables["GITEXP_PYTHON"] = str(Path(env("PYTHON")).absolute()) if "/" in env("PYTHON") else env("PYTHON")
     job = sbatch({"--array": f"0-{len(todo) - 1}%{parallel}", "--job-name": f"gitexp-{name}",
+                  "--comment": f"gitexp sweep={manifest.name}",
                   "--output": OUTPUT / "%A_%a.out", "--nodes": 1, "--ntasks-per-node": 1}, variables)
     manifest.write_text(json.dumps({"sweep": name, "job": job, "runs": [[t, v, k] for t, v, k in todo]}))
     print(f"sweep {name}: submitted job array {job} ({len(todo)} runs, {parallel} at most at once); "
@@ -138,6 +140,36 @@ def queued_runs(name):
                 tag, _, k = record["runs"][int(task)]
                 found.add((tag, k))
     return found
+
+
+def print_jobs():
+    """make ls: a line for each queued or running job of this project, with the run it continues."""
+    listed = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r|%k|%Z"], capture_output=True, text=True)
+    lines = []
+    for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+        job, state, reason, comment, folder = (line.split("|") + [""] * 5)[:5]
+        if not comment.startswith("gitexp ") or Path(folder).resolve() != Path.cwd().resolve():
+            continue
+        kind, _, value = comment[len("gitexp "):].partition("=")
+        lines.append(f"  job {job} {state.lower()}{f' ({reason})' if state == 'PENDING' else ''}: {job_run(kind, value, job)}")
+    if lines:
+        print("Slurm jobs:\n" + "\n".join(lines))
+
+
+def job_run(kind, value, job):
+    """The run a job works on: tag/id once it has started one, else its tag (a sweep's: and run k)."""
+    from experiment import run_of_job
+    from sweep import runs_of
+    if kind == "tag":
+        number = run_of_job(value, job)
+        return f"{value}/{number}" if number is not None else f"{value} (no run yet)"
+    try:
+        record = json.loads((OUTPUT / value).read_text())
+        tag, _, k = record["runs"][int(job.split("_")[1])]
+    except (OSError, ValueError, IndexError, KeyError):
+        return f"sweep ({value}: unreadable)"
+    found = runs_of(tag, record["sweep"], k)
+    return f"{tag}/{found[-1][0]} (sweep {record['sweep']} run {k})" if found else f"{tag} (sweep {record['sweep']} run {k}, no run yet)"
 
 
 def node():
