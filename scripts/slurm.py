@@ -6,8 +6,9 @@ when it starts. The job passes its settings as GITEXP_* variables (not TAG, FIX,
 would note as ignored). Its output goes to __result__/.slurm/<job>.out, appended across requeues.
 
 node: what scripts/slurm.sbatch runs on each node of the job (srun): it starts
-scripts/experiment.py there. Node 0 runs `continue` with the job's id (GITEXP_SLURM_JOB): a
-requeued job takes up the run it recorded, or starts one (experiment.py's do_continue). A task of a
+scripts/experiment.py there. Node 0 runs `more` of the tag, which records the job's id
+(GITEXP_SLURM_JOB); a requeued job runs `continue` with it and takes up the run it recorded, or
+starts one where it had not yet (experiment.py's do_continue). A task of a
 sweep's job array runs its point's run k as make sweep would (sweep.py's next_step).
 """
 import json
@@ -181,7 +182,9 @@ def node():
     if env("GITEXP_SWEEP_TASKS"):
         return sweep_task(variables)
     variables.update(TAG=env("GITEXP_TAG"), GITEXP_SLURM_JOB=env("SLURM_JOB_ID"))
-    os.execve(python(), [python(), "scripts/experiment.py", "continue"], dict(os.environ, **variables))
+    # requeued: the run this job recorded (or a new one, where it had not yet); first: a new run
+    mode = "continue" if (env("SLURM_RESTART_COUNT") or "0") != "0" else "more"
+    os.execve(python(), [python(), "scripts/experiment.py", mode], dict(os.environ, **variables))
 
 
 def sweep_task(variables):

@@ -161,9 +161,8 @@ def test_a_second_ctrl_c_stops_at_once_and_the_run_stays_continuable(project):
 
 
 # ---- Slurm -------------------------------------------------------------------------------------
-# No Slurm cluster runs here (Debian's slurm-wlm needs slurmctld, slurmd and munge set up as
-# services), so the script's logic is run with the variables Slurm sets and two stand-ins on
-# PATH: srun runs its command here, scontrol answers `show hostnames` and records `requeue`.
+# The script's logic, cheaply, with the variables Slurm sets and two stand-ins on PATH: srun runs
+# its command here, scontrol answers `show` and records `requeue`. On a real Slurm: test_slurm.py.
 
 STAND_INS = {
     "srun": '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n',
@@ -177,7 +176,8 @@ def sbatch(project, tmp_path, restart_count, signal_after=None, job_id="42", num
     for name, text in STAND_INS.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    env = dict(project.env, PATH=f"{bin_dir}:{os.environ['PATH']}", TAG="slurm", FIX="1", PYTHON=sys.executable,
+    env = dict(project.env, PATH=f"{bin_dir}:{os.environ['PATH']}", GITEXP_TAG="slurm", GITEXP_FIX="1",
+               GITEXP_PYTHON=sys.executable,
                SLURM_JOB_ID=job_id, SLURM_JOB_NODELIST="node0", SLURM_NNODES="1", SLURM_NODEID="0",
                SLURM_RESTART_COUNT=str(restart_count), SCONTROL_LOG=str(tmp_path / "scontrol.log"))
     job = subprocess.Popen(["sh", "scripts/slurm.sbatch"], cwd=project.path, env=env, start_new_session=True,
