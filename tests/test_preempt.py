@@ -185,6 +185,7 @@ def sbatch(project, tmp_path, restart_count, signal_after=None, job_id="42", num
     if signal_after is not None:
         folder = project.result("slurm", number)
         wait_for(lambda: newest_position(folder) >= signal_after or job.poll() is not None, timeout=300, interval=0.001)
+        assert job.poll() is None, job.communicate()[0]
         os.kill(job.pid, signal.SIGUSR1)  # Slurm's --signal=B:USR1@... reaches the batch shell
     out, _ = job.communicate(timeout=300)
     return job.returncode, out
@@ -193,6 +194,7 @@ def sbatch(project, tmp_path, restart_count, signal_after=None, job_id="42", num
 def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_continues(project, tmp_path):
     project.configure(**project.slow)
     project.make("run", TAG="whole", FIX="1")
+    project.git("tag", "-a", "-m", "submitted", "slurm")  # make submit tags at submission
     status, out = sbatch(project, tmp_path, restart_count=0, signal_after=(1, 0))
     assert project.statistic("slurm", 0)["status"] == "stopped", out
     assert (tmp_path / "scontrol.log").read_text() == "requeue 42\n", out
@@ -205,6 +207,7 @@ def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_continues(
 def test_two_jobs_of_one_tag_requeued_each_continue_their_own_run(project, tmp_path):
     project.configure(**project.slow)
     project.make("run", TAG="whole", FIX="1")
+    project.git("tag", "-a", "-m", "submitted", "slurm")  # make submit tags at submission
     for job, number in (("42", 0), ("43", 1)):
         sbatch(project, tmp_path, restart_count=0, signal_after=(1, 0), job_id=job, number=number)
         assert project.statistic("slurm", number)["status"] == "stopped"
