@@ -57,6 +57,10 @@ def preempt_when_checkpointed(project, cluster, job, tag, number):
     assert cluster.run("scancel", "--signal=USR1", "--batch", job) == ""
 
 
+def by_sweep_run(project, tag):
+    return {s["sweep_run"]: s for s in (project.statistic(tag, n) for n in (0, 1))}
+
+
 def ids(project, tag):
     return sorted(p.name for p in (project.path / "__result__" / tag).iterdir() if p.name.isdigit())
 
@@ -125,9 +129,10 @@ def test_a_sweep_is_one_job_array_and_a_preempted_task_continues(slurm_project, 
     local.make("sweep", NAME="grid", JOBS="2", FIX="1", timeout=900)
     for tag in ("grid-lr0.1", "grid-lr0.05", "grid-lr0.02"):
         assert ids(project, tag) == ["0", "1"], tag
-        for number in (0, 1):
-            ours, theirs = project.statistic(tag, number), local.statistic(tag, number)
-            assert ours["status"] == "finished" and ours["sweep_run"] == theirs["sweep_run"]
-            assert ours["conditions"] == theirs["conditions"]
-            assert ours["metrics"] == theirs["metrics"], (tag, number)
+        ours, theirs = by_sweep_run(project, tag), by_sweep_run(local, tag)  # ids go in finishing order
+        assert sorted(ours) == sorted(theirs) == [0, 1], tag
+        for k in (0, 1):
+            assert ours[k]["status"] == "finished" and ours[k]["conditions"] == theirs[k]["conditions"]
+            assert ours[k]["metrics"] == theirs[k]["metrics"], (tag, k)
+    assert "requeueing job" in (project.path / "__result__" / ".slurm" / f"{array}_0.out").read_text()
     assert "nothing to submit" in project.make("sweep", NAME="grid", SLURM="1").stdout
