@@ -184,7 +184,19 @@ def node():
     variables.update(TAG=env("GITEXP_TAG"), GITEXP_SLURM_JOB=env("SLURM_JOB_ID"))
     # requeued: the run this job recorded (or a new one, where it had not yet); first: a new run
     mode = "continue" if (env("SLURM_RESTART_COUNT") or "0") != "0" else "more"
+    if mode == "continue" and node_rank == "0" and finished_run(env("GITEXP_TAG"), env("SLURM_JOB_ID")):
+        return 0  # the signal came as the run ended: nothing left to do
     os.execve(python(), [python(), "scripts/experiment.py", mode], dict(os.environ, **variables))
+
+
+def finished_run(tag, job):
+    """Whether the run Slurm job `job` recorded is finished (said so); False where it has none."""
+    from experiment import RESULTS as results, read_statistic, run_of_job
+    number = run_of_job(tag, job)
+    if number is None or read_statistic(results / tag / str(number)).get("status") != "finished":
+        return False
+    print(f"{tag}/{number} of job {job} is finished: nothing to continue")
+    return True
 
 
 def sweep_task(variables):

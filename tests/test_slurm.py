@@ -28,7 +28,7 @@ def cluster(tmp_path_factory):
 def slurm_project(pristine, tmp_path, cluster):
     project = copy_project(pristine, tmp_path)
     project.env["SLURM_CONF"] = str(cluster.conf)
-    project.configure("slower", epochs=3, channels=16)  # long enough for a signal mid-run
+    project.configure("slower", epochs=3, channels=32)  # long enough for a signal mid-run
     return project
 
 
