@@ -84,7 +84,7 @@ def test_record_title_table_ls_on_a_real_run(project):
     assert mtime(project, TABLE) > table_mtime
 
     listing = project.make("ls").stdout
-    assert re.search(r"^a\s+0\s+1\s+0\s+0\s+\w{10} template$", listing, re.M), listing
+    assert re.search(r"^a\s+0\s+1\s+0\s+0\s+0\s+\w{10} template$", listing, re.M), listing
     ids = project.make("ls", TAG="a").stdout
     assert re.search(rf"^\s*0\s+finished\s+3\s+{statistic['seed']}\s", ids, re.M), ids
 
@@ -169,17 +169,17 @@ def test_ls_keeps_what_it_read_and_is_never_stale(project):
     path = write_statistic(project, "a", 1)
     write_statistic(project, "b", 0)
     time.sleep(2.2)  # older than RACY_NS: what make ls reads is kept
-    assert re.search(r"^a\s+0-1\s+2\s+0\s+0\s", project.make("ls").stdout, re.M)
+    assert re.search(r"^a\s+0-1\s+2\s+0\s+0\s+0\s", project.make("ls").stdout, re.M)
     assert (project.path / "__statistic__/.deps/ls").is_file()
     stat = path.stat()
     path.write_text(path.read_text().replace('"status": "finished"', '"status": "failed"  '))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and mtime
     assert path.stat().st_size == stat.st_size
-    assert re.search(r"^a\s+0-1\s+1\s+0\s+1\s", project.make("ls").stdout, re.M)
+    assert re.search(r"^a\s+0-1\s+1\s+0\s+0\s+1\s", project.make("ls").stdout, re.M)
     (project.path / "__statistic__/.deps/ls").write_bytes(b"garbage")
     write_statistic(project, "b", 1)
     listing = project.make("ls").stdout
-    assert re.search(r"^a\s+0-1\s+1\s+0\s+1\s", listing, re.M) and re.search(r"^b\s+0-1\s+2\s", listing, re.M)
+    assert re.search(r"^a\s+0-1\s+1\s+0\s+0\s+1\s", listing, re.M) and re.search(r"^b\s+0-1\s+2\s", listing, re.M)
 
 
 def table_files(project, name="record"):

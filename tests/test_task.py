@@ -74,8 +74,8 @@ def test_the_best_epoch_follows_monitor_and_mode(task_project, mode):
     assert statistic["metrics"]["best"]["epoch"] == expected
     assert os.readlink(project.result("best", 0) / "checkpoint" / "epoch_best.pth") == f"epoch_{expected}.pth"
     rows = project.make("ls", TAG="best").stdout.splitlines()
-    assert rows[0].split()[-2:] == ["monitor", "best"]
-    assert rows[1].split()[-2] == monitor
+    assert rows[0].split()[-3:] == ["monitor", "best", "note"]
+    assert rows[1].split()[-2] == monitor  # a run with nothing to note: its last cell is best
     assert float(rows[1].split()[-1]) == pytest.approx(statistic["metrics"]["best"][monitor], abs=1e-4)
 
 
