@@ -24,12 +24,13 @@ from tqdm import tqdm
 import config
 import data
 import task
-from gitexp import datastore, dist, warmstart
+from gitexp import contract, datastore, dist, warmstart
 from gitexp.batches import resume_at
 from gitexp.stop import STOPPED, Stopped, StopRequest
 from gitexp.checkpoint import rng_state, seed_everything, set_rng_state
 from gitexp.record import ConfigError, Recorder, Refused, hparams, progress
-from model import build_model, example_input
+import model as model_file
+from model import build_model
 
 REFUSED = 3  # exit status meaning: bad input, nothing was changed (the launcher relies on it)
 
@@ -55,17 +56,6 @@ def improved(last, best, cfg):
     if cfg.monitor_mode == "max":
         return last[cfg.monitor] > best[cfg.monitor]
     return last[cfg.monitor] < best[cfg.monitor]
-
-
-def optimizers(cfg, model, steps_per_epoch):
-    """task.configure_optimizers' answer as (optimizer, scheduler or None, "step" or "epoch")."""
-    answer = task.configure_optimizers(cfg, model, steps_per_epoch)
-    if not isinstance(answer, dict):
-        answer = {"optimizer": answer}
-    interval = answer.get("interval", "epoch")
-    if interval not in ("step", "epoch"):
-        raise ConfigError(f"configure_optimizers returned interval {interval!r}: use 'step' or 'epoch'")
-    return answer["optimizer"], answer.get("scheduler"), interval
 
 
 def model_fits(checkpoint, path):
@@ -120,8 +110,10 @@ def train(exp_dir, rank, world_size, device):
     seed_everything(seed + rank, fix)  # dropout differs by rank; the data order does not
     generator = torch.Generator().manual_seed(seed)
     train_batches, eval_sets = data.make_loaders(config, data_dir, generator, seed, rank, world_size)
+    eval_sets = contract.eval_sets(eval_sets)
     model = build_model(config).to(device)
-    optimizer, scheduler, interval = optimizers(config, model, len(train_batches))
+    optimizer, scheduler, interval, extra = contract.optimizers(
+        task.configure_optimizers(config, model, len(train_batches)))
     if source is not None:  # its weights now; with init_resume, its whole state just below
         checkpoint = warmstart.load(source, model, config)
     start_epoch, step, best, last, seconds = 0, 0, None, None, []
@@ -131,6 +123,7 @@ def train(exp_dir, rank, world_size, device):
         optimizer.load_state_dict(checkpoint["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
+        contract.load_extra(extra, checkpoint.get("extra", {}))
         start_epoch, step, best, last, seconds = (checkpoint[k] for k in ("epoch", "step", "best", "last", "seconds"))
         mine = rank % len(checkpoint["rng"])  # each rank its own generators
         done = checkpoint.get("done", 0)
@@ -140,16 +133,18 @@ def train(exp_dir, rank, world_size, device):
             set_rng_state(checkpoint["epoch_rng"][mine], generator)
         else:  # after building the model and optimizer, whose init drew from it
             set_rng_state(checkpoint["rng"][mine], generator)
-    recorder.start(start_epoch, step, path, skipped, world_size, data_record,
+    recorder.start((start_epoch, done, len(train_batches)), step, path, skipped, world_size, data_record,
                    progress(best, last, seconds) if checkpoint is not None else None, source)
     if source is not None and source["resume"] and checkpoint["hparams"].get("epochs") != config.epochs and rank == 0:
         print(f"note: {source['experiment']} ran with epochs = {checkpoint['hparams'].get('epochs')}, this run goes on "
               f"to epochs = {config.epochs}: a schedule computed from epochs (cosine to the end, say) now follows "
               "the new total from here on, so it differs from the source's")
     if start_epoch == 0 and done == 0:  # drawn once, by the run's first start
-        recorder.graph(model, example_input().to(device))
+        if hasattr(model_file, "example_input"):  # optional: without it, no graph
+            recorder.graph(model, lambda: contract.on_device(model_file.example_input(), device))
 
     net = DistributedDataParallel(model) if world_size > 1 else model
+    with_state = {"state": extra} if extra else {}  # declared by configure_optimizers: passed on
     stop = StopRequest(exp_dir, world_size, device)
     checkpoint_every = getattr(config, "checkpoint_every", 0) or 0
 
@@ -157,6 +152,7 @@ def train(exp_dir, rank, world_size, device):
         """Everything a continue needs, taken now; rank 0 writes it (every rank takes part)."""
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "extra": {name: obj.state_dict() for name, obj in extra.items()},
                 "epoch": position[0], "done": position[1], "step": step, "best": best, "last": last,
                 "seconds": seconds, "rng": dist.gather(rng_state(generator)), "hparams": hparams(config), **extra}
 
@@ -175,7 +171,7 @@ def train(exp_dir, rank, world_size, device):
         for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches), initial=done,
                           mininterval=1.0,  # a redraw costs the loop; once a second is enough to watch
                           leave=False, file=sys.stderr, **bar):
-            scalars = detached(task.train_step(net, batch, optimizer, device))
+            scalars = detached(task.train_step(net, batch, optimizer, device, **with_state))
             if scheduler is not None and interval == "step":
                 scheduler.step()
             step, done = step + 1, done + 1
@@ -200,7 +196,7 @@ def train(exp_dir, rank, world_size, device):
         model.eval()  # the bare model: evaluation shards differ in length, and DDP must not sync here
         with torch.no_grad():
             for split, batches in eval_sets.items():
-                results[split] = task.evaluate(model, batches, device)
+                results[split] = contract.floats(task.evaluate(model, batches, device, **with_state), "evaluate")
         last = {"epoch": epoch + 1} | {f"{split}_{k}": v for split, r in results.items() for k, v in r.items()}
         seconds.append(round(time.perf_counter() - began, 3))
         if rank == 0:
