@@ -8,6 +8,20 @@ from gitexp.record import ConfigError
 SCHEDULER_KEYS = {"scheduler", "interval"}  # Lightning's lr_scheduler dict, the keys the loop obeys
 
 
+def check_config(cfg):
+    """The values the loop itself reads, checked before training starts."""
+    for name in ("epochs", "monitor", "monitor_mode", "keep_checkpoints"):
+        if not hasattr(cfg, name):
+            raise ConfigError(f"code/config.py has no `{name} = ...` line: the loop needs it (see README, Make it yours)")
+    if cfg.monitor_mode not in ("min", "max"):
+        raise ConfigError(f"monitor_mode = {cfg.monitor_mode!r} in code/config.py is neither 'min' nor 'max': "
+                          "say whether a lower or a higher monitor is better")
+    for name in ("eval_every", "checkpoint_every"):
+        value = getattr(cfg, name, 0)
+        if not (value is None or isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise ConfigError(f"{name} = {value!r} in code/config.py is not a number of steps: 0 for none")
+
+
 def is_stateful(obj):
     """The Stateful protocol of torch.distributed.checkpoint: what a checkpoint can hold."""
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
