@@ -97,10 +97,13 @@ def latest_checkpoint(folder):
     return checkpoint
 
 
-def compare_steps(first, second, start, what):
-    """The first step from `start` whose batch or scalars differ between two runs' notes, in words."""
+def compare_steps(first, second, start, what, end=None):
+    """The first step from `start` (to `end`) whose batch or scalars differ between two runs'
+    notes, in words."""
     for rank, (a, b) in enumerate(zip(first, second)):
-        for n, (x, y) in enumerate(zip(a["seen"][start:], b["seen"][start:]), start + 1):
+        if len(a["seen"]) != len(b["seen"]):
+            return "batch", f"the runs {what} took {len(a['seen'])} and {len(b['seen'])} steps"
+        for n, (x, y) in enumerate(zip(a["seen"][start:end], b["seen"][start:end]), start + 1):
             on = f" on rank {rank}" if len(first) > 1 else ""
             if x["batch"] != y["batch"]:
                 return "batch", f"the batches {what} differ (step {n}{on})"
@@ -113,7 +116,7 @@ def compare_steps(first, second, start, what):
 
 def resume_findings(temp, whole, resumed, half):
     """What differs between the uninterrupted run and the restored one, first divergence first."""
-    kind, said = compare_steps(whole, resumed, 0, "before the checkpoint")
+    kind, said = compare_steps(whole, resumed, 0, "before the checkpoint", half)
     if kind:
         return [f"{said}: two fresh starts differ, so nothing can resume exactly: draw every random number from "
                 "torch, numpy or random (seeded by the loop) or from `generator`, never from the time or os.urandom"]
