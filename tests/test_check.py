@@ -56,6 +56,7 @@ def test_batches_drawn_after_the_restore_are_named(project):
     assert_fails(project, "the batches after the restore differ (step ", "does not draw its order from `generator`")
 
 
+@pytest.mark.slow
 def test_a_hidden_state_of_train_step_is_named(project):
     edit(project, "task.py", ("def train_step(model, batch, optimizer, device):\n",
                               "CALLS = [0]\n\n\ndef train_step(model, batch, optimizer, device):\n    CALLS[0] += 1\n"),

@@ -65,28 +65,6 @@ def test_a_dict_model_lightning_schedule_and_tensor_metrics_run_through(project)
     assert events.Tags()["graph"]  # the dict output drawn
 
 
-@pytest.mark.parametrize("answer, fragment", [
-    ('{"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch", "monitor": "val_loss"}', "'monitor'"),
-    ('{"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "frequency": 2}}', "'frequency'"),
-])
-def test_an_unknown_key_of_configure_optimizers_is_one_line_before_training(project, answer, fragment):
-    edit(project, "task.py", ('{"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch"}', answer))
-    project.git("commit", "-qam", "a key the loop would ignore")
-    result = project.make("run", TAG="key", check=False)
-    said = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
-    assert result.returncode != 0 and len(said) == 1 and fragment in said[0], result.stdout
-    assert "epoch 1/" not in (project.result("key", 0) / "log").read_text()
-
-
-def test_an_evaluation_set_named_train_is_refused_before_training(project):
-    edit(project, "data.py", ('{"val": shard(val), "test": shard(test)}', '{"train": shard(val), "test": shard(test)}'))
-    project.git("commit", "-qam", "an evaluation set named train")
-    result = project.make("run", TAG="train", check=False)
-    said = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
-    assert result.returncode != 0 and len(said) == 1 and "evaluation set named 'train'" in said[0], result.stdout
-    assert "epoch 1/" not in (project.result("train", 0) / "log").read_text()
-
-
 def test_configure_optimizers_answers_in_every_shape():
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
