@@ -72,7 +72,8 @@ def one_line(error):
 def train(exp_dir, rank, world_size, device):
     """The training loop. Records into `exp_dir` on rank 0; with exp_dir None, records nothing."""
     recorder = Recorder(exp_dir, rank, config)
-    start = Start(recorder, config, data, model_fits, Path(__file__).with_name("seed"))  # agreed by every rank
+    # the checkpoint, seed, data and warm start every rank agrees on, or the refusal they all stop with
+    start = Start(recorder, config, data, model_fits, Path(__file__).with_name("seed"), world_size)
     seed_everything(start.seed + rank, start.fix)  # dropout differs by rank; the data order does not
     generator = torch.Generator().manual_seed(start.seed)
     train_batches, eval_sets = data.make_loaders(config, start.data_dir, generator, start.seed, rank, world_size)
@@ -89,7 +90,7 @@ def train(exp_dir, rank, world_size, device):
         states.load_state_dict(checkpoint)
         position.load_state_dict(checkpoint)  # after the model and optimizer, whose init drew from the RNG
     recorder.start((position.epoch, position.done, len(train_batches)), position.step, start.path, start.skipped,
-                   world_size, start.data_record, progress(position.best, position.last, position.seconds)
+                   world_size, device, start.data_record, progress(position.best, position.last, position.seconds)
                    if checkpoint is not None else None, start.source)
     warmstart.note_epochs(start.source, checkpoint, config, rank)
     if position.step == 0 and hasattr(model_file, "example_input"):  # drawn once, by the run's first start
@@ -165,6 +166,8 @@ def train(exp_dir, rank, world_size, device):
             recorder.stop(epoch + 1, 0, position.step)
             raise Stopped
 
+    if rank == 0:
+        recorder.data_at_end(datastore.at_end(config, data, start.data_dir, start.data_record, start.data_listing))
     recorder.finish(position.best, position.last, position.step)
     best, last = position.best, position.last
     if rank == 0 and best is not None:

@@ -171,9 +171,10 @@ def check():
         if findings:
             return 1
     info = whole[0]
+    key_files = ", ".join(info.get("data_key_files") or ["nothing (no prepare)"])
     print(f"check passed: the contract; exact resume at step {info['half']} to step {info['whole']} "
           f"({info['steps_per_epoch']} steps an epoch) in {nproc} process{'es' if nproc > 1 else ''}"
-          f"{'; two FIX=1 runs equal' if fix else ''}; the data key follows {', '.join(info.get('data_key_files') or ['(no prepare)'])}"
+          f"{'; two FIX=1 runs equal' if fix else ''}; the data key follows {key_files}"
           f" ({time.perf_counter() - began:.1f}s)")
     return 0
 

@@ -75,7 +75,8 @@ def test_an_ema_kept_outside_the_checkpoint_is_named(request, tmp_path):
 
 
 @pytest.mark.parametrize("file, old, new, fragment", [
-    ("task.py", '"interval": "epoch"}', '"interval": "epoch", "frequency": 1}', "configure_optimizers returned the keys"),
+    ("task.py", '"interval": "epoch"}', '"interval": "epoch", "frequency": 1}',
+     "configure_optimizers returned the keys"),
     ("data.py", '{"val": shard(val), "test"', '{"train": shard(val), "test"', "evaluation set named 'train'"),
     ("task.py", 'return {"loss": loss_sum / count, "acc": correct / count}', 'return {"loss": [loss_sum]}',
      "evaluate returned a value that is not a number"),

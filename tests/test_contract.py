@@ -36,10 +36,12 @@ def hugging_face_shaped(project):
     """The example as a Hugging Face model and a Lightning user would write it: the forward
     returns a dict and takes keyword inputs, evaluate returns tensors, configure_optimizers
     Lightning's shape with a per-step schedule, and train_step reads the config."""
-    edit(project, "model.py", ("return self.classifier(self.features(x))", "return {'logits': self.classifier(self.features(x))}"),
+    edit(project, "model.py",
+         ("return self.classifier(self.features(x))", "return {'logits': self.classifier(self.features(x))}"),
          ("return torch.zeros(batch, 1, 8, 8)", "return {'x': torch.zeros(batch, 1, 8, 8)}"))
     edit(project, "task.py", ("import torch\n", "import torch\n\nimport config\n"),
-         ("logits = model(x)\n    loss = F", "logits = model(x)['logits']\n    assert config.batch_size == len(y) or len(y) < config.batch_size\n    loss = F"),
+         ("logits = model(x)\n    loss = F", "logits = model(x)['logits']\n    loss = F"),
+         ('"lr": optimizer.param_groups[0]["lr"]}', '"lr": optimizer.param_groups[0]["lr"], "size": config.batch_size}'),
          ("logits = model(x)\n        loss_sum", "logits = model(x)['logits']\n        loss_sum"),
          ('return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch"}',
           'scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 10, 0.5)\n'
@@ -56,6 +58,7 @@ def test_a_dict_model_lightning_schedule_and_tensor_metrics_run_through(project)
     assert statistic["status"] == "finished"
     last = statistic["metrics"]["last"]
     assert all(type(v) in (int, float) for v in last.values()) and 0 < last["val_loss"]
+    assert last["train_size"] == 32  # train_step read config.py through `import config`
     # the schedule is stepped every step and saved: 40 steps an epoch, halved every 10
     assert last["train_lr"] < 0.002 / 100
     checkpoint = torch.load(project.result("hf", 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
@@ -70,7 +73,8 @@ def test_configure_optimizers_answers_in_every_shape():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
     assert contract.optimizers(optimizer) == (optimizer, None, "epoch", {})
-    assert contract.optimizers({"optimizer": optimizer, "lr_scheduler": scheduler}) == (optimizer, scheduler, "epoch", {})
+    lightning = {"optimizer": optimizer, "lr_scheduler": scheduler}
+    assert contract.optimizers(lightning) == (optimizer, scheduler, "epoch", {})
     counter = torch.optim.lr_scheduler.StepLR(optimizer, 2)  # any object with state_dict/load_state_dict
     assert contract.optimizers({"optimizer": optimizer, "scheduler": scheduler, "interval": "step",
                                 "state": {"counter": counter}}) == (optimizer, scheduler, "step", {"counter": counter})

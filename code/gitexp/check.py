@@ -99,7 +99,8 @@ def evaluate_once(captured, scalars):
     names = {f"train_{name}" for name in scalars}
     with torch.no_grad():
         for split, batches in contract.eval_sets(captured["eval_sets"]).items():
-            metrics = contract.floats(task.evaluate(model, batches, captured["device"], **captured["state"]), "evaluate")
+            answer = task.evaluate(model, batches, captured["device"], **captured["state"])
+            metrics = contract.floats(answer, "evaluate")
             names |= {f"{split}_{name}" for name in metrics}
     if config.monitor not in names:
         raise ConfigError(f"monitor = {config.monitor!r} is not a metric (there are: {', '.join(sorted(names))}): "

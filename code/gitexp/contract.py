@@ -5,7 +5,7 @@ import torch
 
 from gitexp.record import ConfigError
 
-SCHEDULER_KEYS = {"scheduler", "interval"}  # Lightning's lr_scheduler dict, the keys the loop obeys
+SCHEDULER_KEYS = {"scheduler", "interval"}  # of Lightning's lr_scheduler dict, the keys the loop obeys
 
 
 def check_config(cfg):

@@ -39,6 +39,11 @@ def die_with_parent():
         os._exit(1)
 
 
+def rank():
+    """This process's global rank (0 without a process group)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def broadcast(obj):
     """Rank 0's `obj` on every rank (itself where there is one process)."""
     if not dist.is_initialized():

@@ -27,14 +27,27 @@ class Start:
     """What every rank starts from: the seed and FIX mode, the checkpoint to continue from (or a
     warm start's), the prepared data. Rank 0 decides, the others follow, or all refuse."""
 
-    def __init__(self, recorder, cfg, data_module, check_fits, seed_file):
+    def __init__(self, recorder, cfg, data_module, check_fits, seed_file, world_size):
         self.checkpoint, self.path, self.skipped = agreed(lambda: recorder.checkpoint_to_resume(check_fits))
+        self.refuse(self.other_world(world_size))
         self.seed, self.fix = dist.broadcast(recorder.seed_and_fix(int(Path(seed_file).read_text())))
         contract.check_config(cfg)
         self.data_dir, self.data_record = datastore.ensure(cfg, data_module)  # prepared once, then found again
+        # the data's listing now, to tell at the end whether it changed under the run
+        self.data_listing = datastore.listing_fingerprint(self.data_dir) \
+            if self.data_dir is not None and dist.rank() == 0 else None
         agreed(lambda: self.refuse(recorder.check_data(self.data_record)))
         # a fresh start: from another experiment, if init_from says so
         self.source = agreed(lambda: warmstart.resolve(cfg, warmstart.expected())) if self.checkpoint is None else None
+
+    def other_world(self, world_size):
+        """A checkpoint inside an epoch continues only with as many processes as wrote it (its
+        batches were sharded by them)."""
+        if self.checkpoint is not None and self.checkpoint.get("done") and len(self.checkpoint["rng"]) != world_size:
+            return (f"{self.path} was written inside an epoch by {len(self.checkpoint['rng'])} process(es), this "
+                    f"continue has {world_size}: continue it as it ran (make continue without GPUS/NPROC/NNODES "
+                    "takes its own)")
+        return None
 
     @staticmethod
     def refuse(refusal):
