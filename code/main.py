@@ -6,6 +6,7 @@ TensorBoard, checkpoints, every RNG, torchrun). Started by the Makefile, never b
 recorded run:
     make run TAG=x [FIX=1]      # snapshot tag x's code into __result__/x/<id>/code and run it
     make continue TAG=x [ID=n]  # resume x/<n> from its last checkpoint
+    make check [NPROC=2]        # prove this task's contract and exact resume, recording nothing
 The launcher (scripts/experiment.py) runs this file from the project root with
 GITEXP_DIR=__result__/x/<id>, whose statistic.json already holds the seed and FIX mode.
 `python code/main.py` alone trains once with the fixed seed and records nothing.

@@ -44,8 +44,8 @@ def processes():
 def prepared_copy(root, temp):
     """The working tree's code/ (uncommitted changes and all), and links to the shared folders."""
     shutil.copytree(root / "code", temp / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (root / "__data__").mkdir(exist_ok=True)  # data a check prepares is kept for the runs
     for name in SHARED:
-        (root / name).mkdir(exist_ok=True) if name == "__data__" else None
         if (root / name).exists():
             (temp / name).symlink_to((root / name).resolve())
 
@@ -59,6 +59,8 @@ def one_run(temp, name, how, nproc, mode="run", seed=None):
     driver = str(temp / "code" / "gitexp" / "check.py")
     command = [sys.executable, driver] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", driver]
+    # one intra-op thread unless told otherwise: a check's steps are small, and on a shared
+    # machine more threads mostly wait for each other (a run took 1 s with one, 29 s with two)
     env = dict(os.environ, GITEXP_DIR=str(folder), GITEXP_MODE=mode, GITEXP_CHECK=how, PYTHONDONTWRITEBYTECODE="1",
                TQDM_DISABLE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     env.pop("GITEXP_STOP_AT", None)
@@ -91,10 +93,11 @@ def first_difference(a, b, where):
 
 
 def latest_checkpoint(folder):
-    sys.path.insert(0, str(folder.parent / "code"))
+    """The newest checkpoint of a check's run, read by the template's own reader."""
+    if str(folder.parent / "code") not in sys.path:
+        sys.path.insert(0, str(folder.parent / "code"))
     from gitexp.checkpoint import load_latest
-    checkpoint, path, _ = load_latest(folder / "checkpoint")
-    return checkpoint
+    return load_latest(folder / "checkpoint")[0]
 
 
 def compare_steps(first, second, start, what, end=None):
@@ -172,8 +175,8 @@ def check():
             return 1
     info = whole[0]
     key_files = ", ".join(info.get("data_key_files") or ["nothing (no prepare)"])
-    print(f"check passed: the contract; exact resume at step {info['half']} to step {info['whole']} "
-          f"({info['steps_per_epoch']} steps an epoch) in {nproc} process{'es' if nproc > 1 else ''}"
+    print(f"check passed: the contract; exact resume (restored at step {info['half']}, equal through step "
+          f"{info['whole']}, {info['steps_per_epoch']} steps an epoch) in {nproc} process{'es' if nproc > 1 else ''}"
           f"{'; two FIX=1 runs equal' if fix else ''}; the data key follows {key_files}"
           f" ({time.perf_counter() - began:.1f}s)")
     return 0

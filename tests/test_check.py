@@ -17,7 +17,7 @@ def assert_passes(project, **variables):
     before = untouched(project)
     result = project.make("check", **variables)
     lines = result.stdout.splitlines()
-    assert lines and lines[-1].startswith("check passed: the contract; exact resume at step "), result.stdout
+    assert lines and lines[-1].startswith("check passed: the contract; exact resume (restored at step "), result.stdout
     assert result.stderr == "" or "error:" not in result.stderr, result.stderr
     assert untouched(project) == before  # nothing recorded, nothing changed
     return lines[-1]
