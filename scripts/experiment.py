@@ -362,12 +362,12 @@ def child_environment(visible, threads=None, **extra):
     return child_env
 
 
-def execute(folder, mode, devices, threads, init=None):
+def execute(folder, mode, devices, threads, init=None, **extra):
     """Run main.py, copying its stdout to the terminal and to the log (stderr, where tqdm draws
     its bars, goes to the terminal only). Returns main.py's exit status."""
     processes, nodes, node_rank, visible = devices
     child_env = child_environment(visible, threads, GITEXP_DIR=str(folder), GITEXP_MODE=mode,
-                                  **init_expected(init), **accepting_data())
+                                  **init_expected(init), **accepting_data(), **extra)
     # a background TensorBoard over every experiment, one per project; a continue may still be
     # refused by main.py, so it waits for main.py's first line, printed once the resume is accepted
     live_tensorboard = env("TB") != "0"
@@ -655,12 +655,11 @@ def do_continue():
     if held is None:
         raise UserError(f"{tag}/{number} is running right now: wait for it, or stop it first")
     changed = check_resumable(folder, statistic, devices, threads)
+    # main.py records the change once the continue is accepted (a refusal changes nothing)
+    other_conditions = {"GITEXP_CONDITIONS": json.dumps(conditions(devices, threads))} if changed else {}
     if changed:
         print(f"note: {tag}/{number} goes on from an epoch's end with {'; '.join(changed)}: its numbers will differ "
               "from an uninterrupted run's (recorded under conditions.changed)")
-        statistic.setdefault("conditions", {}).setdefault("changed", []).append(
-            {"epoch": statistic.get("epoch"), **conditions(devices, threads)})
-        write_statistic(folder, statistic)
     snapshot(tag, folder)
     processes, nodes, _, visible = devices
     if processes * nodes > 1:  # under torchrun, a refusal would look like a crash: ask first
@@ -670,7 +669,7 @@ def do_continue():
         if check.returncode != 0:
             return 1  # main.py said why; nothing was changed
     offset = log_size(folder)
-    status = execute(folder, "continue", devices, threads, statistic.get("init_from"))
+    status = execute(folder, "continue", devices, threads, statistic.get("init_from"), **other_conditions)
     if status == REFUSED:
         return 1  # main.py said why; nothing was changed
     conclude(folder, status, offset)

@@ -202,3 +202,15 @@ def test_rm_protects_a_run_a_list_names_by_its_bare_tag_or_a_sweep_list(project)
     before = project.snapshot()
     assert_refused(project.make("rm", EXP="s-lr0.002/0", check=False), "sweep s's list (s-lr0.002/0)")
     assert project.snapshot() == before
+
+
+def test_a_continue_from_an_epoch_end_with_other_conditions_is_recorded(project):
+    from test_continue import checkpoint_written, kill_when
+    project.configure(**project.slow)
+    tag = kill_when(project, checkpoint_written(1))
+    out = project.make("continue", TAG=tag, NPROC="2").stdout
+    assert "goes on from an epoch's end with world size 1 -> 2" in out, out
+    statistic = project.statistic(tag, 0)
+    assert statistic["status"] == "finished" and statistic["conditions"]["world_size"] == 1
+    (changed,) = statistic["conditions"]["changed"]
+    assert changed["world_size"] == 2 and changed["epoch"] >= 1

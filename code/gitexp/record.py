@@ -180,6 +180,9 @@ class Recorder:
         statistic.update(status="running", hparams=hparams(self.cfg), world_size=world_size, end=None)
         if data_record is not None and not (self.continuing and statistic.get("data")):
             statistic["data"] = {"key": data_record.get("key"), "fingerprint": data_record["fingerprint"]}
+        if self.continuing and os.environ.get("GITEXP_CONDITIONS"):  # the launcher let it go on with others
+            statistic.setdefault("conditions", {}).setdefault("changed", []).append(
+                {"epoch": start_epoch, "step": step, **json.loads(os.environ["GITEXP_CONDITIONS"])})
         if self.accepted is not None:
             statistic["data"].setdefault("accepted", []).append(self.accepted)
             print(f"note: going on over data {self.accepted['fingerprint'][:12]} (ACCEPT_DATA=1): recorded in "
