@@ -69,7 +69,7 @@ def test_a_refused_continue_with_two_processes_changes_nothing(project):
 def test_a_crash_on_one_rank_fails_the_whole_run(project):
     main = project.path / "code" / "main.py"
     text = main.read_text()
-    hook = "        is_best = improved(last, best, config)\n"
+    hook = "        is_best = evaluation(began)\n"
     assert hook in text
     main.write_text(text.replace(hook, hook + "        if rank == 1 and epoch == 1:\n"
                                              "            raise RuntimeError('rank 1 crashed')\n"))

@@ -148,8 +148,12 @@ def test_a_signal_stops_after_one_step_with_a_checkpoint(project, how):
     statistic = project.statistic("sig", 0)
     assert statistic["status"] == "stopped", out
     epochs, done = newest_position(folder)
-    assert epochs == 1 and done > 0  # a checkpoint inside epoch 2, where it stopped
-    checkpoint = torch.load(folder / "checkpoint" / f"step_{epochs}_{done}.pth", weights_only=True)
+    if processes:  # at the ranks' next agreement, within a second: inside epoch 2 or at its end
+        assert (1, 0) < (epochs, done) <= (2, 0)
+    else:
+        assert epochs == 1 and done > 0  # a checkpoint inside epoch 2, where it stopped
+    checkpoint = torch.load(folder / "checkpoint" / (f"step_{epochs}_{done}.pth" if done else f"epoch_{epochs}.pth"),
+                            weights_only=True)
     steps = [step for step, _ in curves(folder)["step/loss"]]
     assert steps[-1] == statistic["step"] == checkpoint["step"]  # no step trained past the checkpoint
     assert "stopped after epoch" in (folder / "log").read_text()
