@@ -122,7 +122,7 @@ def launcher_pid(project, run):
 
 
 @pytest.mark.parametrize("how", ["SIGUSR1 to main.py", "SIGTERM to the launcher", "SIGTERM, two processes",
-                                 "SIGUSR1 to one of two processes"])
+                                 pytest.param("SIGUSR1 to one of two processes", marks=pytest.mark.slow)])
 def test_a_signal_stops_after_one_step_with_a_checkpoint(project, how):
     """One step later (two processes: at their next agreement, about a second later), every
     rank at the same step, even where only one of them was asked."""

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import copy_project, kill_group, wait_for
 from test_continue import assert_equal_trees, assert_same_state
@@ -21,9 +22,24 @@ def inside_epoch_2(folder):
     return any((folder / "checkpoint").glob("step_1_*.pth"))
 
 
+def assert_evaluated_every_n_steps(project, tag):
+    """eval_every = 7: the best may be an evaluation inside an epoch; its step checkpoint is kept."""
+    statistic = project.statistic(tag, 0)
+    best = statistic["metrics"]["best"]
+    assert statistic["metrics"]["last"]["step"] == statistic["step"] and "step" in best
+    folder = project.result(tag, 0) / "checkpoint"
+    target = (folder / "epoch_best.pth").resolve()
+    assert torch.load(target, weights_only=True)["step"] == best["step"]
+    kept = sorted(p.name for p in folder.glob("step_*.pth"))
+    assert not kept or kept == [target.name]  # of the step files only the best
+    steps = [e.step for e in EventAccumulator(str(project.result(tag, 0) / "tensorboard")).Reload().Scalars("val/acc")]
+    assert steps[:3] == [7, 14, 21]  # the validation curve every 7 steps
+
+
 @pytest.mark.parametrize("nproc", ["1", pytest.param("2", marks=pytest.mark.slow)])
 def test_killed_inside_an_epoch_continues_bit_for_bit_ema_included(vision, nproc):
     vision.make("run", TAG="whole", FIX="1", NPROC=nproc)
+    assert_evaluated_every_n_steps(vision, "whole")
     run = vision.start("run", TAG="cut", FIX="1", NPROC=nproc)
     folder = vision.result("cut", 0)
     wait_for(lambda: inside_epoch_2(folder) or run.poll() is not None, interval=0.001)
@@ -38,15 +54,3 @@ def test_killed_inside_an_epoch_continues_bit_for_bit_ema_included(vision, nproc
     assert final["extra"]["ema"]["n_averaged"] > 0
     assert_equal_trees(final["extra"], reference["extra"], "extra")
     assert vision.statistic("cut", 0)["metrics"] == vision.statistic("whole", 0)["metrics"]
-
-
-def test_evaluation_every_n_steps_picks_the_best_and_keeps_its_checkpoint(vision):
-    vision.make("run", TAG="steps")
-    statistic = vision.statistic("steps", 0)
-    best = statistic["metrics"]["best"]
-    assert statistic["metrics"]["last"]["step"] == statistic["step"] and "step" in best
-    folder = vision.result("steps", 0) / "checkpoint"
-    target = (folder / "epoch_best.pth").resolve()
-    assert torch.load(target, weights_only=True)["step"] == best["step"]
-    kept = sorted(p.name for p in folder.glob("step_*.pth"))
-    assert len(kept) <= 1 and (not kept or kept == [target.name])  # of the step files only the best
