@@ -119,9 +119,11 @@ def train(exp_dir, rank, world_size, device):
         position.last = at | {f"{split}_{k}": v for split, r in results.items() for k, v in r.items()}
         if began is not None:
             position.seconds.append(round(time.perf_counter() - began, 3))
-        if rank == 0:
-            print(f"epoch {position.epoch + 1}/{config.epochs}" + (f" step {position.step}" if eval_every else "")
-                  + "  " + "  ".join(f"{k} {v:.4f}" for k, v in position.last.items() if k not in at)
+        if rank == 0:  # "epoch <n>/<epochs>" once an epoch, at its end
+            where = f"epoch {position.epoch + 1}/{config.epochs}" if began is not None else \
+                f"step {position.step} in epoch {position.epoch + 1}"
+            print(where + (f" (step {position.step})" if eval_every and began is not None else "") + "  "
+                  + "  ".join(f"{k} {v:.4f}" for k, v in position.last.items() if k not in at)
                   + (f"  ({position.seconds[-1]:.1f}s)" if began is not None else ""))
         recorder.log_epoch(position.step, results)
         if improved(position.last, position.best, config):
