@@ -68,7 +68,7 @@ def check_fix(value):
 
 
 def devices_given():
-    return any(env(name) for name in ("GPUS", "NPROC", "NNODES"))
+    return any(env(name) for name in ("GPUS", "NPROC", "NNODES", "NODE_RANK"))
 
 
 def parse_devices(gpus=None, nproc=None, nnodes=None):
@@ -455,6 +455,8 @@ def start(tag, number, folder, commit, seed, fix, devices, threads, init=None, *
                  "host": socket.gethostname(), "start": now(), "end": None, "epoch": 0,
                  "world_size": processes * nodes, "conditions": conditions(devices, threads),
                  "hparams": {}, "metrics": {}, "durations": {}}
+    if env("GITEXP_SLURM_JOB"):  # scripts/slurm.sbatch: a requeued job continues this run
+        statistic["slurm_job"] = env("GITEXP_SLURM_JOB")
     statistic.update(extra)  # rerun_of, repeat_of, or sweep, point and sweep_run
     write_statistic(folder, statistic)
     print(f"experiment {tag}/{number}: commit {commit[:10]}, seed {seed}{' (FIX=1)' if fix else ''}, "
@@ -583,6 +585,11 @@ def pick_unfinished(tag):
     raise UserError(f"{tag} has no unfinished experiment to continue{now_running} (make ls TAG={tag} shows its ids)")
 
 
+def run_of_job(tag, job):
+    """The id of the run of `tag` that Slurm job `job` started, or None."""
+    return next((number for number, statistic in runs_of_tag(tag) if statistic.get("slurm_job") == job), None)
+
+
 def experiment_folder(tag, number):
     folder = RESULTS / tag / str(number)
     if not (folder / "statistic.json").exists():
@@ -608,12 +615,11 @@ def latest_checkpoint(folder):
     return max(found)[1] if found else None
 
 
-def devices_and_threads(statistic):
+def devices_and_threads(statistic, given):
     """The devices and thread count a continue or rerun of `statistic`'s run uses: the recorded
-    ones, unless GPUS, NPROC or NNODES are given (then the thread policy's for them)."""
-    if devices_given():
-        devices = parse_devices()
-        return devices, thread_count(devices[0])
+    ones, unless GPUS, NPROC or NNODES were given (`given`: then the thread policy's for them)."""
+    if given is not None:
+        return given, thread_count(given[0])
     devices = recorded_devices(statistic)
     return devices, (statistic.get("conditions") or {}).get("threads") or thread_count(devices[0])
 
@@ -640,17 +646,25 @@ def check_resumable(folder, statistic, devices, threads):
 
 def do_continue():
     tag = check_tag(env("TAG"))
-    accepting_data()  # ACCEPT_DATA checked before anything is written
-    if env("NODE_RANK") and env("NODE_RANK") != "0":
-        return follow(tag, parse_devices())
+    accepting_data()  # ACCEPT_DATA and the devices given checked before anything is looked up
+    given = parse_devices() if devices_given() else None
+    if given is not None and given[2] > 0:
+        return follow(tag, given)
     commit = existing_tag(tag)
-    number = check_number("ID", env("ID")) if env("ID") else pick_unfinished(tag)
+    job = env("GITEXP_SLURM_JOB")
+    if job and not env("ID"):  # a requeued Slurm job: its own run, whatever else runs under the tag
+        number = run_of_job(tag, job)
+        if number is None:
+            print(f"note: Slurm job {job} was requeued before it recorded a run of {tag}: starting one")
+            return do_more()
+    else:
+        number = check_number("ID", env("ID")) if env("ID") else pick_unfinished(tag)
     folder = experiment_folder(tag, number)
     statistic = read_statistic(folder)
     if statistic.get("status") == "finished":
         raise UserError(f"{tag}/{number} is already finished: make rerun TAG={tag} ID={number} reproduces it")
     check_same_code(folder, statistic, commit)
-    devices, threads = devices_and_threads(statistic)
+    devices, threads = devices_and_threads(statistic, given)
     held = lock(folder)
     if held is None:
         raise UserError(f"{tag}/{number} is running right now: wait for it, or stop it first")
@@ -717,7 +731,7 @@ def run_facts(original, rerun):
         if not environment:  # recorded by an older template
             environment = dict.fromkeys(("python", "torch", "cuda", "cudnn", "gpus"), "unrecorded")
         return {"data fingerprint": data.get("fingerprint", "unrecorded")[:12],
-                "data at the end": (data.get("at_end") or data.get("fingerprint", "unrecorded"))[:12],
+                "data changed during the run": "yes" if data.get("at_end") else "no",
                 "python": environment["python"], "torch": environment["torch"],
                 "CUDA": environment["cuda"], "cuDNN": environment["cudnn"],
                 "world size": statistic.get("world_size"), "nodes": conditions.get("nodes", "unrecorded"),
@@ -734,8 +748,9 @@ def run_facts(original, rerun):
 
 def do_rerun():
     tag = check_tag(env("TAG"))
-    if env("NODE_RANK") and env("NODE_RANK") != "0":
-        return follow(tag, parse_devices())
+    given = parse_devices() if devices_given() else None
+    if given is not None and given[2] > 0:
+        return follow(tag, given)
     commit = existing_tag(tag)
     number = check_number("ID", env("ID")) if env("ID") else 0
     source = experiment_folder(tag, number)
@@ -743,7 +758,7 @@ def do_rerun():
     check_same_code(source, original, commit)
     if status_of(source, original.get("status")) == "running":
         raise UserError(f"{tag}/{number} is running now: rerun it once it has finished (make ls TAG={tag})")
-    devices, threads = devices_and_threads(original)
+    devices, threads = devices_and_threads(original, given)
     processes, nodes, _, _ = devices
     if original.get("world_size", 1) != processes * nodes:
         print(f"note: {tag}/{number} ran with {original.get('world_size')} process(es), this rerun with "
