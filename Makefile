@@ -83,6 +83,10 @@ continue: $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint
 rerun: $(PY_READY) ## reproduce TAG/ID (default 0) from its tag as a new id, then compare metrics
 	@"$$PY" scripts/experiment.py rerun
 
+.PHONY: check
+check: $(PY_READY) ## prove, in seconds, your task's contract and exact resume, recording nothing (NPROC=2 FIX=1)
+	@"$$PY" scripts/check.py
+
 .PHONY: data
 data: $(PY_READY) ## prepare the data the working tree's code/ needs, in __data__/<key>/ (a run does it too)
 	@PYTHONPATH="code$${PYTHONPATH:+:$$PYTHONPATH}" "$$PY" -m gitexp.datastore
