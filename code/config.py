@@ -10,12 +10,12 @@ test_fraction = 0.2  # share held out for the reported number
 split_seed = 0
 
 # model
-channels = 64  # width of the first convolution; the second has twice as many
-hidden = 128  # width of the fully connected layer
+channels = 8
+hidden = 32
 dropout = 0.25
 
 # training
-epochs = 10  # read by the template's loop
+epochs = 3
 batch_size = 32
 lr = 0.002
 weight_decay = 0.0
