@@ -10,12 +10,12 @@ test_fraction = 0.2  # share held out for the reported number
 split_seed = 0
 
 # model
-channels = 8
-hidden = 32
+channels = 64  # width of the first convolution; the second has twice as many
+hidden = 128  # width of the fully connected layer
 dropout = 0.25
 
 # training
-epochs = 3
+epochs = 10  # read by the template's loop
 batch_size = 32
 lr = 0.002
 weight_decay = 0.0
