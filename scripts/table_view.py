@@ -75,6 +75,7 @@ def summary_lines(summary_path, table_path):
     lines = aligned([list(cells) for cells in zip(*columns)])
     if hidden:
         lines.append(f"({len(hidden)} differing hparams left out to fit {WIDTH} columns: {' '.join(hidden)})")
-    lines.append(f"per tag: distinct runs (one per seed) pooled, mean ± std (n-1); all columns: {summary_path}; "
-                 f"every run: {table_path} (make table FULL=1 prints it)")
+    lines.append("per tag: the distinct runs (one per seed) pooled, mean ± std (n-1)")
+    lines.append(f"every column: {summary_path}")
+    lines.append(f"every run: {table_path} (make table FULL=1 prints it)")
     return lines
