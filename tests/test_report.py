@@ -37,21 +37,39 @@ def browse(chromium, page, *args):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_repeats_of_a_seed_are_not_pooled(project):
+def test_a_sweeps_report_table_and_curves(project, chromium, tmp_path):
+    """A sweep of 2 points x 2 seeds, and a FIX=1 repeat of one point's seed: its summary, the
+    terminal, the notebook API, the averaging by hand, and the report in Chromium."""
     project.configure(epochs=2)
-    project.make("run", TAG="a", FIX="1")
-    project.make("more", TAG="a", FIX="1")  # the tag's own seed again: a repeat
-    out = project.make("table", LIST="finished").stdout
-    summary = results.summary("finished", root=project.path, make=False)
-    assert list(summary["count"]) == [1] and list(summary["repeats"]) == [1]
-    assert re.search(r"^a\s+1\s+1\s", out, re.M) and "repeats" in out and max(map(len, out.splitlines()[2:])) <= 120
-    rows = results.rows("finished", root=project.path)
-    assert list(rows["repeat"]) == [False, True] and rows["id"].dtype.kind == "i"
-    full = project.make("table", LIST="finished", FULL="1").stdout
-    assert "a/0" in full and "a/1" in full
+    path = project.path / "code" / "sweeps" / "g.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("lr = [0.001, 0.1]\nruns_per_point = 2\n")
+    project.git("add", str(path))
+    project.git("commit", "-qm", "sweep g")
+    project.make("sweep", NAME="g", JOBS="2", FIX="1", timeout=600)
+    project.make("more", TAG="g-lr0.001", FIX="1")  # the point's first seed again: a repeat
+    check_summary(project)
+    check_averaging(project)
+    check_report(project, chromium, tmp_path)
 
-    # the averaging, by hand: run 1 cut short by its last step
-    curves = results.curves("a", root=project.path, names=["val/loss"])
+
+def check_summary(project):
+    out = project.make("table", LIST="g").stdout
+    summary = results.summary("g", root=project.path, make=False)
+    assert list(summary["count"]) == [2, 2] and list(summary["repeats"]) == [1, 0]
+    assert list(summary["hparams.lr"]) == [0.001, 0.1]
+    lines = out.splitlines()
+    assert re.match(r"tag\s+lr\s+count\s+repeats\s+best.val_acc", lines[2])
+    assert re.match(r"g-lr0.001\s+0.001\s+2\s+1\s+\S+ ± \S+$", lines[3]) and max(map(len, lines[2:])) <= 120
+    rows = results.rows("g", root=project.path)
+    assert list(rows["repeat"]) == [False, False, True, False, False] and rows["id"].dtype.kind == "i"
+    full = project.make("table", LIST="g", FULL="1").stdout
+    assert "g-lr0.001/2" in full and "hparams.lr" in full
+
+
+def check_averaging(project):
+    """mean and std at each step by hand, run 1 cut short by its last step"""
+    curves = results.curves("g-lr0.001/0 g-lr0.001/1".split(), root=project.path, names=["val/loss"])
     last = curves["step"].max()
     cut = curves[~((curves["id"] == 1) & (curves["step"] == last))]
     stats = results.mean_curves(cut).set_index("step")
@@ -62,17 +80,10 @@ def test_repeats_of_a_seed_are_not_pooled(project):
         if len(values) == 2:
             assert stats.loc[step, "std"] == pytest.approx(abs(values[0] - values[1]) / math.sqrt(2))
     assert stats.loc[last, "n"] == 1 and math.isnan(stats.loc[last, "std"])
-    assert len(stats) == curves["step"].nunique() >= 2
+    assert len(stats) == curves["step"].nunique() == 2
 
 
-def test_the_report_of_a_sweep_as_a_person_sees_it(project, chromium, tmp_path):
-    project.configure(epochs=2)
-    path = project.path / "code" / "sweeps" / "g.py"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text("lr = [0.001, 0.1]\nruns_per_point = 2\n")
-    project.git("add", str(path))
-    project.git("commit", "-qm", "sweep g")
-    project.make("sweep", NAME="g", JOBS="2", FIX="1", timeout=600)
+def check_report(project, chromium, tmp_path):
     out = project.make("report", LIST="g").stdout
     page = project.path / "__statistic__" / "report" / "g.html"
     assert "report: __statistic__/report/g.html" in out and page.exists()
@@ -81,21 +92,23 @@ def test_the_report_of_a_sweep_as_a_person_sees_it(project, chromium, tmp_path):
     assert again.strip() == "report: __statistic__/report/g.html" and page.stat().st_mtime_ns == made
     text = page.read_text()
     assert "http://" not in text and "https://" not in text and "<svg" not in text  # plots are PNG
+    assert text.count("<img") == 1 + 2 and "g-lr0.001/2 (repeat, not pooled)" in text
 
-    # the numbers on the page are summary.csv's
+    # the numbers on the page are summary.csv's, to the digits shown
     summary = results.summary("g", root=project.path, make=False)
-    shown = re.findall(r'data-metric="([^"]+)" data-mean="([^"]+)" data-std="([^"]+)"', text)
-    assert len(shown) == len(summary) * sum(c.endswith(".mean") for c in summary.columns)
-    expected = {(m, float(summary.loc[i, f"metrics.{m}.mean"])) for i in summary.index
-                for m in (c[len("metrics."):-len(".mean")] for c in summary.columns if c.endswith(".mean"))}
-    assert {(m, float(mean)) for m, mean, _ in shown} == expected
-    assert list(summary["count"]) == [2, 2] and 'class="best"' in text
+    shown = re.findall(r'data-metric="([^"]+)" data-mean="([^"]+)" data-std="([^"]+)">([^<]*)<', text)
+    stems = [c[:-len(".mean")] for c in summary.columns if c.endswith(".mean")]
+    assert len(shown) == len(summary) * len(stems)
+    expected = [(m, summary.loc[i, f"{m}.mean"], summary.loc[i, f"{m}.std"]) for i in summary.index for m in stems]
+    for (metric, mean, std, cell), (m, csv_mean, csv_std) in zip(shown, expected):
+        assert (metric, float(mean)) == (m, csv_mean) and float(std) == pytest.approx(csv_std, nan_ok=True)
+        assert cell == f"{csv_mean:.4g} ± {csv_std:.2g}"
+    assert text.count('class="best"') == 1
 
     # in Chromium: no errors, every image decoded, a screenshot that is not blank
-    hooked = tmp_path / "hooked.html"
+    hooked = page.parent / "hooked.html"  # beside it, so its links resolve alike
     hooked.write_text(text.replace("<head>", "<head>" + ERROR_HOOK, 1))
-    shutil.copy(hooked, page.parent / "hooked.html")  # beside it, so its links resolve alike
-    dom = browse(chromium, page.parent / "hooked.html", "--dump-dom")
+    dom = browse(chromium, hooked, "--dump-dom")
     assert json.loads(re.search(r"data-errors=\"([^\"]*)\"", dom.stdout).group(1).replace("&quot;", '"')) == []
     assert "CONSOLE" not in dom.stderr, dom.stderr
     shot = tmp_path / "shot.png"
