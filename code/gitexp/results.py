@@ -12,6 +12,7 @@ TensorBoard events files with TensorBoard's own reader (EventAccumulator).
 """
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -25,8 +26,10 @@ def run_dir(tag, number, root="."):
 
 
 def _table_files(name, root, make):
-    if make:  # make's rule remakes them only where something they come from changed
-        subprocess.run(["make", "-s", f"{TABLES}/{name}.csv"], cwd=root, check=True, stdout=subprocess.DEVNULL)
+    if make:  # make's rule remakes them only where something they come from changed; with this
+        # interpreter (the notebook's), which has what the table's scripts need
+        subprocess.run(["make", "-s", f"{TABLES}/{name}.csv", f"PYTHON={sys.executable}"], cwd=root, check=True,
+                       stdout=subprocess.DEVNULL)
     return Path(root) / TABLES / f"{name}.csv", Path(root) / TABLES / f"{name}.summary.csv"
 
 
