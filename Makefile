@@ -8,6 +8,8 @@
 #   MSG="..."      make run: commit tracked changes with this message first
 #   GPUS=0,1       GPUs to use, one process each (without GPUS: CPU, or the default GPU)
 #   NPROC=n        n processes on CPU through torchrun (gloo)
+#   ACCEPT_DATA=1  make continue: go on over data whose fingerprint changed, which you declare
+#                  the same data (a re-sync, a copy); the record keeps both fingerprints
 #   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   several machines through torchrun (NNODES=1:
 #                  torchrun even for one process)
 #   NAME=s         make sweep: the sweep file code/sweeps/<NAME>.py
@@ -34,7 +36,7 @@
 MAKEFLAGS += --no-builtin-rules --no-print-directory
 SHELL := /bin/sh
 
-USER_VARIABLES := TAG ID FIX MSG GPUS NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
+USER_VARIABLES := TAG ID FIX MSG GPUS NPROC ACCEPT_DATA NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
                   EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK BENCH_SCALE NAME JOBS A B FULL YES
 # make expands $(...) in a value wherever the variable is used, so each value is frozen as
 # literal text here and reaches the scripts through the environment, never a recipe's shell text.
@@ -75,7 +77,7 @@ sweep: $(PY_READY) ## run the grid of code/sweeps/NAME.py, each point its own ta
 	@"$$PY" scripts/sweep.py
 
 .PHONY: continue
-continue: $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint, with TAG's code
+continue: $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint, with its code and recorded devices
 	@"$$PY" scripts/experiment.py continue
 
 .PHONY: rerun

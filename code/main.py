@@ -100,10 +100,14 @@ def train(exp_dir, rank, world_size, device):
     seed, fix = recorder.seed_and_fix(int(Path(__file__).with_name("seed").read_text()))
     # every rank starts from rank 0's seed and checkpoint, or stops with it
     seed, fix, checkpoint, refusal = dist.broadcast((seed, fix, checkpoint, refusal))
+    if checkpoint is not None and checkpoint.get("done") and len(checkpoint["rng"]) != world_size:
+        refusal = (f"{path} was written inside an epoch by {len(checkpoint['rng'])} process(es), this continue has "
+                   f"{world_size}: continue it as it ran (make continue without GPUS/NPROC/NNODES takes its own)")
     if refusal:
         raise Refused(refusal)
     check_config(config)
     data_dir, data_record = datastore.ensure(config, data)  # prepared once, then found again
+    data_listing = datastore.listing_fingerprint(data_dir) if data_dir is not None and rank == 0 else None
     refusal = dist.broadcast(recorder.check_data(data_record))
     if refusal:
         raise Refused(refusal)
@@ -140,7 +144,7 @@ def train(exp_dir, rank, world_size, device):
             set_rng_state(checkpoint["epoch_rng"][mine], generator)
         else:  # after building the model and optimizer, whose init drew from it
             set_rng_state(checkpoint["rng"][mine], generator)
-    recorder.start(start_epoch, step, path, skipped, world_size, data_record,
+    recorder.start(start_epoch, step, path, skipped, world_size, device, data_record,
                    progress(best, last, seconds) if checkpoint is not None else None, source)
     if source is not None and source["resume"] and checkpoint["hparams"].get("epochs") != config.epochs and rank == 0:
         print(f"note: {source['experiment']} ran with epochs = {checkpoint['hparams'].get('epochs')}, this run goes on "
@@ -215,6 +219,8 @@ def train(exp_dir, rank, world_size, device):
             recorder.stop(epoch + 1, 0, step)
             raise Stopped
 
+    if rank == 0:
+        recorder.data_at_end(datastore.at_end(config, data, data_dir, data_record, data_listing))
     recorder.finish(best, last, step)
     if rank == 0 and best is not None:
         monitor = config.monitor

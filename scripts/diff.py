@@ -1,9 +1,11 @@
 """Why do two experiments differ: `python scripts/diff.py` (make diff A=x/0 B=y/1 [FULL=1]).
 
 Prints the hparams that differ, every metric side by side with its change, the run facts that
-differ (seed, fix, world size, data fingerprint, versions, host, GPU), and the code: `git diff`
-of the two tags over code/ (--stat; the whole diff with FULL=1). A bare tag on either side
-stands for the mean over its finished ids. Input comes from the environment (A, B, FULL).
+differ (seed, fix, the recorded conditions: world size, threads, data fingerprints, versions,
+host, GPU), and the code: `git diff` of the two tags over code/ (--stat; the whole diff with
+FULL=1). A bare tag on either side stands for the mean over its distinct finished runs: one per
+seed, a rerun or a FIX=1 repeat of a seed left out (it is the same sample again). Input comes
+from the environment (A, B, FULL).
 """
 import os
 import statistics
@@ -25,11 +27,15 @@ def side(name, text):
         if not (folder / str(number) / "statistic.json").exists():
             raise UserError(f"{name}: there is no experiment {tag}/{number} (make ls TAG={tag} shows its ids)")
         return f"{tag}/{number}", [read_statistic(folder / str(number))]
-    found = [read_statistic(p.parent) for p in sorted(folder.glob("*/statistic.json")) if p.parent.name.isdigit()]
+    found = sorted((read_statistic(p.parent) for p in folder.glob("*/statistic.json") if p.parent.name.isdigit()),
+                   key=lambda s: s.get("id", 0))
     finished = [s for s in found if s.get("status") == "finished"]
     if not finished:
         raise UserError(f"{name}: tag {tag} has no finished experiment (make ls lists the tags)")
-    return f"{tag} (mean of {len(finished)})", finished
+    distinct = list({s.get("seed"): s for s in reversed(finished)}.values())[::-1]  # the first run of each seed
+    repeats = len(finished) - len(distinct)
+    apart = f"; {repeats} repeat{'s' if repeats > 1 else ''} of a seed left out" if repeats else ""
+    return f"{tag} (mean of {len(distinct)} distinct run{'s' if len(distinct) > 1 else ''}{apart})", distinct
 
 
 def hparams_of(runs):
@@ -102,7 +108,8 @@ def main():
     table(rows)
 
     facts = [(fact, a, b) for fact, (a, b) in facts_of(runs_a, runs_b).items() if a != b]
-    print("\nrun facts that differ:" if facts else "\nrun facts: the same (seed, FIX, data, versions, world size, host, GPU)")
+    print("\nrun facts that differ:" if facts else
+          f"\nrun facts: the same ({', '.join(facts_of(runs_a, runs_a))})")
     if facts:
         table([("", "A", "B")] + facts)
 

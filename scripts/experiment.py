@@ -6,7 +6,6 @@ Everything is checked before anything is written; a bad value stops it with one 
 Only the standard library is used: it starts fast and needs no torch.
 """
 import ast
-import fcntl
 import getpass
 import io
 import json
@@ -25,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import tb  # scripts/tb.py, beside this file
-from record import UserError, run  # one class for the scripts' users' mistakes: one line each
+from record import UserError, hold, run, status_of, used_ids  # UserError: a user's mistake, one line
 from title import flatten  # the keys make title names, e.g. best.test_acc
 
 RESULTS = Path("__result__")
@@ -68,9 +67,16 @@ def check_fix(value):
     return value == "1"
 
 
-def parse_devices():
-    """How many processes on this node, and the CUDA_VISIBLE_DEVICES to set (or None)."""
-    gpus, nproc, nnodes = env("GPUS"), env("NPROC"), env("NNODES")
+def devices_given():
+    return any(env(name) for name in ("GPUS", "NPROC", "NNODES", "NODE_RANK"))
+
+
+def parse_devices(gpus=None, nproc=None, nnodes=None):
+    """(processes on this node, nodes, this node's rank, the CUDA_VISIBLE_DEVICES to set or None),
+    from GPUS, NPROC and NNODES (or the values given instead, a run's recorded ones)."""
+    gpus = env("GPUS") if gpus is None else gpus
+    nproc = env("NPROC") if nproc is None else nproc
+    nnodes = env("NNODES") if nnodes is None else nnodes
     if gpus and nproc:
         raise UserError("GPUS and NPROC were both given: GPUS=0,1 runs one process per GPU, NPROC=n n processes on CPU")
     if gpus:
@@ -118,6 +124,42 @@ def cuda_device_count():
 
 def python():
     return env("PY") or sys.executable
+
+
+# ---- the conditions of a run: recorded, and enforced on continue and rerun ----------------------
+
+def thread_count(processes, runs_at_once=1):
+    """One thread policy for run, more, continue, rerun and sweep: each process gets an equal
+    share of the CPUs this launcher may use (taskset's and Slurm's limits count), as torch would
+    take them all for one process; OMP_NUM_THREADS set in the environment wins. A thread count
+    changes a CPU run's numbers (float sums split differently), so it is recorded, and continue
+    and rerun use the recorded one."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if NUMBER.fullmatch(given) and int(given) > 0:
+        return int(given)
+    return max(1, len(os.sched_getaffinity(0)) // (processes * runs_at_once))
+
+
+def conditions(devices, threads):
+    """What, besides code, data and seed, changes a run's numbers: statistic.json's "conditions"."""
+    processes, nodes, _, visible = devices
+    return {"world_size": processes * nodes, "nodes": nodes, "processes_per_node": processes,
+            "gpus": visible or None, "nproc": processes if visible == "" else None, "threads": threads}
+
+
+def recorded_devices(statistic):
+    """The devices a run was started with, for its continue and rerun: GPUS, NPROC, NNODES as
+    its record says (a run recorded before conditions were: its world size on CPU)."""
+    recorded = statistic.get("conditions") or {}
+    nodes = recorded.get("nodes", 1)
+    if nodes > 1 and not env("NNODES"):
+        name = f"{statistic['tag']}/{statistic['id']}"
+        raise UserError(f"{name} ran on {nodes} nodes: give NNODES={nodes} with NODE_RANK, MASTER_ADDR and "
+                        "MASTER_PORT on each node (a Slurm job gives them), as it was started")
+    gpus, nproc = recorded.get("gpus") or "", recorded.get("nproc")
+    if not recorded and statistic.get("world_size", 1) > 1:
+        nproc = statistic["world_size"]
+    return parse_devices(gpus, str(nproc) if nproc and not gpus else "", env("NNODES"))
 
 
 # ---- git ----------------------------------------------------------------------------------------
@@ -212,11 +254,11 @@ def write_statistic(folder, statistic):
 
 
 def new_folder(tag):
-    """mkdir the next id: mkdir is atomic, so runs started at once never share an id."""
+    """mkdir the next id, past every id the tag ever gave (the trash's too): mkdir is atomic, so
+    runs started at once never share an id."""
     root = RESULTS / tag
     root.mkdir(parents=True, exist_ok=True)
-    ids = [int(p.name) for p in root.iterdir() if NUMBER.fullmatch(p.name)]
-    number = max(ids, default=-1) + 1
+    number = max(used_ids(tag), default=-1) + 1
     while True:
         try:
             (root / str(number)).mkdir()
@@ -228,17 +270,6 @@ def new_folder(tag):
 def lock(folder):
     """Hold the experiment's lock for as long as this process lives; None if another has it."""
     return hold(folder / ".lock")
-
-
-def hold(path):
-    """Hold an exclusive flock on `path` until the handle is closed; None if another has it."""
-    handle = open(path, "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
 
 
 def check_runnable():
@@ -322,18 +353,21 @@ def command(folder, processes, nodes, node_rank):
     return launcher + [main]
 
 
-def child_environment(visible, **extra):
+def child_environment(visible, threads=None, **extra):
     child_env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", **extra)
     if visible is not None:
         child_env["CUDA_VISIBLE_DEVICES"] = visible
+    if threads is not None:  # torch's intra-op threads; torchrun keeps a value it finds set
+        child_env["OMP_NUM_THREADS"] = child_env["MKL_NUM_THREADS"] = str(threads)
     return child_env
 
 
-def execute(folder, mode, devices, init=None):
+def execute(folder, mode, devices, threads, init=None, **extra):
     """Run main.py, copying its stdout to the terminal and to the log (stderr, where tqdm draws
     its bars, goes to the terminal only). Returns main.py's exit status."""
     processes, nodes, node_rank, visible = devices
-    child_env = child_environment(visible, GITEXP_DIR=str(folder), GITEXP_MODE=mode, **init_expected(init))
+    child_env = child_environment(visible, threads, GITEXP_DIR=str(folder), GITEXP_MODE=mode,
+                                  **init_expected(init), **accepting_data(), **extra)
     # a background TensorBoard over every experiment, one per project; a continue may still be
     # refused by main.py, so it waits for main.py's first line, printed once the resume is accepted
     live_tensorboard = env("TB") != "0"
@@ -415,16 +449,19 @@ def conclude(folder, status, log_offset=0):
     return statistic
 
 
-def start(tag, number, folder, commit, seed, fix, devices, init=None, **extra):
+def start(tag, number, folder, commit, seed, fix, devices, threads, init=None, **extra):
     processes, nodes, _, _ = devices
     statistic = {"tag": tag, "id": number, "commit": commit, "status": "running", "seed": seed, "fix": fix,
                  "host": socket.gethostname(), "start": now(), "end": None, "epoch": 0,
-                 "world_size": processes * nodes, "hparams": {}, "metrics": {}, "durations": {}}
-    statistic.update(extra)  # rerun_of, or sweep, point and sweep_run
+                 "world_size": processes * nodes, "conditions": conditions(devices, threads),
+                 "hparams": {}, "metrics": {}, "durations": {}}
+    if env("GITEXP_SLURM_JOB"):  # scripts/slurm.sbatch: a requeued job continues this run
+        statistic["slurm_job"] = env("GITEXP_SLURM_JOB")
+    statistic.update(extra)  # rerun_of, repeat_of, or sweep, point and sweep_run
     write_statistic(folder, statistic)
     print(f"experiment {tag}/{number}: commit {commit[:10]}, seed {seed}{' (FIX=1)' if fix else ''}, "
-          f"{processes * nodes} process(es)")
-    return execute(folder, "run", devices, init)
+          f"{processes * nodes} process(es), {threads} thread(s) each")
+    return execute(folder, "run", devices, threads, init)
 
 
 def follow(tag, devices):
@@ -440,7 +477,7 @@ def follow(tag, devices):
     with tempfile.TemporaryDirectory() as folder:
         snapshot(tag, Path(folder))
         return subprocess.run(command(Path(folder), processes, nodes, node_rank),
-                              env=child_environment(visible)).returncode
+                              env=child_environment(visible, thread_count(processes))).returncode
 
 
 def check_tag_free(tag, message):
@@ -470,7 +507,7 @@ def do_run():
     folder, number = new_folder(tag)
     held = lock(folder)
     snapshot(tag, folder)
-    status = start(tag, number, folder, commit, seed, fix, devices)
+    status = start(tag, number, folder, commit, seed, fix, devices, thread_count(devices[0]))
     conclude(folder, status)
     held.close()
     return status
@@ -489,9 +526,25 @@ def sweep_facts():
     """What scripts/sweep.py says of the run it starts (GITEXP_SWEEP, never a user's variable)."""
     given = os.environ.get("GITEXP_SWEEP")
     if not given:
-        return {}
+        return {}, 1
     facts = json.loads(given)
-    return {"sweep": facts["sweep"], "point": facts["point"], "sweep_run": facts["run"]}
+    return {"sweep": facts["sweep"], "point": facts["point"], "sweep_run": facts["run"]}, facts.get("at_once", 1)
+
+
+def runs_of_tag(tag):
+    """[(id, statistic)] of every experiment of `tag`, in id order."""
+    root = RESULTS / tag
+    ids = sorted(int(p.name) for p in root.iterdir() if NUMBER.fullmatch(p.name)) if root.is_dir() else []
+    return [(n, read_statistic(root / str(n))) for n in ids if (root / str(n) / "statistic.json").exists()]
+
+
+def repeat_of(tag, seed, fix):
+    """The first run of `tag` with this seed and FIX mode that did not fail: a new run with them
+    repeats it (the same numbers under FIX=1), and is not pooled with it as another sample."""
+    for number, statistic in runs_of_tag(tag):
+        if statistic.get("seed") == seed and statistic.get("fix") == fix and statistic.get("status") != "failed":
+            return f"{tag}/{number}"
+    return None
 
 
 def do_more():
@@ -501,14 +554,19 @@ def do_more():
     if devices[2] > 0:
         return follow(tag, devices)
     commit = existing_tag(tag)
-    sweep = sweep_facts()
+    sweep, at_once = sweep_facts()
     seed = tag_seed(tag) + sweep.get("sweep_run", 0) if fix else secrets.randbelow(2**31)
+    repeats = repeat_of(tag, seed, fix) if fix else None
+    if repeats:
+        print(f"note: {repeats} already ran with seed {seed} (FIX=1): this run repeats it, and is recorded as "
+              "repeat_of, apart from the distinct runs a mean pools (make more without FIX=1 gives a new seed)")
     if not init_fits(tag):
         return 1
     folder, number = new_folder(tag)
     held = lock(folder)
     snapshot(tag, folder)
-    status = start(tag, number, folder, commit, seed, fix, devices, **sweep)
+    extra = dict(sweep, **({"repeat_of": repeats} if repeats else {}))
+    status = start(tag, number, folder, commit, seed, fix, devices, thread_count(devices[0], at_once), **extra)
     conclude(folder, status)
     held.close()
     return status
@@ -516,18 +574,20 @@ def do_more():
 
 def pick_unfinished(tag):
     """The highest id of `tag` that is neither finished nor running now."""
-    root = RESULTS / tag
-    ids = sorted((int(p.name) for p in root.iterdir() if NUMBER.fullmatch(p.name)), reverse=True) if root.is_dir() else []
-    for number in ids:
-        folder = root / str(number)
-        if not (folder / "statistic.json").exists():
-            continue
-        if read_statistic(folder).get("status") != "finished":
-            held = lock(folder)
-            if held:
-                held.close()
-                return number
-    raise UserError(f"{tag} has no unfinished experiment to continue (make ls TAG={tag} shows its ids)")
+    running = []
+    for number, statistic in reversed(runs_of_tag(tag)):
+        status = status_of(RESULTS / tag / str(number), statistic.get("status"))
+        if status == "running":
+            running.append(f"{tag}/{number}")
+        elif status != "finished":
+            return number
+    now_running = f": {', '.join(running)} {'is' if len(running) == 1 else 'are'} running now" if running else ""
+    raise UserError(f"{tag} has no unfinished experiment to continue{now_running} (make ls TAG={tag} shows its ids)")
+
+
+def run_of_job(tag, job):
+    """The id of the run of `tag` that Slurm job `job` started, or None."""
+    return next((number for number, statistic in runs_of_tag(tag) if statistic.get("slurm_job") == job), None)
 
 
 def experiment_folder(tag, number):
@@ -543,34 +603,101 @@ def check_same_code(folder, statistic, commit):
                         f"{statistic.get('tag')} is now at {commit[:10]}: it is another code's experiment")
 
 
+def latest_checkpoint(folder):
+    """The name of the newest checkpoint file in folder/checkpoint (epoch_<n>.pth, or
+    step_<e>_<k>.pth inside an epoch), or None."""
+    found = []
+    for path in (folder / "checkpoint").glob("*.pth"):
+        match = re.fullmatch(r"epoch_(\d+)\.pth|step_(\d+)_(\d+)\.pth", path.name)
+        if match and not path.is_symlink():
+            epoch, inside, done = match.groups()
+            found.append(((int(epoch), 0) if epoch else (int(inside), int(done)), path.name))
+    return max(found)[1] if found else None
+
+
+def devices_and_threads(statistic, given):
+    """The devices and thread count a continue or rerun of `statistic`'s run uses: the recorded
+    ones, unless GPUS, NPROC or NNODES were given (`given`: then the thread policy's for them)."""
+    if given is not None:
+        return given, thread_count(given[0])
+    devices = recorded_devices(statistic)
+    return devices, (statistic.get("conditions") or {}).get("threads") or thread_count(devices[0])
+
+
+def check_resumable(folder, statistic, devices, threads):
+    """Refuse, before anything starts, a continue that could not be exact: the checkpoints its
+    record promises are gone, or the conditions differ where the checkpoint is inside an epoch
+    (each rank's place in its shard is only meaningful for the same world size)."""
+    name, tag, number = f"{statistic['tag']}/{statistic['id']}", statistic["tag"], statistic["id"]
+    latest = latest_checkpoint(folder)
+    if latest is None and (statistic.get("epoch") or statistic.get("step")):
+        raise UserError(f"{name} is recorded at epoch {statistic.get('epoch')}, step {statistic.get('step')}, but "
+                        f"{folder}/checkpoint/ holds no checkpoint: restore them and continue; or make rerun TAG={tag} "
+                        f"ID={number} (a new id, from the start); or make rm EXP={name}")
+    recorded = statistic.get("conditions") or {"world_size": statistic.get("world_size", 1)}
+    now = {"world_size": devices[0] * devices[1], "threads": threads}
+    changed = [f"{key.replace('_', ' ')} {recorded[key]} -> {now[key]}" for key in now
+               if recorded.get(key) is not None and recorded[key] != now[key]]
+    if changed and latest and latest.startswith("step_"):
+        raise UserError(f"{name} stopped inside an epoch ({latest}) with {'; '.join(changed)}: continue it as it "
+                        f"ran (make continue TAG={tag} ID={number}, without GPUS/NPROC/NNODES, takes its own)")
+    return changed
+
+
 def do_continue():
-    tag, devices = check_tag(env("TAG")), parse_devices()
-    if devices[2] > 0:
-        return follow(tag, devices)
+    tag = check_tag(env("TAG"))
+    accepting_data()  # ACCEPT_DATA and the devices given checked before anything is looked up
+    given = parse_devices() if devices_given() else None
+    if given is not None and given[2] > 0:
+        return follow(tag, given)
     commit = existing_tag(tag)
-    number = check_number("ID", env("ID")) if env("ID") else pick_unfinished(tag)
+    job = env("GITEXP_SLURM_JOB")
+    if job and not env("ID"):  # a requeued Slurm job: its own run, whatever else runs under the tag
+        number = run_of_job(tag, job)
+        if number is None:
+            print(f"note: Slurm job {job} was requeued before it recorded a run of {tag}: starting one")
+            return do_more()
+    else:
+        number = check_number("ID", env("ID")) if env("ID") else pick_unfinished(tag)
     folder = experiment_folder(tag, number)
     statistic = read_statistic(folder)
     if statistic.get("status") == "finished":
         raise UserError(f"{tag}/{number} is already finished: make rerun TAG={tag} ID={number} reproduces it")
     check_same_code(folder, statistic, commit)
+    devices, threads = devices_and_threads(statistic, given)
     held = lock(folder)
     if held is None:
         raise UserError(f"{tag}/{number} is running right now: wait for it, or stop it first")
+    changed = check_resumable(folder, statistic, devices, threads)
+    # main.py records the change once the continue is accepted (a refusal changes nothing)
+    other_conditions = {"GITEXP_CONDITIONS": json.dumps(conditions(devices, threads))} if changed else {}
+    if changed:
+        print(f"note: {tag}/{number} goes on from an epoch's end with {'; '.join(changed)}: its numbers will differ "
+              "from an uninterrupted run's (recorded under conditions.changed)")
     snapshot(tag, folder)
     processes, nodes, _, visible = devices
     if processes * nodes > 1:  # under torchrun, a refusal would look like a crash: ask first
         check = subprocess.run([python(), str(folder / "code" / "main.py")],
-                               env=child_environment(visible, GITEXP_DIR=str(folder), GITEXP_MODE="check"))
+                               env=child_environment(visible, threads, GITEXP_DIR=str(folder), GITEXP_MODE="check",
+                                                     **accepting_data()))
         if check.returncode != 0:
             return 1  # main.py said why; nothing was changed
     offset = log_size(folder)
-    status = execute(folder, "continue", devices, statistic.get("init_from"))
+    status = execute(folder, "continue", devices, threads, statistic.get("init_from"), **other_conditions)
     if status == REFUSED:
         return 1  # main.py said why; nothing was changed
     conclude(folder, status, offset)
     held.close()
     return status
+
+
+def accepting_data():
+    """ACCEPT_DATA=1: a continue goes on over data whose fingerprint changed, which the user
+    declares the same data (a re-sync, a copy); the record keeps both fingerprints."""
+    if env("ACCEPT_DATA") not in ("", "0", "1"):
+        raise UserError(f"ACCEPT_DATA={env('ACCEPT_DATA')!r} is not 0 or 1: ACCEPT_DATA=1 lets make continue go on "
+                        "over changed data you declare unchanged")
+    return {"GITEXP_ACCEPT_DATA": "1"} if env("ACCEPT_DATA") == "1" else {}
 
 
 def compare(original, rerun):
@@ -587,25 +714,32 @@ def compare(original, rerun):
     for key in differ:
         print(f"  {key}: {before.get(key)} -> {after.get(key)}")
     causes = [f"{fact} {a} -> {b}" for fact, (a, b) in run_facts(original, rerun).items() if a != b]
+    checked = ", ".join(run_facts(original, original))
     if causes:
         print(f"the two runs differ in: {'; '.join(causes)}")
     elif not original.get("fix"):
-        print("the two runs differ in none of data, versions, world size, host and GPU: "
-              f"{name} ran without FIX=1, so kernels need not be deterministic")
+        print(f"the two runs differ in none of {checked}: {name} ran without FIX=1, so kernels need not be deterministic")
     else:
-        print("the two runs differ in none of data, versions, world size, host and GPU")
+        print(f"the two runs differ in none of {checked}")
 
 
 def run_facts(original, rerun):
     """What a run ran with besides its code and seed, for both runs: {fact: (original, rerun)}."""
     def facts(statistic):
-        environment, data = statistic.get("environment"), statistic.get("data")
+        environment, data = statistic.get("environment"), statistic.get("data") or {}
+        conditions = statistic.get("conditions") or {}
         if not environment:  # recorded by an older template
             environment = dict.fromkeys(("python", "torch", "cuda", "cudnn", "gpus"), "unrecorded")
-        return {"data fingerprint": (data or {}).get("fingerprint", "unrecorded")[:12],
+        return {"data fingerprint": data.get("fingerprint", "unrecorded")[:12],
+                "data changed during the run": "yes" if data.get("at_end") else "no",
                 "python": environment["python"], "torch": environment["torch"],
                 "CUDA": environment["cuda"], "cuDNN": environment["cudnn"],
-                "world size": statistic.get("world_size"), "host": statistic.get("host"),
+                "world size": statistic.get("world_size"), "nodes": conditions.get("nodes", "unrecorded"),
+                "threads": environment.get("threads", conditions.get("threads", "unrecorded")),
+                "deterministic": environment.get("deterministic", "unrecorded"),
+                "device": environment.get("device", "unrecorded"),
+                "continued with other conditions": len(conditions.get("changed", [])),
+                "host": statistic.get("host"),
                 "GPU": environment["gpus"] if isinstance(environment["gpus"], str)
                 else ", ".join(environment["gpus"]) or "none"}
     a, b = facts(original), facts(rerun)
@@ -613,24 +747,28 @@ def run_facts(original, rerun):
 
 
 def do_rerun():
-    tag, devices = check_tag(env("TAG")), parse_devices()
-    if devices[2] > 0:
-        return follow(tag, devices)
+    tag = check_tag(env("TAG"))
+    given = parse_devices() if devices_given() else None
+    if given is not None and given[2] > 0:
+        return follow(tag, given)
     commit = existing_tag(tag)
     number = check_number("ID", env("ID")) if env("ID") else 0
     source = experiment_folder(tag, number)
     original = read_statistic(source)
     check_same_code(source, original, commit)
+    if status_of(source, original.get("status")) == "running":
+        raise UserError(f"{tag}/{number} is running now: rerun it once it has finished (make ls TAG={tag})")
+    devices, threads = devices_and_threads(original, given)
     processes, nodes, _, _ = devices
     if original.get("world_size", 1) != processes * nodes:
         print(f"note: {tag}/{number} ran with {original.get('world_size')} process(es), this rerun with "
-              f"{processes * nodes}: give NPROC or GPUS to match, or expect different numbers")
+              f"{processes * nodes}: leave GPUS, NPROC and NNODES out to take its own, or expect different numbers")
     if not init_fits(tag, original.get("init_from")):
         return 1
     folder, new_number = new_folder(tag)
     held = lock(folder)
     snapshot(tag, folder)
-    status = start(tag, new_number, folder, commit, original["seed"], original["fix"], devices,
+    status = start(tag, new_number, folder, commit, original["seed"], original["fix"], devices, threads,
                    rerun_of=f"{tag}/{number}", init=original.get("init_from"))
     rerun = conclude(folder, status)
     if status == 0:

@@ -1,32 +1,33 @@
 """List the experiments: `python scripts/ls.py` (make ls [TAG=x]).
 
-    make ls         one line a tag: its ids, how many finished, running and failed, the subject
-                    of the commit it ran
+    make ls         one line a tag: its ids, how many finished, running, stopped and failed,
+                    the subject of the commit it ran
     make ls TAG=x   one line an id of x: status, epoch, seed, start time, and the run's own
-                    monitored metric (hparams.monitor) with its best value; a run killed while
-                    running shows as "stopped" (make continue takes it up)
+                    monitored metric (hparams.monitor) with its best value; a note where it
+                    repeats another run's seed or its data changed
+
+A status is record.status_of's, the same everywhere: a run killed while running shows as
+"stopped" (make continue takes it up), a run a process holds as "running".
 
 One pass: every statistic.json is read once, by two processes side by side, and one git process
 gives the subjects of all the commits. What the listing of all tags read is kept in the derived
 file __statistic__/.deps/ls, with the stat of each file: a file whose stat is as it was is not
 read again, so a listing costs a stat of each file and a read of each new or changed one.
-The per-tag "running" count is what statistic.json says, killed runs included. TAG comes from
-the environment.
+TAG comes from the environment.
 """
-import fcntl
 import marshal
 import os
 import re
 import subprocess
 
 from record import (DAMAGED, DEPS, MISSING, RACY, RESULTS, UserError, atomic_write, in_halves, keys_of,
-                    load_statistic, read_cache, run, settled_key, stat_all)
+                    load_statistic, read_cache, run, settled_key, stat_all, status_of)
 
 TAG_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
 NUMERIC = re.compile(r"-?[0-9][0-9.e+-]*")
 
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def experiments(tag=None):
@@ -48,8 +49,13 @@ def essentials(statistic):
     """What a listing shows of one statistic.json (plain values, to pass between processes)."""
     monitor = (statistic.get("hparams") or {}).get("monitor") if isinstance(statistic.get("hparams"), dict) else None
     best = ((statistic.get("metrics") or {}).get("best") or {}).get(monitor) if isinstance(monitor, str) else None
+    data = statistic.get("data") if isinstance(statistic.get("data"), dict) else {}
+    notes = [f"{key} {statistic[key]}" for key in ("rerun_of", "repeat_of") if isinstance(statistic.get(key), str)]
+    if data.get("at_end") or data.get("accepted"):
+        notes.append("data changed during the run" if data.get("at_end") else "data accepted as unchanged")
     return [statistic.get(k) for k in ("id", "status", "epoch", "seed", "start", "commit")] + [
-        monitor if isinstance(monitor, str) else None, best if isinstance(best, (int, float)) else None]
+        monitor if isinstance(monitor, str) else None, best if isinstance(best, (int, float)) else None,
+        "; ".join(notes)]
 
 
 def read_all(names):
@@ -147,25 +153,14 @@ def list_tags():
         by_tag.setdefault(name.rsplit("/", 1)[0], []).append(row)
     latest = {tag: max((r[5] for r in group if isinstance(r[5], str)), default="") for tag, group in by_tag.items()}
     subject = subjects(latest.values())
-    table = [["tag", "ids", "finished", "running", "failed", "commit"]]
+    table = [["tag", "ids", "finished", "running", "stopped", "failed", "commit"]]
     for tag, group in by_tag.items():
-        counts = [sum(r[1] == status for r in group) for status in ("finished", "running", "failed")]
+        statuses = [status_of(f"{RESULTS}/{tag}/{r[0]}", r[1]) for r in group]
+        counts = [statuses.count(status) for status in ("finished", "running", "stopped", "failed")]
         commit = latest[tag]
         table.append([tag, ranges(r[0] for r in group if isinstance(r[0], int)), *map(str, counts),
                       f"{commit[:10]} {subject.get(commit, '?')}"])
     print(aligned(table), end="")
-
-
-def stopped(tag, number):
-    """A run killed with -9 still says "running"; a live run holds the flock on its .lock."""
-    try:
-        with open(RESULTS / tag / str(number) / ".lock", "r") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-    except FileNotFoundError:
-        return False
-    except BlockingIOError:
-        return False
 
 
 def list_ids(tag):
@@ -174,13 +169,12 @@ def list_ids(tag):
     names, _ = experiments(tag)
     if not names:
         raise UserError(f"unknown tag {tag}: no experiment in {RESULTS}/{tag} (make ls lists the tags)")
-    table = [["id", "status", "epoch", "seed", "start", "monitor", "best"]]
+    table = [["id", "status", "epoch", "seed", "start", "monitor", "best", "note"]]
     rows = [row for _, row in read_all(names)]
-    for number, status, epoch, seed, start, _, monitor, best in sorted(rows, key=lambda r: r[0]):
-        if status == "running" and stopped(tag, number):
-            status = "stopped"
+    for number, status, epoch, seed, start, _, monitor, best, note in sorted(rows, key=lambda r: r[0]):
+        status = status_of(f"{RESULTS}/{tag}/{number}", status)
         best = round(best * 10000) / 10000 if best is not None else None
-        table.append([cell(v) for v in (number, status, epoch, seed, start, monitor, best)])
+        table.append([cell(v) for v in (number, status, epoch, seed, start, monitor, best, note)])
     print(aligned(table), end="")
 
 

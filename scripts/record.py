@@ -15,6 +15,7 @@ Input comes from the environment (LIST, EXP, STATISTIC_STEM), never from a shell
 title.py and table.py read lists and statistic.json files through this module, so every
 script reports a bad line or a corrupt file in the same words. Standard library only.
 """
+import fcntl
 import hashlib
 import json
 import marshal
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path("__result__")
+TRASH = RESULTS / ".trash"
+RETIRED = RESULTS / ".retired-ids.json"  # {tag: the highest id the trash deleted for good}
 LISTS = Path("__statistic__/exper-list")
 DEPS = Path("__statistic__/.deps")
 FINISHED = LISTS / "finished.txt"
@@ -54,6 +57,63 @@ def run(main, status=1):
     except BrokenPipeError:  # `make table | head`
         sys.stderr.close()
         sys.exit(1)
+
+
+# ---- a run's status: one truth for ls, continue, rerun, rm and sweep -------------------------------
+
+def hold(path):
+    """Hold an exclusive flock on `path` until the handle is closed; None if another has it."""
+    handle = open(path, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def live(folder):
+    """Whether a process runs the experiment in `folder` now: its launcher holds the folder's
+    .lock for as long as it lives (make run, continue, rerun, a sweep's run, a Slurm job), and
+    the kernel lets go of it when that process dies, SIGKILL included."""
+    return lock_held(os.path.join(folder, ".lock"))
+
+
+def lock_held(path):
+    """Whether a process holds the flock on `path` (a missing file: no)."""
+    try:
+        probe = open(path, "r")
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    with probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def status_of(folder, recorded):
+    """A run's status: "running" while a process holds it, whatever statistic.json says yet (a
+    continue that is starting); "stopped" where it says running but no process holds it (killed,
+    SIGKILL or a lost node); else what statistic.json says (finished, stopped, failed)."""
+    if recorded == "finished":
+        return recorded
+    if live(folder):
+        return "running"
+    return "stopped" if recorded == "running" else recorded
+
+
+def used_ids(tag):
+    """Every id tag `tag` has ever given: those in the results, those in the trash, and the
+    highest the trash deleted for good. An id is never given twice."""
+    ids = [int(p) for root in (RESULTS, TRASH) if os.path.isdir(f"{root}/{tag}")
+           for p in os.listdir(f"{root}/{tag}") if NUMBER.fullmatch(p)]
+    try:
+        retired = json.loads(RETIRED.read_text()).get(tag)
+    except (OSError, ValueError, AttributeError):
+        retired = None
+    return ids + ([retired] if isinstance(retired, int) else [])
 
 
 def list_name(value=None):

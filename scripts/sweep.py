@@ -35,8 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiment import (NUMBER, RESULTS, TAG_PATTERN, UserError, check_number, commit_of, cuda_device_count,
-                        ensure_clean_tree, env, git, hold, lock, python, read_statistic)
+from experiment import (NUMBER, RESULTS, STOPPED, TAG_PATTERN, UserError, check_number, commit_of,
+                        cuda_device_count, ensure_clean_tree, env, git, python, read_statistic)
+from record import hold, status_of
 
 SWEEPS = Path("code/sweeps")
 RECORDS = Path("__statistic__/sweeps")
@@ -74,7 +75,7 @@ def parse_sweep(name, text, config):
         tree = ast.parse(text)
     except SyntaxError as error:
         raise UserError(f"{path} line {error.lineno}: not Python ({error.msg}): write lines like lr = [0.1, 0.01]")
-    known, grid, runs = config_names(config), [], 1
+    known, grid, runs, wrong = config_names(config), [], 1, []
     for node in tree.body:
         where = f"{path} line {node.lineno}"
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
@@ -97,10 +98,34 @@ def parse_sweep(name, text, config):
             raise UserError(f"{where}: {key} is given twice")
         if len({json.dumps(v, sort_keys=True) for v in value}) != len(value):
             raise UserError(f"{where}: {key} lists a value twice")
+        wrong += [f"{where}: {problem}" for problem in wrong_types(key, value, known[key])]
         grid.append((key, value))
+    if wrong:  # every bad value, one line each, before any tag is made
+        raise UserError("\nerror: ".join(wrong))
     if not grid:
         raise UserError(f"{path} names no config value to sweep: add a line like lr = [0.1, 0.01]")
     return grid, runs
+
+
+def wrong_types(key, values, default_node):
+    """What is wrong with each value of `values` for config.py's `key`: a value of another type
+    than config.py's own (an int where it has an int, a number where a float, ...) would make a
+    point whose every run fails, again at every make sweep."""
+    try:
+        default = ast.literal_eval(default_node.value)
+    except ValueError:
+        return []  # not a literal in config.py: nothing to compare with
+    if default is None:
+        return []
+    kinds = [(bool, (bool,)), (int, (int,)), (float, (int, float)), (str, (str,)), (list, (list, tuple)),
+             (tuple, (list, tuple)), (dict, (dict,))]
+    allowed = next((ok for kind, ok in kinds if isinstance(default, kind)), None)
+    if allowed is None:
+        return []
+    return [f"{key} = {value!r} is a {type(value).__name__}, but config.py's {key} = {default!r} is a "
+            f"{type(default).__name__}: give values of that type"
+            for value in values
+            if not isinstance(value, allowed) or (isinstance(value, bool) and not isinstance(default, bool))]
 
 
 def points(grid):
@@ -182,15 +207,6 @@ def runs_of(tag, name, k):
     return sorted(found, key=lambda item: item[0])
 
 
-def live(tag, number):
-    """Whether a process holds the experiment's lock (it is running now)."""
-    held = lock(RESULTS / tag / str(number))
-    if held is None:
-        return True
-    held.close()
-    return False
-
-
 def next_step(tag, name, k):
     """("done", id), ("continue", id) for a stopped run, or ("new", None)."""
     found = runs_of(tag, name, k)
@@ -198,7 +214,7 @@ def next_step(tag, name, k):
         if statistic.get("status") == "finished":
             return "done", number
     for number, statistic in reversed(found):
-        if statistic.get("status") != "failed" and not live(tag, number):
+        if status_of(RESULTS / tag / str(number), statistic.get("status")) == "stopped":
             return "continue", number
     return "new", None
 
@@ -234,14 +250,13 @@ def check_devices():
     return [None] * count
 
 
-def launch(step, tag, number, sweep, slot, threads):
+def launch(step, tag, number, sweep, slot):
+    """One run, by scripts/experiment.py; the runs side by side (sweep["at_once"]) share the
+    cores, each taking its share of threads by the launcher's one thread policy."""
     child_env = dict(os.environ, TAG=tag, ID="" if number is None else str(number), GPUS="", NPROC="",
                      TB="0", GITEXP_SWEEP=json.dumps(sweep))
     if slot is not None:
         child_env["CUDA_VISIBLE_DEVICES"] = slot
-    # runs side by side share the cores: each its share of threads (as torchrun does), since
-    # more threads than cores make every run many times slower
-    child_env.setdefault("OMP_NUM_THREADS", str(threads))
     mode = "more" if step == "new" else "continue"
     return subprocess.Popen([python(), "scripts/experiment.py", mode], env=child_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -271,63 +286,74 @@ class Progress:
             self.bar.close()
 
 
+class StopRequest:
+    """Ctrl+C, SIGTERM or SIGUSR1, the same way from a terminal, a script or a background job
+    (where SIGINT comes ignored): launch no more runs, and ask each running one to stop at its
+    next step with a checkpoint (its launcher writes the stop file), continuable."""
+
+    def __init__(self):
+        self.asked, self.running = False, {}
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(number, self.ask)
+
+    def ask(self, number, frame):
+        self.asked = True
+        for child in self.running:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+
+def ended(returncode, stop):
+    """A run's outcome from its launcher's exit status."""
+    if returncode == 0:
+        return "finished"
+    stopped = returncode in (STOPPED, 130, -signal.SIGINT, -signal.SIGTERM)
+    return "stopped" if stopped or stop.asked and returncode < 0 else "failed"
+
+
 def run_all(name, jobs, slots):
     """Run every job (tag, values, k) that needs it, len(slots) at a time."""
-    pending, running, waits = list(jobs), {}, []
+    pending, waits, stop = list(jobs), [], StopRequest()
+    running = stop.running
     free, progress = list(slots), Progress(len(jobs))
-    threads = max(1, (os.cpu_count() or 1) // len(slots))
     outcome = {}  # (tag, k): status
-    interrupted = False
-    try:
-        while pending or running:
-            while pending and free and not interrupted:
-                tag, values, k = pending.pop(0)
-                held = claim(tag, name, k)
-                if held is None:
-                    outcome[(tag, k)] = "running elsewhere"
-                    progress.show(1)
-                    continue
-                step, number = next_step(tag, name, k)
-                if step == "done":
-                    held.close()
-                    outcome[(tag, k)] = "finished"
-                    progress.done += 1
-                    progress.show(1)
-                    continue
-                slot = free.pop(0)
-                child = launch(step, tag, number, {"sweep": name, "point": values, "run": k}, slot, threads)
-                running[child] = (tag, k, slot, held, time.perf_counter())
-                progress.running += 1
-                progress.show()
-            for child in [c for c in running if c.poll() is not None]:
-                tag, k, slot, held, began = running.pop(child)
-                held.close()
-                free.append(slot)
-                waits.append({"tag": tag, "run": k, "seconds": round(time.perf_counter() - began, 3),
-                              "status": child.returncode})
-                finished = child.returncode == 0
-                outcome[(tag, k)] = "finished" if finished else "stopped" if interrupted else "failed"
-                progress.running -= 1
-                progress.done += finished
-                progress.failed += not finished
+    while pending and not stop.asked or running:
+        while pending and free and not stop.asked:
+            tag, values, k = pending.pop(0)
+            held = claim(tag, name, k)
+            if held is None:
+                outcome[(tag, k)] = "running elsewhere"
                 progress.show(1)
-            if running:
-                time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
-        interrupted = True  # each run got the Ctrl+C too: wait until each has stopped, continuable
-        for child in running:
-            while child.poll() is None:
-                try:
-                    child.wait()
-                except KeyboardInterrupt:
-                    pass
-        for tag, k, slot, held, began in running.values():
+                continue
+            step, number = next_step(tag, name, k)
+            if step == "done":
+                held.close()
+                outcome[(tag, k)] = "finished"
+                progress.done += 1
+                progress.show(1)
+                continue
+            slot = free.pop(0)
+            sweep = {"sweep": name, "point": values, "run": k, "at_once": len(slots)}
+            running[launch(step, tag, number, sweep, slot)] = (tag, k, slot, held, time.perf_counter())
+            progress.running += 1
+            progress.show()
+        for child in [c for c in running if c.poll() is not None]:
+            tag, k, slot, held, began = running.pop(child)
             held.close()
-            outcome[(tag, k)] = "stopped"
+            free.append(slot)
+            waits.append({"tag": tag, "run": k, "seconds": round(time.perf_counter() - began, 3),
+                          "status": child.returncode})
+            outcome[(tag, k)] = ended(child.returncode, stop)
+            progress.running -= 1
+            progress.done += outcome[(tag, k)] == "finished"
+            progress.failed += outcome[(tag, k)] == "failed"
+            progress.show(1)
+        if running:
+            time.sleep(POLL_SECONDS)
     progress.close()
     for tag, _, k in pending:
         outcome.setdefault((tag, k), "not started")
-    return outcome, waits, interrupted
+    return outcome, waits, stop.asked
 
 
 # ---- the record and the summary -----------------------------------------------------------------
@@ -404,7 +430,7 @@ def main():
     write_record(name, tags, grid, runs, waits)
     summary(name, tags, runs, outcome)
     if interrupted:
-        print(f"stopped: make sweep NAME={name} goes on where it stopped")
+        print(f"stopped: make sweep NAME={name} goes on where it stopped (stopped runs are continued)")
         sys.exit(130)
     unfinished = [key for key, status in outcome.items() if status != "finished"]
     if unfinished:
@@ -413,13 +439,5 @@ def main():
     print(f"all {len(jobs)} runs finished: make table LIST={name} CHANGED=1 compares them")
 
 
-def stop_all(*_):
-    """SIGTERM (a job's end): stop as Ctrl+C does, each run in the process group included."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.killpg(0, signal.SIGINT)
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, stop_all)
     main()

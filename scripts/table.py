@@ -38,7 +38,7 @@ from title import fresh_rows, row_values, shown_keys, title_path
 
 TABLES = Path("__statistic__/table")
 # the run facts that make two runs of one tag unlike (the seed is meant to differ)
-POOLING_FACTS = ("run.data", "run.torch", "run.host", "run.world_size", "run.fix")
+POOLING_FACTS = ("run.data", "run.data_at_end", "run.torch", "run.host", "run.world_size", "run.threads", "run.fix")
 TABLE_VERSION = 4
 SEED = ["run.seed"]  # read from every row for the summary's pooling, shown or not
 

@@ -102,8 +102,12 @@ def flatten(tree, prefix, out):
 def run_facts(statistic):
     """What the run ran with besides its code and hparams (those it recorded)."""
     data, environment = statistic.get("data"), statistic.get("environment")
+    conditions = statistic.get("conditions") if isinstance(statistic.get("conditions"), dict) else {}
     facts = {"seed": statistic.get("seed"), "fix": statistic.get("fix"), "world_size": statistic.get("world_size"),
+             "threads": conditions.get("threads"),
              "data": data.get("fingerprint", "")[:12] or None if isinstance(data, dict) else None,
+             "data_at_end": (data.get("at_end") or "")[:12] or None if isinstance(data, dict) else None,
+             "repeat_of": statistic.get("rerun_of") or statistic.get("repeat_of"),
              "torch": environment.get("torch") if isinstance(environment, dict) else None,
              "host": statistic.get("host")}
     return {name: value for name, value in facts.items() if value is not None}

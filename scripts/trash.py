@@ -5,9 +5,11 @@
     make restore EXP="x/3 y"   bring them back exactly: files, links, finished.txt's lines
     make empty-trash [YES=1]   delete the trash for good, after listing it and asking
 
-rm refuses, moving nothing: a running experiment; one named in a list of yours (it says which);
-one that another experiment started from (its init_from). The git tag stays: git tag -d deletes
-it. Input comes from the environment (EXP, YES).
+rm refuses, moving nothing: a running experiment; one named in a list of yours or a sweep's, by
+tag/id or by its bare tag (it says which list); one that another experiment started from (its
+init_from). A tag's folder left empty goes too. The git tag stays: git tag -d deletes it. Ids
+are never given again: a new run of the tag takes the next id past the trash's, and past those
+empty-trash deleted (__result__/.retired-ids.json). Input comes from the environment (EXP, YES).
 """
 import fcntl
 import json
@@ -15,11 +17,12 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
-from experiment import RESULTS, UserError, env, lock
-from record import FINISHED, LISTS, ids_of, list_entries, parse_word, run
+from experiment import RESULTS, UserError, env
+from record import FINISHED, LISTS, RETIRED, TRASH, atomic_write, list_entries, live, lock_held, parse_word, run
 
-TRASH = RESULTS / ".trash"
+SWEEP_RECORDS = Path("__statistic__/sweeps")
 
 
 def ids_in(root, tag):
@@ -43,18 +46,18 @@ def named(words, root):
 
 
 def lists_naming(removing):
-    """{list name: [the experiments of `removing` it needs]}: a line naming one, or a bare tag
-    whose every id goes."""
+    """{list name: [the experiments of `removing` it names]}: by tag/id, or by a bare tag (which
+    names every id of the tag: removing one changes that list's table too)."""
     needed = {}
     for path in sorted(LISTS.glob("*.txt")) if LISTS.is_dir() else []:
         if path.name == FINISHED.name:
             continue
+        label = f"sweep {path.stem}'s list" if (SWEEP_RECORDS / f"{path.stem}.json").exists() else path.stem
         for tag, number in list_entries(path):
-            if number is not None and (tag, number) in removing:
-                needed.setdefault(path.stem, []).append(f"{tag}/{number}")
-            elif number is None and ids_of(tag) and all((tag, n) in removing for n in ids_of(tag)):
-                needed.setdefault(path.stem, []).append(tag)
-    return needed
+            named_here = [f"{t}/{n}" for t, n in removing if t == tag and number in (None, n)]
+            if named_here:
+                needed.setdefault(label, []).extend(named_here)
+    return {label: list(dict.fromkeys(items)) for label, items in needed.items()}
 
 
 def started_from(removing):
@@ -89,10 +92,8 @@ def edit_finished(change):
 def do_rm():
     removing = named(env("EXP").split(), RESULTS)
     for tag, number in removing:
-        held = lock(RESULTS / tag / str(number))
-        if held is None:
+        if live(RESULTS / tag / str(number)):
             raise UserError(f"{tag}/{number} is running: stop it first (nothing was moved)")
-        held.close()
         if (TRASH / tag / str(number)).exists():
             raise UserError(f"the trash already holds {tag}/{number}: make empty-trash, or make restore it first")
     needed = lists_naming(set(removing))
@@ -113,9 +114,26 @@ def do_rm():
             return [line for line in lines if line != name]
         edit_finished(take_out)
     tags = sorted({tag for tag, _ in removing})
+    for tag in tags:
+        remove_if_empty(RESULTS / tag)
     print(f"moved {len(removing)} experiment(s) to {TRASH}/: {' '.join(f'{t}/{n}' for t, n in removing)}")
     print(f"make restore EXP=\"{' '.join(f'{t}/{n}' for t, n in removing)}\" brings them back; "
           f"the git tag(s) {' '.join(tags)} stay (git tag -d TAG deletes one)")
+
+
+def remove_if_empty(folder):
+    """The tag's folder, where nothing but lock files no process holds is left in it."""
+    entries = list(folder.iterdir())
+    if any(not entry.name.endswith(".lock") or not entry.is_file() for entry in entries):
+        return
+    if any(lock_held(entry) for entry in entries):
+        return
+    for entry in entries:
+        entry.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something appeared meanwhile (a run of the tag starting): it stays
 
 
 def do_restore():
@@ -163,8 +181,20 @@ def do_empty():
         if answer not in ("y", "yes"):
             print("nothing deleted")
             return
+    retire(held)
     shutil.rmtree(TRASH)
     print(f"deleted {len(held)} experiment(s) for good")
+
+
+def retire(deleted):
+    """Keep the highest id of each tag deleted for good: a new run never takes one of them."""
+    try:
+        retired = json.loads(RETIRED.read_text())
+    except (OSError, ValueError):
+        retired = {}
+    for tag, number in deleted:
+        retired[tag] = max(number, retired.get(tag, -1))
+    atomic_write(RETIRED, json.dumps(retired, indent=2, sort_keys=True) + "\n")
 
 
 def main():

@@ -2,6 +2,7 @@
 kept under a key of what made it, fingerprinted; the environment recorded; continue and rerun
 on the data a run began with."""
 import json
+import os
 import re
 
 import pytest
@@ -137,7 +138,10 @@ def test_make_data_says_what_it_prepared(project):
 def test_the_environment_is_recorded(project):
     project.make("run", TAG="env", NPROC="2")
     environment = project.statistic("env", 0)["environment"]
-    assert set(environment) == {"python", "torch", "cuda", "cudnn", "gpus", "host", "cuda_visible_devices"}
+    assert set(environment) == {"python", "torch", "cuda", "cudnn", "gpus", "host", "cuda_visible_devices", "device",
+                                "threads", "interop_threads", "omp_num_threads", "mkl_num_threads", "deterministic"}
+    # the one thread policy: the CPUs shared by the two processes, as torch reports it
+    assert environment["threads"] == max(1, len(os.sched_getaffinity(0)) // 2) == int(environment["omp_num_threads"])
     assert re.fullmatch(r"3\.\d+\.\d+", environment["python"]) and environment["torch"].startswith("2.")
     assert environment["cuda_visible_devices"] == ""  # NPROC hides the GPUs
 

@@ -49,9 +49,11 @@ def test_a_two_process_checkpoint_continues_on_one_process(project):
     path = project.result("shrink", 0) / "statistic.json"
     path.write_text(json.dumps(dict(json.loads(path.read_text()), status="failed")))
     (project.result("shrink", 0) / "checkpoint" / "epoch_3.pth").unlink()
-    project.make("continue", TAG="shrink")
+    out = project.make("continue", TAG="shrink", NPROC="1").stdout  # from an epoch's end: allowed, recorded
+    assert "goes on from an epoch's end with world size 2 -> 1" in out
     statistic = project.statistic("shrink", 0)
     assert statistic["status"] == "finished" and statistic["world_size"] == 1 and statistic["epoch"] == 3
+    assert statistic["conditions"]["changed"][0]["world_size"] == 1
 
 
 def test_a_refused_continue_with_two_processes_changes_nothing(project):

@@ -58,7 +58,7 @@ def test_diff_of_a_bare_tag_is_its_mean(project):
     project.make("run", TAG="a")
     project.make("run", TAG="b", FIX="1")
     out = project.make("diff", A="a", B="b/0").stdout
-    assert "A = a (mean of 2)" in out
+    assert "A = a (mean of 2 distinct runs)" in out
     monitor = project.monitor("a", 0)
     mean = sum(project.statistic("a", n)["metrics"]["best"][monitor] for n in (0, 1)) / 2
     line = next(row for row in out.splitlines() if row.split()[:1] == [f"metrics.best.{monitor}"])

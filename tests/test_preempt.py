@@ -171,19 +171,19 @@ STAND_INS = {
 }
 
 
-def sbatch(project, tmp_path, restart_count, signal_after=None):
+def sbatch(project, tmp_path, restart_count, signal_after=None, job_id="42", number=0):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name, text in STAND_INS.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     env = dict(project.env, PATH=f"{bin_dir}:{os.environ['PATH']}", TAG="slurm", FIX="1", PYTHON=sys.executable,
-               SLURM_JOB_ID="42", SLURM_JOB_NODELIST="node0", SLURM_NNODES="1", SLURM_NODEID="0",
+               SLURM_JOB_ID=job_id, SLURM_JOB_NODELIST="node0", SLURM_NNODES="1", SLURM_NODEID="0",
                SLURM_RESTART_COUNT=str(restart_count), SCONTROL_LOG=str(tmp_path / "scontrol.log"))
     job = subprocess.Popen(["sh", "scripts/slurm.sbatch"], cwd=project.path, env=env, start_new_session=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if signal_after is not None:
-        folder = project.result("slurm", 0)
+        folder = project.result("slurm", number)
         wait_for(lambda: newest_position(folder) >= signal_after or job.poll() is not None, timeout=300, interval=0.001)
         os.kill(job.pid, signal.SIGUSR1)  # Slurm's --signal=B:USR1@... reaches the batch shell
     out, _ = job.communicate(timeout=300)
@@ -200,3 +200,19 @@ def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_continues(
     assert status == 0, out
     assert sorted(p.name for p in (project.path / "__result__" / "slurm").iterdir() if p.name.isdigit()) == ["0"]
     assert project.statistic("slurm", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
+
+
+def test_two_jobs_of_one_tag_requeued_each_continue_their_own_run(project, tmp_path):
+    project.configure(**project.slow)
+    project.make("run", TAG="whole", FIX="1")
+    for job, number in (("42", 0), ("43", 1)):
+        sbatch(project, tmp_path, restart_count=0, signal_after=(1, 0), job_id=job, number=number)
+        assert project.statistic("slurm", number)["status"] == "stopped"
+    assert project.statistic("slurm", 0)["slurm_job"] == "42" and project.statistic("slurm", 1)["slurm_job"] == "43"
+    status, out = sbatch(project, tmp_path, restart_count=1, job_id="42")  # requeued first: the older job
+    assert status == 0 and "continuing slurm/0" in out, out
+    assert project.statistic("slurm", 0)["status"] == "finished" and project.statistic("slurm", 1)["status"] == "stopped"
+    status, out = sbatch(project, tmp_path, restart_count=1, job_id="43")
+    assert status == 0 and "continuing slurm/1" in out, out
+    for number in (0, 1):
+        assert project.statistic("slurm", number)["metrics"] == project.statistic("whole", 0)["metrics"]

@@ -154,13 +154,29 @@ def prepare_new(cfg, data_module, files):
 
 def listing_fingerprint(*paths):
     """A cheap fingerprint of data that is not prepare()'s, for data.py's fingerprint(cfg):
-    sha256 over every file's relative path, size and modification time (no content is read)."""
+    sha256 over every file's path relative to the root it was found under, its size and its
+    modification time (no content is read). So a faithful copy elsewhere (cp -a, rsync -a)
+    matches, and a file changed in place does not."""
     total = hashlib.sha256()
-    for root in map(Path, paths):
+    for number, root in enumerate(map(Path, paths)):
         for path in sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()):
             stat = path.stat()
-            total.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            name = path.name if path == root else path.relative_to(root).as_posix()
+            total.update(f"{number}\0{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return total.hexdigest()
+
+
+def at_end(cfg, data_module, folder, record, listing):
+    """The data's record taken again as a run ends: data.py's fingerprint(cfg) again for your own
+    data; for prepared data, its content's fingerprint again only where the folder's listing
+    (`listing`, taken at the start) changed, since reading it all costs as much as preparing."""
+    if record is None:
+        return None
+    if folder is None:
+        return users_own(cfg, data_module)[1]
+    if listing_fingerprint(folder) == listing:
+        return record
+    return dict(record, fingerprint=fingerprint(folder))
 
 
 def users_own(cfg, data_module):

@@ -79,13 +79,18 @@ def model_graph(model, example_input):
             _pytorch_graph.RunMetadata(step_stats=stats))
 
 
-def environment():
-    """What the run ran on, beside its code and data: versions, GPUs, host."""
+def environment(device):
+    """What the run ran on, beside its code and data: versions, GPUs, host, and the settings
+    that change its numbers (intra-op threads, deterministic kernels, the device kind)."""
     cuda = torch.cuda.is_available()
     return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if cuda else None,
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
-            "host": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "host": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "device": torch.device(device).type, "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mkl_num_threads": os.environ.get("MKL_NUM_THREADS"),
+            "deterministic": torch.are_deterministic_algorithms_enabled()}
 
 
 class Recorder:
@@ -102,6 +107,7 @@ class Recorder:
         self.page_buffer = PageBuffer() if self.active else None  # a small checkpoint's bytes
         self.queued = []  # every write handed to the writer thread, done or not: its error surfaces
         self.steps, self.flushed = [], time.time()  # step scalars not yet written
+        self.accepted = None  # changed data that ACCEPT_DATA=1 let a continue go on over
 
     def seed_and_fix(self, fallback_seed):
         """The run's seed and FIX mode, as the launcher recorded them (alone: the fixed seed)."""
@@ -110,15 +116,24 @@ class Recorder:
         return fallback_seed, True
 
     def check_data(self, data_record):
-        """A continue goes on with the data its run began with, or not at all."""
+        """A continue goes on with the data its run last ran on, or not at all; with ACCEPT_DATA=1
+        (the user declares changed data the same: a re-sync, a copy) it goes on, recorded."""
         recorded = (self.statistic or {}).get("data") if self.active and self.mode in ("continue", "check") else None
-        if not recorded or data_record is None or recorded["fingerprint"] == data_record["fingerprint"]:
+        if not recorded or data_record is None:
+            return None
+        last = (recorded.get("accepted") or [{}])[-1].get("fingerprint", recorded["fingerprint"])
+        if last == data_record["fingerprint"]:
+            return None
+        if os.environ.get("GITEXP_ACCEPT_DATA") == "1":
+            self.accepted = {"fingerprint": data_record["fingerprint"], "epoch": self.statistic.get("epoch"),
+                             "step": self.statistic.get("step"), "at": now()}
             return None
         name = f"{self.statistic['tag']}/{self.statistic['id']}"
-        return (f"the data changed: {name} ran on data {recorded['fingerprint'][:12]}"
+        return (f"the data changed: {name} ran on data {last[:12]}"
                 f"{' (' + recorded['key'] + ')' if recorded.get('key') else ''}, the data here now is "
-                f"{data_record['fingerprint'][:12]}: continue it only on its own data; "
-                f"make rerun TAG={self.statistic['tag']} ID={self.statistic['id']} runs it again on this data")
+                f"{data_record['fingerprint'][:12]}: continue it only on its own data (ACCEPT_DATA=1 goes on, "
+                f"recorded, where you know it is the same); make rerun TAG={self.statistic['tag']} "
+                f"ID={self.statistic['id']} runs it again on this data")
 
     def checkpoint_to_resume(self, check_fits):
         """For a continue: (checkpoint, path, skipped) of the newest readable checkpoint, checked
@@ -130,11 +145,16 @@ class Recorder:
         if checkpoint is None:
             if skipped:
                 raise Refused(f"no readable checkpoint in {folder}: every epoch_<n>.pth failed to load")
+            if self.statistic.get("epoch") or self.statistic.get("step"):  # not a silent restart
+                name, tag, number = f"{self.statistic['tag']}/{self.statistic['id']}", self.statistic["tag"], self.statistic["id"]
+                raise Refused(f"{name} is recorded at epoch {self.statistic.get('epoch')}, step "
+                              f"{self.statistic.get('step')}, but {folder}/ holds no checkpoint: restore them and "
+                              f"continue; or make rerun TAG={tag} ID={number}; or make rm EXP={name}")
             return None, None, []
         check_fits(checkpoint, path)
         return checkpoint, path, skipped
 
-    def start(self, start_epoch, step, path, skipped, world_size, data_record, resumed_progress, source=None):
+    def start(self, start_epoch, step, path, skipped, world_size, device, data_record, resumed_progress, source=None):
         """Mark the experiment running, open its events file; on a continue or a warm start,
         say from where."""
         if not self.active:
@@ -152,9 +172,16 @@ class Recorder:
             for stale in [*self.exp_dir.glob(".*.tmp*"), *self.exp_dir.glob("checkpoint/.*.tmp*")]:
                 stale.unlink()  # a temp file of a write that the interruption cut short
         statistic.update(status="running", hparams=hparams(self.cfg), world_size=world_size, end=None)
-        if data_record is not None:
+        if data_record is not None and not (self.continuing and statistic.get("data")):
             statistic["data"] = {"key": data_record.get("key"), "fingerprint": data_record["fingerprint"]}
-        statistic["environment"] = environment()
+        if self.continuing and os.environ.get("GITEXP_CONDITIONS"):  # the launcher let it go on with others
+            statistic.setdefault("conditions", {}).setdefault("changed", []).append(
+                {"epoch": start_epoch, "step": step, **json.loads(os.environ["GITEXP_CONDITIONS"])})
+        if self.accepted is not None:
+            statistic["data"].setdefault("accepted", []).append(self.accepted)
+            print(f"note: going on over data {self.accepted['fingerprint'][:12]} (ACCEPT_DATA=1): recorded in "
+                  "statistic.json's data.accepted")
+        statistic["environment"] = environment(device)
         if resumed_progress is not None:  # statistic.json may lag: a kill can fall between two writes
             statistic.update(epoch=start_epoch, **resumed_progress)
         write_json(self.exp_dir / "statistic.json", statistic)
@@ -272,6 +299,18 @@ class Recorder:
         for future in self.queued:
             future.result()
         self.queued = []
+
+    def data_at_end(self, data_record):
+        """The data's fingerprint taken again as the run ends: where it differs from the one the
+        run last ran on, the data changed under the run; statistic.json keeps both."""
+        if not self.active or data_record is None or not self.statistic.get("data"):
+            return
+        recorded = self.statistic["data"]
+        last = (recorded.get("accepted") or [{}])[-1].get("fingerprint", recorded["fingerprint"])
+        if data_record["fingerprint"] != last:
+            recorded["at_end"] = data_record["fingerprint"]
+            print(f"warning: the data changed during the run: {last[:12]} at its start, "
+                  f"{data_record['fingerprint'][:12]} at its end (statistic.json: data.at_end)")
 
     def finish(self, best, last, step):
         """Mark the experiment finished. finished.txt is written first and only once, so a kill
