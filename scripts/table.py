@@ -40,7 +40,7 @@ TABLES = Path("__statistic__/table")
 # the run facts that make two runs of one tag unlike (the seed is meant to differ)
 POOLING_FACTS = ("run.data", "run.data_at_end", "run.torch", "run.host", "run.world_size", "run.threads", "run.fix")
 TABLE_VERSION = 4
-SEED = ["run.seed"]  # read from every row for the summary's pooling, shown or not
+POOLING = ["run.seed", "run.status"]  # read from every row for the summary's pooling, shown or not
 
 
 # ---- cells --------------------------------------------------------------------------------------
@@ -166,25 +166,25 @@ def layout_of(facts):
 
 # ---- the summary --------------------------------------------------------------------------------
 
-def distinct_runs(experiments, seeds):
-    """Which of one tag's rows are pooled: one run per distinct seed, the lowest id of each (a
-    run with no seed recorded counts as its own); the others are repeats (a rerun, a FIX=1 run
-    of a seed already seen)."""
+def distinct_runs(experiments, seeds, statuses):
+    """Which of one tag's rows are pooled, and how many repeats: of its finished runs, one per
+    distinct seed, the lowest id of each (a run with no seed recorded counts as its own); the
+    other finished runs are repeats (a rerun, a FIX=1 run of a seed already seen). A run not
+    finished is neither."""
     order = sorted(range(len(experiments)), key=lambda i: int(experiments[i].rpartition("/")[2] or 0))
+    finished = [i for i in order if statuses[i] in ("finished", None)]
     seen, pooled = set(), []
-    for i in order:
+    for i in finished:
         if seeds[i] is None or seeds[i] not in seen:
             pooled.append(i)
             seen.add(seeds[i])
-    return sorted(pooled)
+    return sorted(pooled), len(finished) - len(pooled)
 
 
-def summary_row(tag, rows, keys, metrics, facts, hparams=(), pooled=None):
+def summary_row(tag, rows, keys, metrics, facts, hparams, pooled, repeats):
     """tag, count (distinct runs pooled), repeats, differs, each hparam (its value in the first
     pooled row), then mean and std of each metric column, over the pooled rows (lists of values
-    in `keys` order; pooled: their indices, default all)."""
-    pooled = range(len(rows)) if pooled is None else pooled
-    repeats = len(rows) - len(pooled)
+    in `keys` order; pooled: their indices)."""
     rows = [rows[i] for i in pooled]
     differs = [k[len("run."):] for k in facts if len({repr(r[keys.index(k)]) for r in rows}) > 1]
     summary = [tag, len(rows), repeats, " ".join(differs), *(rows[0][keys.index(k)] if rows else None for k in hparams)]
@@ -430,8 +430,10 @@ def summarise(experiments, rows, keys, layout, old_summary, touched=None, kept_r
         lines = []
         for tag in tags:
             group = members[tag]
-            pooled = distinct_runs([experiments[i] for i in group], [row_values(rows[i], SEED)[0] for i in group])
-            row = summary_row(tag, [row_values(rows[i], keys) for i in group], keys, metrics, facts, hparams, pooled)
+            seeds, statuses = zip(*(row_values(rows[i], POOLING) for i in group))
+            pooled, repeats = distinct_runs([experiments[i] for i in group], seeds, statuses)
+            row = summary_row(tag, [row_values(rows[i], keys) for i in group], keys, metrics, facts, hparams, pooled,
+                              repeats)
             lines.append(",".join(map(csv_cell, row)) + "\n")
         return lines
     stale = [tag for tag, (_, line) in kept.items() if line is None]
