@@ -20,9 +20,9 @@ TABLE = "__statistic__/table/record.csv"
 SUMMARY = "__statistic__/table/record.summary.csv"
 
 
-def write_statistic(project, tag, number, lr=0.002, acc=0.5, **extra_hparams):
+def write_statistic(project, tag, number, lr=0.002, acc=0.5, seed=7, **extra_hparams):
     statistic = {
-        "tag": tag, "id": number, "commit": "0" * 40, "status": "finished", "seed": 7, "fix": False,
+        "tag": tag, "id": number, "commit": "0" * 40, "status": "finished", "seed": seed, "fix": False,
         "host": "test", "start": "2026-01-01T00:00:00+00:00", "end": "2026-01-01T00:01:00+00:00",
         "epoch": 3, "world_size": 1,
         "hparams": {"lr": lr, "dropout": 0.25, "keep_checkpoints": None, **extra_hparams},
@@ -67,7 +67,8 @@ def test_record_title_table_ls_on_a_real_run(project):
     assert row["exper"] == "a/0"
     assert float(row["metrics.best.test_acc"]) == statistic["metrics"]["best"]["test_acc"]
     assert float(row["hparams.lr"]) == statistic["hparams"]["lr"]
-    assert shown.splitlines()[-1].startswith("a/0 ")
+    assert re.search(r"^a\s+1\s+\S+$", shown, re.M)  # per tag: count, monitored mean
+    assert project.make("table", FULL="1").stdout.splitlines()[-1].startswith("a/0 ")
     (summary,) = read_csv(project, SUMMARY)
     assert summary["tag"] == "a" and summary["count"] == "1"
 
@@ -252,7 +253,7 @@ def test_a_damaged_cache_costs_a_cold_read_never_a_wrong_table(project, damage):
 
 def test_summary_changed_columns_and_bare_tags(project):
     for number, acc in enumerate((0.5, 0.7, 0.9)):
-        write_statistic(project, "a", number, lr=0.1, acc=acc)
+        write_statistic(project, "a", number, lr=0.1, acc=acc, seed=7 + number)  # distinct runs: pooled
     write_statistic(project, "b", 0, lr=0.2, acc=0.4)
     write_list(project, "mine", "a", "b/0")
     project.make("table", LIST="mine")
@@ -265,7 +266,7 @@ def test_summary_changed_columns_and_bare_tags(project):
     assert "hparams.lr.mean" not in summary["a"]
 
     lines = project.make("table", LIST="mine", CHANGED="1").stdout.splitlines()
-    assert lines[0].split() == ["exper", "hparams.lr", "metrics.best.val_acc", "metrics.best.test_acc",
+    assert lines[0].split() == ["exper", "hparams.lr", "run.seed", "metrics.best.val_acc", "metrics.best.test_acc",
                                 "metrics.last.val_acc", "metrics.last.test_acc"]
     assert lines[1].split()[:2] == ["a/0", "0.1"]
     assert "hparams.dropout" in read_csv(project, "__statistic__/table/mine.csv")[0]  # csv: every column
