@@ -20,12 +20,13 @@
 #   EXP="x/0 y/3"  make record: experiments to add to a list (default: the last finished);
 #                  make rm / restore: the experiments to move to the trash and back
 #   A=x/0 B=y/1    make diff: the two experiments to compare (a bare tag: the mean of its ids)
-#   FULL=1         make diff: the whole code diff, not its --stat
+#   FULL=1         make diff: the whole code diff, not its --stat; make table: every run's row
 #   YES=1          make empty-trash: delete without asking
 #   LIST=record    experiment list __statistic__/exper-list/<LIST>.txt for record/title/table
 #   CHANGED=1      make table: show only the columns whose values differ
 #   TAGS="a b/2"   make tb: runs to compare (a bare tag means all its ids; default: all;
-#                  LIST=l instead: the runs of a list, a sweep's among them)
+#                  LIST=l instead: the runs of a list, a sweep's among them); make report: only
+#                  these tags of LIST's report
 #   PORT, HOST     make tb: port (default: first free from 6006) and address (127.0.0.1)
 #   TB=0           make run/continue/rerun: no background TensorBoard
 #   BENCH_QUICK=1  make bench: a quick version (about a minute)
@@ -90,6 +91,10 @@ continue: $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint
 .PHONY: rerun
 rerun: $(PY_READY) ## reproduce TAG/ID (default 0) from its tag as a new id, then compare metrics
 	@"$$PY" scripts/experiment.py rerun
+
+.PHONY: check
+check: $(PY_READY) ## prove, in seconds, your task's contract and exact resume, recording nothing (NPROC=2 FIX=1)
+	@"$$PY" scripts/check.py
 
 .PHONY: data
 data: $(PY_READY) ## prepare the data the working tree's code/ needs, in __data__/<key>/ (a run does it too)
@@ -185,8 +190,20 @@ title: $(if $(STATISTIC_LIST),__statistic__/title/$(STATISTIC_LIST).json,list-re
 CHANGED_OK := $(and $(filter 1,$(words x$(CHANGED)x)),$(filter x x0 x1,x$(CHANGED)))
 
 .PHONY: table
-table: $(if $(CHANGED_OK),$(if $(STATISTIC_LIST),__statistic__/table/$(STATISTIC_LIST).csv,list-refused),changed-refused) ## write and print LIST's table and per-tag summary in __statistic__/table/ (CHANGED=1)
+table: $(if $(CHANGED_OK),$(if $(STATISTIC_LIST),__statistic__/table/$(STATISTIC_LIST).csv,list-refused),changed-refused) ## write LIST's table and per-tag summary in __statistic__/table/; print the summary (FULL=1: every run; CHANGED=1)
 	@"$$PY" scripts/table.py show
+
+REPORT := $(if $(STATISTIC_LIST),__statistic__/report/$(STATISTIC_LIST).html)
+
+.PHONY: report
+report: export REPORT_FILE = $(REPORT)
+report: $(if $(STATISTIC_LIST),$(if $(TAGS),report-tags,$(REPORT)),list-refused) ## write LIST's report, one HTML page: summary, sweep plots, curves averaged over seeds (TAGS="a b")
+	@if [ -z "$$TAGS" ]; then printf 'report: %s\n' "$$REPORT_FILE"; fi
+
+.PHONY: report-tags
+report-tags: export STATISTIC_STEM = $(STATISTIC_LIST)
+report-tags: __statistic__/table/$(STATISTIC_LIST).csv | $(PY_READY)
+	@"$$PY" scripts/report.py
 
 .PHONY: changed-refused
 changed-refused:
@@ -218,3 +235,8 @@ __statistic__/table/%.csv: export STATISTIC_STEM = $*
 __statistic__/table/%.csv: __statistic__/title/%.json __statistic__/.deps/%.state scripts/table.py \
                            scripts/title.py scripts/record.py | $(PY_READY)
 	@"$$PY" scripts/table.py write
+
+__statistic__/report/%.html: export STATISTIC_STEM = $*
+__statistic__/report/%.html: __statistic__/table/%.csv scripts/report.py scripts/report_plots.py \
+                             code/gitexp/results.py | $(PY_READY)
+	@"$$PY" scripts/report.py

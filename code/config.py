@@ -32,3 +32,4 @@ monitor = "val_acc"  # the metric that picks the best epoch (epoch_best.pth, met
 monitor_mode = "max"  # "max": higher is better; "min": lower is better (a loss)
 keep_checkpoints = None  # epoch_<n>.pth files kept besides last/best; None keeps all
 checkpoint_every = 0  # also a checkpoint every N steps inside an epoch (0: only at epoch ends)
+eval_every = 0  # also evaluate every N steps (the best choice, the curves, a checkpoint); 0: at epoch ends

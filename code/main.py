@@ -6,6 +6,7 @@ TensorBoard, checkpoints, every RNG, torchrun). Started by the Makefile, never b
 recorded run:
     make run TAG=x [FIX=1]      # snapshot tag x's code into __result__/x/<id>/code and run it
     make continue TAG=x [ID=n]  # resume x/<n> from its last checkpoint
+    make check [NPROC=2]        # prove this task's contract and exact resume, recording nothing
 The launcher (scripts/experiment.py) runs this file from the project root with
 GITEXP_DIR=__result__/x/<id>, whose statistic.json already holds the seed and FIX mode.
 `python code/main.py` alone trains once with the fixed seed and records nothing.
@@ -24,24 +25,16 @@ from tqdm import tqdm
 import config
 import data
 import task
-from gitexp import datastore, dist, warmstart
+from gitexp import contract, datastore, dist, warmstart
 from gitexp.batches import resume_at
+from gitexp.checkpoint import seed_everything
+from gitexp.resume import Position, Start, Stateful
 from gitexp.stop import STOPPED, Stopped, StopRequest
-from gitexp.checkpoint import rng_state, seed_everything, set_rng_state
 from gitexp.record import ConfigError, Recorder, Refused, hparams, progress
-from model import build_model, example_input
+import model as model_file
+from model import build_model
 
 REFUSED = 3  # exit status meaning: bad input, nothing was changed (the launcher relies on it)
-
-
-def check_config(cfg):
-    """The values the loop itself reads, checked before training starts."""
-    for name in ("epochs", "monitor", "monitor_mode", "keep_checkpoints"):
-        if not hasattr(cfg, name):
-            raise ConfigError(f"code/config.py has no `{name} = ...` line: the loop needs it (see README, Make it yours)")
-    if cfg.monitor_mode not in ("min", "max"):
-        raise ConfigError(f"monitor_mode = {cfg.monitor_mode!r} in code/config.py is neither 'min' nor 'max': "
-                          "say whether a lower or a higher monitor is better")
 
 
 def improved(last, best, cfg):
@@ -55,17 +48,6 @@ def improved(last, best, cfg):
     if cfg.monitor_mode == "max":
         return last[cfg.monitor] > best[cfg.monitor]
     return last[cfg.monitor] < best[cfg.monitor]
-
-
-def optimizers(cfg, model, steps_per_epoch):
-    """task.configure_optimizers' answer as (optimizer, scheduler or None, "step" or "epoch")."""
-    answer = task.configure_optimizers(cfg, model, steps_per_epoch)
-    if not isinstance(answer, dict):
-        answer = {"optimizer": answer}
-    interval = answer.get("interval", "epoch")
-    if interval not in ("step", "epoch"):
-        raise ConfigError(f"configure_optimizers returned interval {interval!r}: use 'step' or 'epoch'")
-    return answer["optimizer"], answer.get("scheduler"), interval
 
 
 def model_fits(checkpoint, path):
@@ -91,137 +73,106 @@ def one_line(error):
 def train(exp_dir, rank, world_size, device):
     """The training loop. Records into `exp_dir` on rank 0; with exp_dir None, records nothing."""
     recorder = Recorder(exp_dir, rank, config)
-    checkpoint = path = refusal = None
-    skipped = []
-    try:
-        checkpoint, path, skipped = recorder.checkpoint_to_resume(model_fits)
-    except Refused as problem:
-        refusal = str(problem)
-    seed, fix = recorder.seed_and_fix(int(Path(__file__).with_name("seed").read_text()))
-    # every rank starts from rank 0's seed and checkpoint, or stops with it
-    seed, fix, checkpoint, refusal = dist.broadcast((seed, fix, checkpoint, refusal))
-    if checkpoint is not None and checkpoint.get("done") and len(checkpoint["rng"]) != world_size:
-        refusal = (f"{path} was written inside an epoch by {len(checkpoint['rng'])} process(es), this continue has "
-                   f"{world_size}: continue it as it ran (make continue without GPUS/NPROC/NNODES takes its own)")
-    if refusal:
-        raise Refused(refusal)
-    check_config(config)
-    data_dir, data_record = datastore.ensure(config, data)  # prepared once, then found again
-    data_listing = datastore.listing_fingerprint(data_dir) if data_dir is not None and rank == 0 else None
-    refusal = dist.broadcast(recorder.check_data(data_record))
-    if refusal:
-        raise Refused(refusal)
-    source = None
-    if checkpoint is None and rank == 0:  # a fresh start: from another experiment, if init_from says so
-        try:
-            source = warmstart.resolve(config, warmstart.expected())
-        except Refused as problem:
-            refusal = str(problem)
-    source, refusal = dist.broadcast((source, refusal))
-    if refusal:
-        raise Refused(refusal)
-
-    seed_everything(seed + rank, fix)  # dropout differs by rank; the data order does not
-    generator = torch.Generator().manual_seed(seed)
-    train_batches, eval_sets = data.make_loaders(config, data_dir, generator, seed, rank, world_size)
+    # the checkpoint, seed, data and warm start every rank agrees on, or the refusal they all stop with
+    start = Start(recorder, config, data, model_fits, Path(__file__).with_name("seed"), world_size)
+    seed_everything(start.seed + rank, start.fix)  # dropout differs by rank; the data order does not
+    generator = torch.Generator().manual_seed(start.seed)
+    train_batches, eval_sets = data.make_loaders(config, start.data_dir, generator, start.seed, rank, world_size)
+    eval_sets = contract.eval_sets(eval_sets)
     model = build_model(config).to(device)
-    optimizer, scheduler, interval = optimizers(config, model, len(train_batches))
-    if source is not None:  # its weights now; with init_resume, its whole state just below
-        checkpoint = warmstart.load(source, model, config)
-    start_epoch, step, best, last, seconds = 0, 0, None, None, []
-    done, sums, rng_at_checkpoint = 0, {}, None  # steps done in the epoch the run starts in
+    optimizer, scheduler, interval, extra = contract.optimizers(
+        task.configure_optimizers(config, model, len(train_batches)))
+    states = Stateful(model=model, optimizer=optimizer, scheduler=scheduler, extra=extra)
+    position = Position(generator, rank)
+    checkpoint = start.checkpoint
+    if start.source is not None:  # its weights now; with init_resume, its whole state just below
+        checkpoint = warmstart.load(start.source, model, config)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        start_epoch, step, best, last, seconds = (checkpoint[k] for k in ("epoch", "step", "best", "last", "seconds"))
-        mine = rank % len(checkpoint["rng"])  # each rank its own generators
-        done = checkpoint.get("done", 0)
-        if done:  # inside an epoch: its start's RNG now, so its batches come in the same order
-            sums = checkpoint["sums"][mine]
-            rng_at_checkpoint = checkpoint["rng"][mine]
-            set_rng_state(checkpoint["epoch_rng"][mine], generator)
-        else:  # after building the model and optimizer, whose init drew from it
-            set_rng_state(checkpoint["rng"][mine], generator)
-    recorder.start(start_epoch, step, path, skipped, world_size, device, data_record,
-                   progress(best, last, seconds) if checkpoint is not None else None, source)
-    if source is not None and source["resume"] and checkpoint["hparams"].get("epochs") != config.epochs and rank == 0:
-        print(f"note: {source['experiment']} ran with epochs = {checkpoint['hparams'].get('epochs')}, this run goes on "
-              f"to epochs = {config.epochs}: a schedule computed from epochs (cosine to the end, say) now follows "
-              "the new total from here on, so it differs from the source's")
-    if start_epoch == 0 and done == 0:  # drawn once, by the run's first start
-        recorder.graph(model, example_input().to(device))
+        states.load_state_dict(checkpoint)
+        position.load_state_dict(checkpoint)  # after the model and optimizer, whose init drew from the RNG
+    recorder.start((position.epoch, position.done, len(train_batches)), position.step, start.path, start.skipped,
+                   world_size, device, start.data_record, progress(position.best, position.last, position.seconds)
+                   if checkpoint is not None else None, start.source)
+    warmstart.note_epochs(start.source, checkpoint, config, rank)
+    if position.step == 0 and hasattr(model_file, "example_input"):  # drawn once, by the run's first start
+        recorder.graph(model, lambda: contract.on_device(model_file.example_input(), device))
 
     net = DistributedDataParallel(model) if world_size > 1 else model
+    with_state = {"state": extra} if extra else {}  # declared by configure_optimizers: passed on
     stop = StopRequest(exp_dir, world_size, device)
-    checkpoint_every = getattr(config, "checkpoint_every", 0) or 0
+    eval_every, checkpoint_every = (getattr(config, name, 0) or 0 for name in ("eval_every", "checkpoint_every"))
 
-    def state(position, **extra):
+    def due(every):
+        return every and position.step % every == 0
+
+    def evaluation(began=None):
+        """The metrics now (the step scalars' means since the last evaluation, each evaluation
+        set's), logged; whether they are the best so far. At an epoch's end (`began`: its start)
+        the epoch's duration too."""
+        results = {"train": position.train_means(world_size, device)}
+        model.eval()  # the bare model: evaluation shards differ in length, and DDP must not sync here
+        with torch.no_grad():
+            for split, batches in eval_sets.items():
+                results[split] = contract.floats(task.evaluate(model, batches, device, **with_state), "evaluate")
+        net.train()
+        at = {"epoch": position.epoch + 1} | ({"step": position.step} if eval_every else {})
+        position.last = at | {f"{split}_{k}": v for split, r in results.items() for k, v in r.items()}
+        if began is not None:
+            position.seconds.append(round(time.perf_counter() - began, 3))
+        if rank == 0:  # "epoch <n>/<epochs>" once an epoch, at its end
+            where = f"epoch {position.epoch + 1}/{config.epochs}" if began is not None else \
+                f"step {position.step} in epoch {position.epoch + 1}"
+            print(where + (f" (step {position.step})" if eval_every and began is not None else "") + "  "
+                  + "  ".join(f"{k} {v:.4f}" for k, v in position.last.items() if k not in at)
+                  + (f"  ({position.seconds[-1]:.1f}s)" if began is not None else ""))
+        recorder.log_epoch(position.step, results)
+        if improved(position.last, position.best, config):
+            position.best = position.last
+            return True
+        return False
+
+    def save(is_best=False):
         """Everything a continue needs, taken now; rank 0 writes it (every rank takes part)."""
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "epoch": position[0], "done": position[1], "step": step, "best": best, "last": last,
-                "seconds": seconds, "rng": dist.gather(rng_state(generator)), "hparams": hparams(config), **extra}
+        state = states.state_dict() | position.state_dict() | {"hparams": hparams(config)}
+        recorder.save((position.epoch, position.done), state, is_best, position.best, position.last, position.seconds)
 
     # disable is left to tqdm's default where a bar is wanted, so TQDM_DISABLE=1 can still hide it
     bar = {} if rank == 0 else {"disable": True}
     loop_began = time.perf_counter()
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(position.epoch, config.epochs):
         began = time.perf_counter()
-        epoch_rng = rng_state(generator)  # what a checkpoint inside this epoch restores first
+        position.begin_epoch()
         dist.set_epoch(train_batches, epoch)
         net.train()
-        batches = resume_at(train_batches, done)
-        if rng_at_checkpoint is not None:  # the order is set; now the RNG as it was at the checkpoint
-            set_rng_state(rng_at_checkpoint, generator)
-            rng_at_checkpoint = None
-        for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches), initial=done,
-                          mininterval=1.0,  # a redraw costs the loop; once a second is enough to watch
+        batches = resume_at(train_batches, position.done)
+        position.order_drawn()
+        for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches),
+                          initial=position.done, mininterval=1.0,  # a redraw costs the loop; once a second will do
                           leave=False, file=sys.stderr, **bar):
-            scalars = detached(task.train_step(net, batch, optimizer, device))
+            scalars = detached(task.train_step(net, batch, optimizer, device, **with_state))
             if scheduler is not None and interval == "step":
                 scheduler.step()
-            step, done = step + 1, done + 1
-            recorder.log_step(step, scalars)
-            for name, value in scalars.items():
-                sums[name] = sums.get(name, 0.0) + value
-            stopping = stop.agreed()
-            if done < len(train_batches) and (stopping or checkpoint_every and step % checkpoint_every == 0):
-                recorder.save((epoch, done), state((epoch, done), epoch_rng=dist.gather(epoch_rng),
-                                                   sums=dist.gather({k: float(v) for k, v in sums.items()})),
-                              False, best, last, seconds)
+            position.add(scalars)
+            recorder.log_step(position.step, scalars)
+            stopping = stop.agreed(position.step)
+            if position.done < len(train_batches) and (stopping or due(checkpoint_every) or due(eval_every)):
+                save(evaluation() if due(eval_every) else False)
                 if stopping:
-                    recorder.stop(epoch, done, step)
+                    recorder.stop(epoch, position.done, position.step)
                     raise Stopped
-        done = 0
         if scheduler is not None and interval == "epoch":
             scheduler.step()
-        # the epoch's train metrics: each step scalar's mean over every rank's steps
-        totals = dist.sum_over_ranks(list(sums.values()), device)
-        results = {"train": {name: total / (len(train_batches) * world_size) for name, total in zip(sums, totals)}}
-        sums = {}
-        model.eval()  # the bare model: evaluation shards differ in length, and DDP must not sync here
-        with torch.no_grad():
-            for split, batches in eval_sets.items():
-                results[split] = task.evaluate(model, batches, device)
-        last = {"epoch": epoch + 1} | {f"{split}_{k}": v for split, r in results.items() for k, v in r.items()}
-        seconds.append(round(time.perf_counter() - began, 3))
-        if rank == 0:
-            print(f"epoch {epoch + 1}/{config.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch")
-                  + f"  ({seconds[-1]:.1f}s)")
-        is_best = improved(last, best, config)
-        if is_best:
-            best = last
-        recorder.log_epoch(step, results)
-        recorder.save((epoch + 1, 0), state((epoch + 1, 0)), is_best, best, last, seconds)
+        is_best = evaluation(began)
+        position.epoch, position.done = epoch + 1, 0
+        save(is_best)
         if epoch + 1 < config.epochs and stop.agreed():  # asked during the last step or the evaluation
-            recorder.stop(epoch + 1, 0, step)
+            recorder.stop(epoch + 1, 0, position.step)
             raise Stopped
 
     if rank == 0:
-        recorder.data_at_end(datastore.at_end(config, data, data_dir, data_record, data_listing))
-    recorder.finish(best, last, step)
+        recorder.data_at_end(datastore.at_end(config, data, start.data_dir, start.data_record, start.data_listing))
+    recorder.finish(position.best, position.last, position.step)
+    best, last = position.best, position.last
     if rank == 0 and best is not None:
         monitor = config.monitor
         print(f"best epoch {best['epoch']}: {monitor} {best[monitor]:.4f}  |  last epoch {last['epoch']}: "

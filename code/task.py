@@ -1,6 +1,10 @@
 """The task (yours): one training step, the evaluation, the optimizer and its schedule.
 
 The loop in main.py calls these three functions; change them freely, keeping their signatures.
+The config: `import config` (code/config.py, the module the loop reads), then `config.lr`.
+Extra state (an EMA, a GradScaler, a counter): return it from configure_optimizers as
+"state": {"name": obj}; it is then saved in every checkpoint and passed to train_step and
+evaluate as `state` (README, Make it yours). `make check` proves the task resumes exactly.
 """
 import torch
 import torch.nn.functional as F
@@ -10,8 +14,9 @@ from gitexp.dist import sum_over_ranks
 
 def configure_optimizers(cfg, model, steps_per_epoch):
     """The optimizer, and optionally a schedule with the interval it steps at: "epoch" (after
-    every epoch) or "step" (after every train_step). Return the optimizer alone where there is
-    no schedule. Both states are saved in every checkpoint and restored on continue."""
+    every epoch) or "step" (after every train_step), or Lightning's {"optimizer": o,
+    "lr_scheduler": {"scheduler": s, "interval": ...}}. Return the optimizer alone where there
+    is no schedule. Both states are saved in every checkpoint and restored on continue."""
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
     return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch"}

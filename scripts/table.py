@@ -39,7 +39,8 @@ from title import fresh_rows, row_values, shown_keys, title_path
 TABLES = Path("__statistic__/table")
 # the run facts that make two runs of one tag unlike (the seed is meant to differ)
 POOLING_FACTS = ("run.data", "run.data_at_end", "run.torch", "run.host", "run.world_size", "run.threads", "run.fix")
-TABLE_VERSION = 3
+TABLE_VERSION = 4
+POOLING = ["run.seed", "run.status"]  # read from every row for the summary's pooling, shown or not
 
 
 # ---- cells --------------------------------------------------------------------------------------
@@ -165,11 +166,28 @@ def layout_of(facts):
 
 # ---- the summary --------------------------------------------------------------------------------
 
-def summary_row(tag, rows, keys, metrics, facts):
-    """tag, count, differs, then mean and std of each metric column, for one tag's rows (lists
-    of values in `keys` order)."""
+def distinct_runs(experiments, seeds, statuses):
+    """Which of one tag's rows are pooled, and how many repeats: of its finished runs, one per
+    distinct seed, the lowest id of each (a run with no seed recorded counts as its own); the
+    other finished runs are repeats (a rerun, a FIX=1 run of a seed already seen). A run not
+    finished is neither."""
+    order = sorted(range(len(experiments)), key=lambda i: int(experiments[i].rpartition("/")[2] or 0))
+    finished = [i for i in order if statuses[i] in ("finished", None)]
+    seen, pooled = set(), []
+    for i in finished:
+        if seeds[i] is None or seeds[i] not in seen:
+            pooled.append(i)
+            seen.add(seeds[i])
+    return sorted(pooled), len(finished) - len(pooled)
+
+
+def summary_row(tag, rows, keys, metrics, facts, hparams, pooled, repeats):
+    """tag, count (distinct runs pooled), repeats, differs, each hparam (its value in the first
+    pooled row), then mean and std of each metric column, over the pooled rows (lists of values
+    in `keys` order; pooled: their indices)."""
+    rows = [rows[i] for i in pooled]
     differs = [k[len("run."):] for k in facts if len({repr(r[keys.index(k)]) for r in rows}) > 1]
-    summary = [tag, len(rows), " ".join(differs)]
+    summary = [tag, len(rows), repeats, " ".join(differs), *(rows[0][keys.index(k)] if rows else None for k in hparams)]
     for key in metrics:
         j = keys.index(key)
         values = [r[j] for r in rows if r[j] is not None and r[j] == r[j]]
@@ -385,7 +403,8 @@ def summarise(experiments, rows, keys, layout, old_summary, touched=None, kept_r
     after them (the others' lines are as they were, in their order)."""
     metrics = [k for k, right in zip(keys, layout[1][1:]) if right and k.startswith("metrics.")]
     facts = [k for k in POOLING_FACTS if k in keys]
-    columns = ["tag", "count", "differs", *(f"{k}.{s}" for k in metrics for s in ("mean", "std"))]
+    hparams = [k for k in keys if k.startswith("hparams.")]
+    columns = ["tag", "count", "repeats", "differs", *hparams, *(f"{k}.{s}" for k in metrics for s in ("mean", "std"))]
     if touched is not None and len(touched) <= 10:  # a scan of the names a tag
         found = {tag: [i for i, e in enumerate(experiments) if e.startswith(f"{tag}/")] for tag in touched}
         # a tag first seen among the kept rows keeps its place; one first seen after, in order
@@ -408,8 +427,15 @@ def summarise(experiments, rows, keys, layout, old_summary, touched=None, kept_r
         kept[tag] = (signature, old[1] if fresh else None)
 
     def work(tags):
-        return [",".join(map(csv_cell, summary_row(tag, [row_values(rows[i], keys) for i in members[tag]],
-                                                   keys, metrics, facts))) + "\n" for tag in tags]
+        lines = []
+        for tag in tags:
+            group = members[tag]
+            seeds, statuses = zip(*(row_values(rows[i], POOLING) for i in group))
+            pooled, repeats = distinct_runs([experiments[i] for i in group], seeds, statuses)
+            row = summary_row(tag, [row_values(rows[i], keys) for i in group], keys, metrics, facts, hparams, pooled,
+                              repeats)
+            lines.append(",".join(map(csv_cell, row)) + "\n")
+        return lines
     stale = [tag for tag, (_, line) in kept.items() if line is None]
     for tag, line in zip(stale, in_halves(stale, work, at_least=200)):
         kept[tag] = (kept[tag][0], line)
@@ -417,16 +443,20 @@ def summarise(experiments, rows, keys, layout, old_summary, touched=None, kept_r
 
 
 def show(name):
-    changed = os.environ.get("CHANGED", "")
+    changed, full = os.environ.get("CHANGED", ""), os.environ.get("FULL", "")
     if changed not in ("", "0", "1"):
         raise UserError(f"CHANGED={changed!r} is not 0 or 1: CHANGED=1 shows only the columns that differ")
-    if changed != "1":
+    if full not in ("", "0", "1"):
+        raise UserError(f"FULL={full!r} is not 0 or 1: FULL=1 prints the whole table")
+    if changed == "1":
+        show_changed(name)
+    elif full == "1":
         with open(TABLES / f"{name}.txt", "rb") as f:
             sys.stdout.flush()
             while chunk := f.read(1 << 20):
                 sys.stdout.buffer.write(chunk)
     else:
-        show_changed(name)
+        show_summary(name)
     import csv
 
     with open(TABLES / f"{name}.summary.csv", newline="") as f:
@@ -434,6 +464,13 @@ def show(name):
             if row.get("differs"):
                 print(f"note: the ids of tag {row['tag']} differ in {row['differs']}: its mean and std in "
                       f"{TABLES / name}.summary.csv pool unlike runs (see the run.* columns)")
+
+
+def show_summary(name):
+    from table_view import summary_lines
+
+    table, summary, text = outputs(name)
+    print("\n".join(summary_lines(summary, table)))
 
 
 def show_changed(name):

@@ -41,7 +41,7 @@ from record import (DAMAGED, DEPS, RACY, UserError, atomic_write, in_parallel, k
 TITLES = Path("__statistic__/title")
 HEADER = ("// The columns of make table, one key a line: comment a key out with // to hide its column,\n"
           "// move lines to reorder them. make title keeps both when it adds new keys.\n")
-ROWS_VERSION = 4
+ROWS_VERSION = 5
 CHUNK = 1000  # the least files a process reads
 
 
@@ -103,7 +103,7 @@ def run_facts(statistic):
     """What the run ran with besides its code and hparams (those it recorded)."""
     data, environment = statistic.get("data"), statistic.get("environment")
     conditions = statistic.get("conditions") if isinstance(statistic.get("conditions"), dict) else {}
-    facts = {"seed": statistic.get("seed"), "fix": statistic.get("fix"), "world_size": statistic.get("world_size"),
+    facts = {"status": statistic.get("status"), "seed": statistic.get("seed"), "fix": statistic.get("fix"), "world_size": statistic.get("world_size"),
              "threads": conditions.get("threads"),
              "data": data.get("fingerprint", "")[:12] or None if isinstance(data, dict) else None,
              "data_at_end": (data.get("at_end") or "")[:12] or None if isinstance(data, dict) else None,

@@ -28,11 +28,17 @@ TESTED_COMMIT = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_o
 # The test settings, in one place. "short": the training every copy starts with (tests check
 # behaviour, not accuracy); "slow": epochs long enough that a kill lands where a test wants it.
 # digits is the template's own example; charlm (tests/tasks/charlm/) a tiny character-level
-# language model, loss only, with a per-step schedule and batches drawn from the global RNG.
+# language model, loss only, with a per-step schedule and batches drawn from the global RNG;
+# vision (tests/tasks/vision/) a DataLoader with workers and random augmentation, an EMA of the
+# weights as extra state, evaluation every few steps. Its runs are the slowest (worker
+# processes), so the guarantee tests run on it under the slow marker (make test-faults), and
+# test_vision.py's chosen few in make test.
 TASKS = {
     "digits": {"short": {"epochs": 3, "channels": 8, "hidden": 32}, "slow": {"epochs": 4, "channels": 32}},
     "charlm": {"short": {"epochs": 3, "steps_per_epoch": 10}, "slow": {"epochs": 4, "steps_per_epoch": 150}},
+    "vision": {"short": {"epochs": 3}, "slow": {"epochs": 4}},
 }
+SLOW_TASKS = {"vision"}
 TEST_IDENTITY = ["-c", "user.name=gitexp tests", "-c", "user.email=tests@localhost"]
 
 
@@ -174,6 +180,11 @@ def pristine_charlm(tmp_path_factory):
     return build_pristine(tmp_path_factory.mktemp("pristine-charlm"), "charlm")
 
 
+@pytest.fixture(scope="session")
+def pristine_vision(tmp_path_factory):
+    return build_pristine(tmp_path_factory.mktemp("pristine-vision"), "vision")
+
+
 def pristine_of(request, task):
     return request.getfixturevalue("pristine" if task == "digits" else f"pristine_{task}")
 
@@ -190,7 +201,7 @@ def project(pristine, tmp_path):
     return copy_project(pristine, tmp_path)
 
 
-@pytest.fixture(params=list(TASKS))
+@pytest.fixture(params=[pytest.param(task, marks=pytest.mark.slow) if task in SLOW_TASKS else task for task in TASKS])
 def task_project(request, tmp_path):
     """A copy for each task in turn: the guarantees must hold whatever the task."""
     return copy_project(pristine_of(request, request.param), tmp_path, request.param)

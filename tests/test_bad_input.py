@@ -345,7 +345,7 @@ def test_a_pickled_payload_as_the_newest_checkpoint_never_runs(prepared, tmp_pat
     assert "Traceback" not in result.stdout + result.stderr
     if result.returncode == 0:
         assert "epoch_9.pth is unreadable" in result.stdout
-        assert "continuing a/1 from epoch 3" in result.stdout
+        assert "continuing a/1 from epoch 4, step 0 of " in result.stdout
         assert project.statistic("a", 1)["status"] == "finished"
     else:
         assert_refused(result)

@@ -71,7 +71,7 @@ def test_a_refused_continue_with_two_processes_changes_nothing(project):
 def test_a_crash_on_one_rank_fails_the_whole_run(project):
     main = project.path / "code" / "main.py"
     text = main.read_text()
-    hook = "        is_best = improved(last, best, config)\n"
+    hook = "        is_best = evaluation(began)\n"
     assert hook in text
     main.write_text(text.replace(hook, hook + "        if rank == 1 and epoch == 1:\n"
                                              "            raise RuntimeError('rank 1 crashed')\n"))
@@ -122,3 +122,57 @@ def test_gpus_without_cuda_is_refused(project):
     assert_refused(project.make("continue", TAG="x", GPUS="1", check=False), "CUDA is not available")
     assert_refused(project.make("run", TAG="x", GPUS="99", check=False), "CUDA is not available")
     assert project.snapshot() == before
+
+
+COUNTING = '''
+import os as _os
+from pathlib import Path as _Path
+
+import torch.distributed as _dist
+
+# test only: every collective the loop calls through torch.distributed, counted between steps
+_counted = {"calls": 0}
+
+
+def _counting(name):
+    real = getattr(_dist, name)
+
+    def counted(*args, **kwargs):
+        _counted["calls"] += 1
+        return real(*args, **kwargs)
+    setattr(_dist, name, counted)
+
+
+for _name in ("all_reduce", "broadcast", "all_gather", "all_gather_object", "broadcast_object_list", "barrier",
+              "reduce", "gather", "scatter", "all_to_all"):
+    _counting(_name)
+
+
+def _step_began():
+    with open(_Path("calls") / _os.environ["RANK"], "a") as calls:
+        calls.write(f"{_counted['calls']}\\n")
+    _counted["calls"] = 0
+'''
+
+
+def test_no_collective_for_the_stop_agreement_on_ordinary_steps(project):
+    """Under NPROC=2 the ranks agree whether to stop about once a second, not at every step:
+    between two steps inside an epoch there is, almost always, no collective call at all."""
+    task = project.path / "code" / "task.py"
+    text = task.read_text().replace('    x, y = (t.to(device, non_blocking=True) for t in batch)\n    logits',
+                                    '    _step_began()\n    x, y = (t.to(device, non_blocking=True) for t in batch)\n'
+                                    '    logits')
+    task.write_text(text + COUNTING)
+    (project.path / "calls").mkdir()
+    (project.path / ".gitignore").write_text("calls/\n")
+    project.git("add", "-A")
+    project.git("commit", "-qm", "count the collectives")
+    project.make("run", TAG="count", NPROC="2")
+    # 1258 training images: 629 a rank, 20 batches of 32
+    for rank in ("0", "1"):
+        counts = [int(n) for n in (project.path / "calls" / rank).read_text().split()]
+        assert len(counts) == 3 * 20, len(counts)
+        inside = [count for n, count in enumerate(counts) if n % 20]  # not an epoch's first step
+        # the agreements: the first step, then about once a second (these runs last seconds)
+        assert sum(1 for count in inside if count) <= 6, counts
+        assert all(count <= 1 for count in inside), counts

@@ -70,7 +70,10 @@ def test_run_records_everything(task_project):
     monitor_curve = monitor.replace("_", "/", 1)
     assert {"step/loss", "train/loss", monitor_curve} <= set(scalars)
     per_epoch = len(events.Scalars("step/loss")) // 3  # epoch scalars: at the global step
-    assert [e.step for e in events.Scalars(monitor_curve)] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    every = statistic["hparams"].get("eval_every") or 0  # also every N steps (the vision task's)
+    evaluated = sorted({per_epoch, 2 * per_epoch, 3 * per_epoch} | set(range(every, 3 * per_epoch, every or 1))
+                       if every else {per_epoch, 2 * per_epoch, 3 * per_epoch})
+    assert [e.step for e in events.Scalars(monitor_curve)] == evaluated
     # each step's point has the time of its step (for TensorBoard's Relative and Wall axes),
     # though an epoch's points are written together
     first_epoch = [e.wall_time for e in events.Scalars("step/loss")][:per_epoch]

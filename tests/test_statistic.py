@@ -20,9 +20,9 @@ TABLE = "__statistic__/table/record.csv"
 SUMMARY = "__statistic__/table/record.summary.csv"
 
 
-def write_statistic(project, tag, number, lr=0.002, acc=0.5, **extra_hparams):
+def write_statistic(project, tag, number, lr=0.002, acc=0.5, seed=7, **extra_hparams):
     statistic = {
-        "tag": tag, "id": number, "commit": "0" * 40, "status": "finished", "seed": 7, "fix": False,
+        "tag": tag, "id": number, "commit": "0" * 40, "status": "finished", "seed": seed, "fix": False,
         "host": "test", "start": "2026-01-01T00:00:00+00:00", "end": "2026-01-01T00:01:00+00:00",
         "epoch": 3, "world_size": 1,
         "hparams": {"lr": lr, "dropout": 0.25, "keep_checkpoints": None, **extra_hparams},
@@ -67,7 +67,8 @@ def test_record_title_table_ls_on_a_real_run(project):
     assert row["exper"] == "a/0"
     assert float(row["metrics.best.test_acc"]) == statistic["metrics"]["best"]["test_acc"]
     assert float(row["hparams.lr"]) == statistic["hparams"]["lr"]
-    assert shown.splitlines()[-1].startswith("a/0 ")
+    assert re.search(r"^a\s+1\s+\S+$", shown, re.M)  # per tag: count, monitored mean
+    assert project.make("table", FULL="1").stdout.splitlines()[-1].startswith("a/0 ")
     (summary,) = read_csv(project, SUMMARY)
     assert summary["tag"] == "a" and summary["count"] == "1"
 
@@ -84,7 +85,7 @@ def test_record_title_table_ls_on_a_real_run(project):
     assert mtime(project, TABLE) > table_mtime
 
     listing = project.make("ls").stdout
-    assert re.search(r"^a\s+0\s+1\s+0\s+0\s+\w{10} template$", listing, re.M), listing
+    assert re.search(r"^a\s+0\s+1\s+0\s+0\s+0\s+\w{10} template$", listing, re.M), listing
     ids = project.make("ls", TAG="a").stdout
     assert re.search(rf"^\s*0\s+finished\s+3\s+{statistic['seed']}\s", ids, re.M), ids
 
@@ -169,17 +170,17 @@ def test_ls_keeps_what_it_read_and_is_never_stale(project):
     path = write_statistic(project, "a", 1)
     write_statistic(project, "b", 0)
     time.sleep(2.2)  # older than RACY_NS: what make ls reads is kept
-    assert re.search(r"^a\s+0-1\s+2\s+0\s+0\s", project.make("ls").stdout, re.M)
+    assert re.search(r"^a\s+0-1\s+2\s+0\s+0\s+0\s", project.make("ls").stdout, re.M)
     assert (project.path / "__statistic__/.deps/ls").is_file()
     stat = path.stat()
     path.write_text(path.read_text().replace('"status": "finished"', '"status": "failed"  '))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and mtime
     assert path.stat().st_size == stat.st_size
-    assert re.search(r"^a\s+0-1\s+1\s+0\s+1\s", project.make("ls").stdout, re.M)
+    assert re.search(r"^a\s+0-1\s+1\s+0\s+0\s+1\s", project.make("ls").stdout, re.M)
     (project.path / "__statistic__/.deps/ls").write_bytes(b"garbage")
     write_statistic(project, "b", 1)
     listing = project.make("ls").stdout
-    assert re.search(r"^a\s+0-1\s+1\s+0\s+1\s", listing, re.M) and re.search(r"^b\s+0-1\s+2\s", listing, re.M)
+    assert re.search(r"^a\s+0-1\s+1\s+0\s+0\s+1\s", listing, re.M) and re.search(r"^b\s+0-1\s+2\s", listing, re.M)
 
 
 def table_files(project, name="record"):
@@ -252,7 +253,7 @@ def test_a_damaged_cache_costs_a_cold_read_never_a_wrong_table(project, damage):
 
 def test_summary_changed_columns_and_bare_tags(project):
     for number, acc in enumerate((0.5, 0.7, 0.9)):
-        write_statistic(project, "a", number, lr=0.1, acc=acc)
+        write_statistic(project, "a", number, lr=0.1, acc=acc, seed=7 + number)  # distinct runs: pooled
     write_statistic(project, "b", 0, lr=0.2, acc=0.4)
     write_list(project, "mine", "a", "b/0")
     project.make("table", LIST="mine")
@@ -265,7 +266,7 @@ def test_summary_changed_columns_and_bare_tags(project):
     assert "hparams.lr.mean" not in summary["a"]
 
     lines = project.make("table", LIST="mine", CHANGED="1").stdout.splitlines()
-    assert lines[0].split() == ["exper", "hparams.lr", "metrics.best.val_acc", "metrics.best.test_acc",
+    assert lines[0].split() == ["exper", "hparams.lr", "run.seed", "metrics.best.val_acc", "metrics.best.test_acc",
                                 "metrics.last.val_acc", "metrics.last.test_acc"]
     assert lines[1].split()[:2] == ["a/0", "0.1"]
     assert "hparams.dropout" in read_csv(project, "__statistic__/table/mine.csv")[0]  # csv: every column

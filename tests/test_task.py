@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, TASKS_DIR
@@ -58,8 +59,9 @@ def test_a_monitor_mode_neither_min_nor_max_fails_before_training(project):
 
 @pytest.mark.parametrize("mode", ["min", "max"])
 def test_the_best_epoch_follows_monitor_and_mode(task_project, mode):
-    """Whatever the task and direction: epoch_best.pth and metrics.best are the epoch whose
-    monitored curve is lowest (min) or highest (max)."""
+    """Whatever the task and direction: epoch_best.pth and metrics.best are the evaluation
+    (an epoch's end; with eval_every, any evaluation) whose monitored curve is lowest (min) or
+    highest (max)."""
     project = task_project
     project.configure(epochs=4, monitor_mode=mode)
     project.make("run", TAG="best")
@@ -67,15 +69,21 @@ def test_the_best_epoch_follows_monitor_and_mode(task_project, mode):
     monitor = statistic["hparams"]["monitor"]
     events = EventAccumulator(str(project.result("best", 0) / "tensorboard"))
     events.Reload()
-    curve = [e.value for e in events.Scalars(monitor.replace("_", "/", 1))]
-    assert len(curve) == 4
+    points = events.Scalars(monitor.replace("_", "/", 1))
+    curve = [e.value for e in points]
     pick = min if mode == "min" else max
-    expected = curve.index(pick(curve)) + 1  # the first epoch that reached it
-    assert statistic["metrics"]["best"]["epoch"] == expected
-    assert os.readlink(project.result("best", 0) / "checkpoint" / "epoch_best.pth") == f"epoch_{expected}.pth"
+    first = curve.index(pick(curve))  # the first evaluation that reached it
+    best_link = project.result("best", 0) / "checkpoint" / "epoch_best.pth"
+    if "step" in statistic["metrics"]["best"]:  # eval_every
+        assert statistic["metrics"]["best"]["step"] == points[first].step
+        assert torch.load(best_link, weights_only=True)["step"] == points[first].step
+    else:
+        assert len(curve) == 4
+        assert statistic["metrics"]["best"]["epoch"] == first + 1
+        assert os.readlink(best_link) == f"epoch_{first + 1}.pth"
     rows = project.make("ls", TAG="best").stdout.splitlines()
-    assert rows[0].split()[-2:] == ["monitor", "best"]
-    assert rows[1].split()[-2] == monitor
+    assert rows[0].split()[-3:] == ["monitor", "best", "note"]
+    assert rows[1].split()[-2] == monitor  # a run with nothing to note: its last cell is best
     assert float(rows[1].split()[-1]) == pytest.approx(statistic["metrics"]["best"][monitor], abs=1e-4)
 
 

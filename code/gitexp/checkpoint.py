@@ -140,21 +140,21 @@ def checkpoint_path(folder, position):
 def save_checkpoint(folder, position, staged, is_best, keep=None):
     """Put the checkpoint of `position`, written into `staged` (files.stage), in place atomically.
 
-    At an epoch's end epoch_last/epoch_best point at it, epoch files beyond `keep` are pruned,
-    and the step files it supersedes go. Inside an epoch only the newest step file is kept."""
+    At an epoch's end epoch_last points at it; epoch_best wherever it is the best (inside an
+    epoch too, with eval_every). Epoch files beyond `keep` are pruned; of the step files only
+    the newest and the best are kept."""
     path = checkpoint_path(folder, position)
     publish(staged, path, uncached=True)
-    for old in checkpoint_files(folder):
-        if STEP_FILE.fullmatch(old.name) and old.name != path.name:
-            old.unlink()  # an older position, or one this epoch's end supersedes
-    if position[1]:
-        return
-    symlink(path.name, folder / "epoch_last.pth")
     if is_best:
         symlink(path.name, folder / "epoch_best.pth")
-    if keep is not None:
-        protected = {os.readlink(folder / link) for link in ("epoch_last.pth", "epoch_best.pth")
-                     if (folder / link).is_symlink()}
+    if not position[1]:
+        symlink(path.name, folder / "epoch_last.pth")
+    protected = {os.readlink(folder / link) for link in ("epoch_last.pth", "epoch_best.pth")
+                 if (folder / link).is_symlink()}
+    for old in checkpoint_files(folder):
+        if STEP_FILE.fullmatch(old.name) and old.name != path.name and old.name not in protected:
+            old.unlink()  # an older position, or one this epoch's end supersedes
+    if keep is not None and not position[1]:
         for old in epoch_files(folder)[keep:]:
             if old.name not in protected:
                 old.unlink()

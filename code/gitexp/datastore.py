@@ -50,8 +50,10 @@ def _canonical(value):
 
 
 def code_files(data_module):
-    """{path: sha256} of data.py and of the code/ modules it imports, directly or through each
-    other (config.py apart: prepare()'s reads of it are recorded value by value)."""
+    """{path: sha256} of data.py and of the code/ modules and packages it imports, directly or
+    through each other: `import x`, `from x import y` (y a submodule too), relative imports,
+    each package's __init__.py on the way (config.py apart: prepare()'s reads of it are
+    recorded value by value; gitexp apart: the template's, not the data's)."""
     code_dir = Path(data_module.__file__).resolve().parent
     found, todo = {}, [code_dir / "data.py"]
     while todo:
@@ -62,17 +64,31 @@ def code_files(data_module):
         source = path.read_bytes()
         found[name] = _digest(source)
         for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules = [node.module]
-            else:
-                continue
-            for module in modules:
-                local = code_dir / f"{module.split('.')[0]}.py"
-                if local.is_file() and local.name != "config.py":
-                    todo.append(local)
+            todo.extend(local_imports(node, path, code_dir))
     return dict(sorted(found.items()))
+
+
+def local_imports(node, path, code_dir):
+    """The files of code/ that one import statement of `path` runs."""
+    if isinstance(node, ast.Import):
+        dotted = [alias.name.split(".") for alias in node.names]
+    elif isinstance(node, ast.ImportFrom):
+        base = path.parent.relative_to(code_dir).parts if node.level else ()
+        if node.level > 1:
+            base = base[:len(base) - (node.level - 1)]
+        module = [*base, *(node.module.split(".") if node.module else [])]
+        dotted = [module + [alias.name] for alias in node.names]  # y may be a submodule or a name
+    else:
+        return []
+    skip = {code_dir / "config.py", code_dir / "gitexp"}
+    files = []
+    for parts in dotted:
+        for depth in range(1, len(parts) + 1):  # a.b.c runs a/__init__.py, a/b/__init__.py, a/b/c.py
+            for candidate in (code_dir.joinpath(*parts[:depth]).with_suffix(".py"),
+                              code_dir.joinpath(*parts[:depth], "__init__.py")):
+                if candidate.is_file() and not skip & {candidate, *candidate.parents}:
+                    files.append(candidate)
+    return files
 
 
 def fingerprint(folder):

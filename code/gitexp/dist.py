@@ -39,6 +39,11 @@ def die_with_parent():
         os._exit(1)
 
 
+def rank():
+    """This process's global rank (0 without a process group)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def broadcast(obj):
     """Rank 0's `obj` on every rank (itself where there is one process)."""
     if not dist.is_initialized():
@@ -69,12 +74,16 @@ def sum_over_ranks(numbers, device):
 
 
 def set_epoch(batches, epoch):
-    """Tell a shuffling sampler which epoch it is (DistributedSampler shuffles by seed and epoch).
+    """Tell every shuffling sampler the batch source holds which epoch it is (DistributedSampler
+    shuffles by seed and epoch): the source itself, its sampler, its batch_sampler and the
+    batch_sampler's sampler (a DataLoader given batch_sampler=BatchSampler(DistributedSampler)).
     Any batch source is allowed: one without such a sampler is left alone."""
-    for source in (batches, getattr(batches, "sampler", None), getattr(batches, "batch_sampler", None)):
-        if hasattr(source, "set_epoch"):
+    batch_sampler = getattr(batches, "batch_sampler", None)
+    told = set()
+    for source in (batches, getattr(batches, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)):
+        if hasattr(source, "set_epoch") and id(source) not in told:
+            told.add(id(source))
             source.set_epoch(epoch)
-            return
 
 
 def barrier():

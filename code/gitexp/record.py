@@ -69,8 +69,12 @@ def model_graph(model, example_input):
     """The model's graph as SummaryWriter.add_graph draws it (a GraphDef and its RunMetadata),
     traced without torch.jit.trace's check: the check runs the model again through the JIT's
     executor, after which the whole run's eager training was 1 to 2% slower (measured), and
-    a graph to look at needs no check."""
-    trace = torch.jit.trace(model, example_input, check_trace=False)
+    a graph to look at needs no check. `example_input`: a tensor, a tuple of the forward's
+    arguments, or a dict of its keyword arguments; the outputs may be dicts or tuples (strict off)."""
+    if isinstance(example_input, dict):
+        trace = torch.jit.trace(model, example_kwarg_inputs=example_input, check_trace=False, strict=False)
+    else:
+        trace = torch.jit.trace(model, example_input, check_trace=False, strict=False)
     torch._C._jit_pass_inline(trace.graph)
     nodes = _pytorch_graph.parse(trace.graph, trace, example_input)
     # as add_graph: its nodes' device is always the CPU, whatever the model ran on
@@ -154,9 +158,10 @@ class Recorder:
         check_fits(checkpoint, path)
         return checkpoint, path, skipped
 
-    def start(self, start_epoch, step, path, skipped, world_size, device, data_record, resumed_progress, source=None):
+    def start(self, position, step, path, skipped, world_size, device, data_record, resumed_progress, source=None):
         """Mark the experiment running, open its events file; on a continue or a warm start,
-        say from where."""
+        say from where: `position` is (epochs done, steps done into the next, steps an epoch)."""
+        start_epoch, done, steps_per_epoch = position
         if not self.active:
             return
         statistic = self.statistic
@@ -165,7 +170,8 @@ class Recorder:
             how = "its whole training state (init_resume)" if source["resume"] else "its weights"
             print(f"--- {now()}: starting from {source['experiment']}, epoch {source['epoch']}: {how}")
         if self.continuing:
-            where = f"epoch {start_epoch} ({path})" if path else "epoch 0 (no checkpoint yet)"
+            where = f"epoch {start_epoch + 1}, step {done} of {steps_per_epoch} " \
+                    f"({path if path else 'no checkpoint yet'})"
             for bad, error in skipped:
                 print(f"warning: {bad} is unreadable ({type(error).__name__}): using an older checkpoint")
             print(f"--- {now()}: continuing {statistic['tag']}/{statistic['id']} from {where}")
@@ -194,10 +200,20 @@ class Recorder:
         self.events.write()
 
     def graph(self, model, example_input):
-        if self.active:
-            model.eval()  # trace without dropout, so the graph draws nothing from the RNG
-            self.events.graph(*model_graph(model, example_input))
-            self.events.write()
+        """The model's graph in TensorBoard, if it can be traced: optional, so a model the JIT
+        cannot trace costs one warning line, not the run."""
+        if not self.active:
+            return
+        model.eval()  # trace without dropout, so the graph draws nothing from the RNG
+        try:
+            drawn = model_graph(model, example_input())
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            print(f"warning: the model's graph is not drawn in TensorBoard ({type(error).__name__}: {reason}); "
+                  "the run goes on", flush=True)
+            return
+        self.events.graph(*drawn)
+        self.events.write()
 
     def log_step(self, step, scalars):
         """The training step's scalars, each a curve step/<name> at the global step. They are

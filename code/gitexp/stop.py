@@ -3,13 +3,19 @@ it ends a job: --signal=USR1@<seconds>) or a first Ctrl+C ask the loop to stop a
 step; it writes a checkpoint there, marks the experiment stopped and exits with STOPPED. A
 second Ctrl+C stops at once (the last checkpoint stays the place to continue from). The launcher
 passes on a signal it gets as the file .stop in the experiment's folder, which reaches every
-rank under torchrun too; the ranks agree at every step, so all stop at the same one.
+rank under torchrun too. The ranks agree whether to stop at steps fixed in advance, about once
+a second, so all stop at the same step and no other step waits on a collective (and its
+`.item()`, on a GPU, for the device).
 """
+import os
 import signal
+import time
 
 import torch
 import torch.distributed as dist
 
+AGREE_SECONDS = 1.0  # under torchrun: how often the ranks agree whether to stop
+MOST_STEPS_BETWEEN = 1000
 STOPPED = 75  # exit status: stopped on request, continuable (EX_TEMPFAIL: try again later)
 
 
@@ -21,6 +27,9 @@ class StopRequest:
     def __init__(self, exp_dir, world_size, device):
         self.asked, self.world_size, self.device = None, world_size, device
         self.file = exp_dir / ".stop" if exp_dir is not None else None
+        self.next_step, self.since = 1, (0, time.perf_counter())  # the next agreement; the last one
+        # make check's runs stop after a step every rank knows in advance: no agreement needed
+        self.stop_at, self.step = int(os.environ.get("GITEXP_STOP_AT") or 0) or None, 0
         for number in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(number, self.ask)
 
@@ -29,11 +38,30 @@ class StopRequest:
             raise KeyboardInterrupt  # the second Ctrl+C: at once
         self.asked = signal.Signals(number).name
 
-    def agreed(self):
-        """Whether to stop now: asked here or on any rank (one collective a step under torchrun)."""
-        asked = self.asked is not None or (self.file is not None and self.file.exists())
-        if self.world_size > 1:
-            flag = torch.tensor([1.0 if asked else 0.0], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            asked = bool(flag.item())
-        return asked
+    def asked_here(self):
+        return self.asked is not None or (self.file is not None and self.file.exists())
+
+    def agreed(self, step=None):
+        """Whether to stop now: after training step `step`, or (None) at an epoch's end, where
+        every rank agrees at once. One process looks at every step. Under torchrun the ranks
+        agree only at the steps they agreed on at the last agreement, about AGREE_SECONDS
+        apart at the pace they see (the fastest rank's guess wins: the same on every rank)."""
+        self.step = self.step if step is None else step
+        if self.stop_at is not None and self.step >= self.stop_at:
+            return True
+        if self.world_size == 1:
+            return self.asked_here()
+        if step is not None and step < self.next_step:
+            return False
+        between = 1
+        if step is not None:
+            last_step, last_time = self.since
+            seconds_a_step = (time.perf_counter() - last_time) / max(1, step - last_step)
+            between = max(1, min(MOST_STEPS_BETWEEN, int(AGREE_SECONDS / max(seconds_a_step, 1e-9))))
+        # MAX over ranks of (asked, -between): asked anywhere, and the fewest steps between
+        flag = torch.tensor([1.0 if self.asked_here() else 0.0, -float(between)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        asked, minus_between = flag.tolist()
+        if step is not None:
+            self.next_step, self.since = step + int(-minus_between), (step, time.perf_counter())
+        return asked > 0

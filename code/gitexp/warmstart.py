@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from gitexp.checkpoint import EPOCH_FILE, load_checkpoint
+from gitexp.checkpoint import EPOCH_FILE, STEP_FILE, load_checkpoint
 from gitexp.record import Refused
 
 RESULTS = Path("__result__")
@@ -60,6 +60,9 @@ def resolve(cfg, must_match=None):
     else:
         name = f"epoch_{which}.pth"
     path = checkpoints / name
+    if STEP_FILE.fullmatch(name):
+        raise Refused(f"init_from = {spec!r}: the {which} of {tag}/{number} is {name}, inside an epoch (eval_every): "
+                      "a warm start names an epoch's end: use @last or @<epoch>")
     if not path.is_file() or not EPOCH_FILE.fullmatch(name):
         kept = sorted((p.name for p in checkpoints.glob("epoch_[0-9]*.pth")), key=lambda n: int(n[6:-4]))
         raise Refused(f"init_from = {spec!r}: there is no {path} (kept there: {', '.join(kept) or 'none'})")
@@ -103,3 +106,14 @@ def load(source, model, cfg):
     if getattr(cfg, "init_skip", None):
         raise Refused("init_resume = True takes the source's whole state: it cannot skip parameters (init_skip)")
     return load_checkpoint(source["file"])
+
+
+def note_epochs(source, checkpoint, cfg, rank):
+    """An init_resume that trains to another `epochs` than its source's: say what that changes."""
+    if source is None or not source["resume"] or rank != 0:
+        return
+    theirs = checkpoint["hparams"].get("epochs")
+    if theirs != cfg.epochs:
+        print(f"note: {source['experiment']} ran with epochs = {theirs}, this run goes on to epochs = {cfg.epochs}: "
+              "a schedule computed from epochs (cosine to the end, say) now follows the new total from here on, "
+              "so it differs from the source's")

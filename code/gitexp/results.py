@@ -1,0 +1,102 @@
+"""Results in a notebook: a list's table and the runs' curves as pandas DataFrames.
+
+    import sys; sys.path.insert(0, "code")      # in a notebook at the project's root
+    from gitexp import results
+    table = results.rows("finished")             # one row per run: exper, tag, id, hparams.*, run.*, metrics.*
+    summary = results.summary("finished")        # per tag: count, repeats, hparams.*, metric mean/std
+    curves = results.curves(["lr0.01", "base/0"])  # long: tag, id, step, name, value
+
+rows and summary are make table's files (__statistic__/table/<list>.csv, .summary.csv), made
+first by make when anything they come from changed. The curves are read from each run's
+TensorBoard events files with TensorBoard's own reader (EventAccumulator).
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS = Path("__result__")
+TABLES = Path("__statistic__/table")
+
+
+def run_dir(tag, number, root="."):
+    return Path(root) / RESULTS / tag / str(number)
+
+
+def _table_files(name, root, make):
+    if make:  # make's rule remakes them only where something they come from changed; with this
+        # interpreter (the notebook's), which has what the table's scripts need
+        subprocess.run(["make", "-s", f"{TABLES}/{name}.csv", f"PYTHON={sys.executable}"], cwd=root, check=True,
+                       stdout=subprocess.DEVNULL)
+    return Path(root) / TABLES / f"{name}.csv", Path(root) / TABLES / f"{name}.summary.csv"
+
+
+def rows(name="record", root=".", make=True):
+    """The list's table: one row per experiment, the title's columns with their types, plus
+    tag and id, and `repeat`: True for a run whose seed an earlier id of its tag already had
+    (a rerun, a FIX=1 repeat), which the summary's mean leaves out."""
+    table, _ = _table_files(name, root, make)
+    frame = pd.read_csv(table)
+    parts = frame["exper"].str.rpartition("/")
+    frame.insert(1, "tag", parts[0])
+    frame.insert(2, "id", parts[2].astype(int))
+    seeds = frame["run.seed"] if "run.seed" in frame else [
+        json.loads((run_dir(t, i, root) / "statistic.json").read_text()).get("seed") for t, i in zip(frame["tag"], frame["id"])]
+    order = frame.assign(_seed=list(seeds)).sort_values("id", kind="stable")
+    frame["repeat"] = order.duplicated(["tag", "_seed"]) & order["_seed"].notna()
+    return frame
+
+
+def summary(name="record", root=".", make=True):
+    """The list's per-tag summary (make table's summary csv)."""
+    return pd.read_csv(_table_files(name, root, make)[1])
+
+
+def expand(runs, root="."):
+    """(tag, id) of each of runs: "tag/id", or a bare tag for all its ids."""
+    found = []
+    for run in [runs] if isinstance(runs, str) else runs:
+        tag, _, number = run.partition("/")
+        if number:
+            found.append((tag, int(number)))
+        else:
+            ids = [int(p.name) for p in (Path(root) / RESULTS / tag).iterdir() if p.name.isdigit()]
+            found += [(tag, i) for i in sorted(ids)]
+    return found
+
+
+def run_curves(tag, number, root=".", names=None, steps=False):
+    """One run's scalars as rows (tag, id, step, name, value); not the per-step step/* curves
+    or the final ~best/~last values unless steps=True."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = run_dir(tag, number, root) / "tensorboard"
+    if not folder.is_dir():
+        return []
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    rows = []
+    for name in accumulator.Tags()["scalars"]:
+        if names is not None and name not in names:
+            continue
+        if names is None and not steps and (name.startswith("step/") or name.startswith("~")):
+            continue
+        rows += [(tag, number, event.step, name, event.value) for event in accumulator.Scalars(name)]
+    return rows
+
+
+def curves(runs, root=".", names=None, steps=False):
+    """The curves of runs ("tag/id" or a bare tag: all its ids) as one long DataFrame with
+    columns tag, id, step, name, value; names: only these curves (e.g. ["val/acc"])."""
+    rows = [row for tag, number in expand(runs, root) for row in run_curves(tag, number, root, names, steps)]
+    return pd.DataFrame(rows, columns=["tag", "id", "step", "name", "value"])
+
+
+def mean_curves(frame):
+    """Per tag, curve and step: the mean and sample std (n-1; NaN for one run) over the runs
+    that reached that step, and their number n. Runs of unequal length: a step past a run's
+    end is averaged over the runs that have it."""
+    grouped = frame.groupby(["tag", "name", "step"], sort=True)["value"]
+    return grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()

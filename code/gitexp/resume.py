@@ -1,0 +1,135 @@
+"""Where a run starts and where it stands (the template's machinery): the checks every rank
+agrees on before training, and the loop's position with every RNG, as one piece that a
+checkpoint saves (state_dict) and a continue restores (load_state_dict).
+"""
+from pathlib import Path
+
+from gitexp import contract, datastore, dist, warmstart
+from gitexp.checkpoint import rng_state, set_rng_state
+from gitexp.record import Refused
+
+
+def agreed(work):
+    """`work()` on rank 0, its answer on every rank; a Refused there is raised on every rank
+    (a rank that raised alone would leave the others waiting in the next collective)."""
+    answer = refusal = None
+    try:
+        answer = work()
+    except Refused as problem:
+        refusal = str(problem)
+    answer, refusal = dist.broadcast((answer, refusal))
+    if refusal:
+        raise Refused(refusal)
+    return answer
+
+
+class Start:
+    """What every rank starts from: the seed and FIX mode, the checkpoint to continue from (or a
+    warm start's), the prepared data. Rank 0 decides, the others follow, or all refuse."""
+
+    def __init__(self, recorder, cfg, data_module, check_fits, seed_file, world_size):
+        self.checkpoint, self.path, self.skipped = agreed(lambda: recorder.checkpoint_to_resume(check_fits))
+        self.refuse(self.other_world(world_size))
+        self.seed, self.fix = dist.broadcast(recorder.seed_and_fix(int(Path(seed_file).read_text())))
+        contract.check_config(cfg)
+        self.data_dir, self.data_record = datastore.ensure(cfg, data_module)  # prepared once, then found again
+        # the data's listing now, to tell at the end whether it changed under the run
+        self.data_listing = datastore.listing_fingerprint(self.data_dir) \
+            if self.data_dir is not None and dist.rank() == 0 else None
+        agreed(lambda: self.refuse(recorder.check_data(self.data_record)))
+        # a fresh start: from another experiment, if init_from says so
+        self.source = agreed(lambda: warmstart.resolve(cfg, warmstart.expected())) if self.checkpoint is None else None
+
+    def other_world(self, world_size):
+        """A checkpoint inside an epoch continues only with as many processes as wrote it (its
+        batches were sharded by them)."""
+        if self.checkpoint is not None and self.checkpoint.get("done") and len(self.checkpoint["rng"]) != world_size:
+            return (f"{self.path} was written inside an epoch by {len(self.checkpoint['rng'])} process(es), this "
+                    f"continue has {world_size}: continue it as it ran (make continue without GPUS/NPROC/NNODES "
+                    "takes its own)")
+        return None
+
+    @staticmethod
+    def refuse(refusal):
+        if refusal:
+            raise Refused(refusal)
+
+
+class Stateful:
+    """The model, the optimizer, the schedule and every extra state the task declares: each
+    object's state_dict() in a checkpoint, its load_state_dict() on a continue (the Stateful
+    protocol of torch.distributed.checkpoint). The checkpoint keeps them flat: "model",
+    "optimizer", "scheduler" (None without one) and "extra" ({name: state})."""
+
+    def __init__(self, model, optimizer, scheduler, extra):
+        self.model, self.optimizer, self.scheduler, self.extra = model, optimizer, scheduler, extra
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "extra": {name: obj.state_dict() for name, obj in self.extra.items()}}
+
+    def load_state_dict(self, checkpoint):
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        contract.load_extra(self.extra, checkpoint.get("extra", {}))
+
+
+class Position:
+    """The loop's position (epoch, steps done in it, global step), its metrics so far and every
+    RNG: what a checkpoint needs besides the model and optimizer states. Inside an epoch it
+    also keeps the epoch's starting RNG, so a continue draws the same batch order, then sets
+    the RNG as it was at the checkpoint."""
+
+    def __init__(self, generator, rank):
+        self.generator, self.rank = generator, rank
+        self.epoch, self.done, self.step, self.best, self.last, self.seconds = 0, 0, 0, None, None, []
+        self.sums, self.counted = {}, 0  # the step scalars' sums since the last evaluation
+        self.epoch_rng = self.rng_at_checkpoint = None
+
+    def state_dict(self):
+        """Taken now, by every rank together (each rank's RNG is gathered)."""
+        state = {"epoch": self.epoch, "done": self.done, "step": self.step, "best": self.best, "last": self.last,
+                 "seconds": self.seconds, "rng": dist.gather(rng_state(self.generator))}
+        if self.done or self.counted:
+            state.update(epoch_rng=dist.gather(self.epoch_rng), counted=self.counted,
+                         sums=dist.gather({k: float(v) for k, v in self.sums.items()}))
+        return state
+
+    def load_state_dict(self, checkpoint):
+        """Restore after building the model and optimizer, whose init drew from the RNG."""
+        for name in ("epoch", "step", "best", "last", "seconds"):
+            setattr(self, name, checkpoint[name])
+        self.done = checkpoint.get("done", 0)
+        mine = self.rank % len(checkpoint["rng"])  # each rank its own generators
+        if "sums" in checkpoint:
+            self.sums, self.counted = checkpoint["sums"][mine], checkpoint.get("counted", self.done)
+        if self.done:  # inside an epoch: its start's RNG now, so its batches come in the same order
+            self.rng_at_checkpoint = checkpoint["rng"][mine]
+            set_rng_state(checkpoint["epoch_rng"][mine], self.generator)
+        else:
+            set_rng_state(checkpoint["rng"][mine], self.generator)
+
+    def begin_epoch(self):
+        """At an epoch's start: the RNG a checkpoint inside it restores first."""
+        self.epoch_rng = rng_state(self.generator)
+
+    def order_drawn(self):
+        """The epoch's batch order is drawn: now the RNG as it was at the checkpoint."""
+        if self.rng_at_checkpoint is not None:
+            set_rng_state(self.rng_at_checkpoint, self.generator)
+            self.rng_at_checkpoint = None
+
+    def add(self, scalars):
+        self.step, self.done, self.counted = self.step + 1, self.done + 1, self.counted + 1
+        for name, value in scalars.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+
+    def train_means(self, world_size, device):
+        """Each step scalar's mean over every rank's steps since the last evaluation; reset."""
+        totals = dist.sum_over_ranks(list(self.sums.values()), device)
+        means = {name: total / (self.counted * world_size) for name, total in zip(self.sums, totals)}
+        self.sums, self.counted = {}, 0
+        return means

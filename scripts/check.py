@@ -1,0 +1,186 @@
+"""`make check [NPROC=2] [FIX=1]`: prove in seconds what the template promises for the working
+tree's own task, in a temp folder, recording nothing (no tag, no experiment, no list).
+
+  1. the contract: your functions present and answering in the shapes the loop needs, the
+     values numbers, the monitor among the metrics, the evaluation sets' names allowed, the
+     files the data's key follows (the runs below exercise each answer);
+  2. exact resume: K steps uninterrupted, against K/2 steps, a checkpoint, a new process that
+     restores it and K/2 more: the batches, the step scalars, the model, optimizer, schedule,
+     every extra state and RNG compared bit for bit; the first thing that diverged is named,
+     with its fix;
+  3. the same across NPROC processes (torchrun, gloo);
+  4. with FIX=1, two uninterrupted runs equal.
+Exit 0 only when all hold; one line per finding. The steps: an epoch of at most 64 steps is
+crossed (restore at its middle, end in the middle of the next), a longer one checked over 16.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from record import UserError, run
+
+SHARED = ("__data__", "__result__")  # read where they are: prepared data, init_from's sources
+FIXES = {
+    "model": "a parameter or buffer the model changes outside its state_dict (a plain tensor attribute?)",
+    "optimizer": "the optimizer state is not restored: return the optimizer configure_optimizers steps",
+    "scheduler": "the schedule is not restored: return it from configure_optimizers, not a global",
+    "extra": "its state_dict() does not hold all of its state (or load_state_dict() ignores some)",
+    "rng": "something draws from the RNG in a way a continue cannot repeat",
+}
+
+
+def processes():
+    value = os.environ.get("NPROC") or "1"
+    if not value.isdigit() or not 1 <= int(value) <= 8:
+        raise UserError(f"NPROC={value!r} is not a number of processes from 1 to 8: e.g. make check NPROC=2")
+    return int(value)
+
+
+def prepared_copy(root, temp):
+    """The working tree's code/ (uncommitted changes and all), and links to the shared folders."""
+    shutil.copytree(root / "code", temp / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (root / "__data__").mkdir(exist_ok=True)  # data a check prepares is kept for the runs
+    for name in SHARED:
+        if (root / name).exists():
+            (temp / name).symlink_to((root / name).resolve())
+
+
+def one_run(temp, name, how, nproc, mode="run", seed=None):
+    """One run of gitexp/check.py into temp/<name>: (exit status, its error line or None, its notes)."""
+    folder = temp / name
+    if mode == "run":
+        folder.mkdir()
+        (folder / "statistic.json").write_text(json.dumps({"tag": "check", "id": name, "seed": seed, "fix": True}))
+    driver = str(temp / "code" / "gitexp" / "check.py")
+    command = [sys.executable, driver] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", driver]
+    # one intra-op thread unless told otherwise: a check's steps are small, and on a shared
+    # machine more threads mostly wait for each other (a run took 1 s with one, 29 s with two)
+    env = dict(os.environ, GITEXP_DIR=str(folder), GITEXP_MODE=mode, GITEXP_CHECK=how, PYTHONDONTWRITEBYTECODE="1",
+               TQDM_DISABLE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env.pop("GITEXP_STOP_AT", None)
+    result = subprocess.run(command, cwd=temp, env=env, capture_output=True, text=True)
+    errors = [line for line in (result.stderr + result.stdout).splitlines() if line.startswith("error: ")]
+    if result.returncode != 0:
+        return errors[0] if errors else f"error: the {name} run failed ({result.returncode}): " + \
+            (result.stderr.strip().splitlines() or ["no message"])[-1], None
+    return None, [json.loads((folder / f"seen_{rank}_{how}.json").read_text()) for rank in range(nproc)]
+
+
+def first_difference(a, b, where):
+    """The path of the first difference between two states (tensors compared bit for bit)."""
+    import torch
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        if not (torch.is_tensor(a) and torch.is_tensor(b)) or a.dtype != b.dtype or a.shape != b.shape:
+            return where
+        nan = a.isnan() if a.is_floating_point() else None
+        same = torch.equal(a, b) or nan is not None and torch.equal(nan, b.isnan()) and torch.equal(a[~nan], b[~nan])
+        return None if same else where
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return f"{where} (keys {sorted(map(str, a.keys() ^ b.keys()))[:3]})"
+        return next((d for key in a if (d := first_difference(a[key], b[key], f"{where}.{key}"))), None)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return where
+        return next((d for n, (x, y) in enumerate(zip(a, b)) if (d := first_difference(x, y, f"{where}[{n}]"))), None)
+    return None if a == b or (a != a and b != b) else where
+
+
+def latest_checkpoint(folder):
+    """The newest checkpoint of a check's run, read by the template's own reader."""
+    if str(folder.parent / "code") not in sys.path:
+        sys.path.insert(0, str(folder.parent / "code"))
+    from gitexp.checkpoint import load_latest
+    return load_latest(folder / "checkpoint")[0]
+
+
+def compare_steps(first, second, start, what, end=None):
+    """The first step from `start` (to `end`) whose batch or scalars differ between two runs'
+    notes, in words."""
+    for rank, (a, b) in enumerate(zip(first, second)):
+        if len(a["seen"]) != len(b["seen"]):
+            return "batch", f"the runs {what} took {len(a['seen'])} and {len(b['seen'])} steps"
+        for n, (x, y) in enumerate(zip(a["seen"][start:end], b["seen"][start:end]), start + 1):
+            on = f" on rank {rank}" if len(first) > 1 else ""
+            if x["batch"] != y["batch"]:
+                return "batch", f"the batches {what} differ (step {n}{on})"
+            if x["scalars"] != y["scalars"]:
+                name = next(k for k in x["scalars"] if x["scalars"][k] != y["scalars"].get(k))
+                return "scalars", (f"the training step {what} differs (step {n}{on}: {name} {x['scalars'][name]!r} "
+                                   f"vs {y['scalars'].get(name)!r}) though its batch is the same")
+    return None, None
+
+
+def resume_findings(temp, whole, resumed, half):
+    """What differs between the uninterrupted run and the restored one, first divergence first."""
+    kind, said = compare_steps(whole, resumed, 0, "before the checkpoint", half)
+    if kind:
+        return [f"{said}: two fresh starts differ, so nothing can resume exactly: draw every random number from "
+                "torch, numpy or random (seeded by the loop) or from `generator`, never from the time or os.urandom"]
+    kind, said = compare_steps(whole, resumed, half, "after the restore")
+    if kind == "batch":
+        return [f"{said}: your batch source does not draw its order from `generator` (or the global torch RNG), or "
+                "draws it lazily after the loop restored the RNG, or its workers persist (persistent_workers)"]
+    if kind == "scalars":
+        return [f"{said}: a state train_step uses is not in the checkpoint: declare it in configure_optimizers' "
+                "\"state\" (an EMA, a GradScaler, a counter), or keep it in the model or optimizer"]
+    a, b = latest_checkpoint(temp / "whole"), latest_checkpoint(temp / "resumed")
+    for part in ("model", "optimizer", "scheduler", "extra", "rng", "last", "best", "step", "epoch"):
+        where = first_difference(a.get(part), b.get(part), part)
+        if where:
+            fix = FIXES.get(part, "evaluate uses a state the checkpoint lacks: declare it in configure_optimizers' "
+                                  "\"state\"")
+            return [f"after the restore {where} differs from the uninterrupted run's: {fix}"]
+    return []
+
+
+def check():
+    root = Path.cwd()
+    nproc, fix = processes(), os.environ.get("FIX") in ("1",)
+    if os.environ.get("FIX") not in (None, "", "0", "1"):
+        raise UserError(f"FIX={os.environ['FIX']!r} is not 0 or 1")
+    seed = int((root / "code" / "seed").read_text().strip() or 0)
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gitexp-check-") as name:
+        temp = Path(name)
+        prepared_copy(root, temp)
+        error, whole = one_run(temp, "whole", "full", nproc, seed=seed)
+        if error:
+            print(error, file=sys.stderr)
+            return 1
+        error, first = one_run(temp, "resumed", "half", nproc, seed=seed)
+        if not error:
+            error, second = one_run(temp, "resumed", "full", nproc, mode="continue")
+        if error:
+            print(error, file=sys.stderr)
+            return 1
+        resumed = [dict(b, seen=a["seen"] + b["seen"]) for a, b in zip(first, second)]
+        findings = resume_findings(temp, whole, resumed, whole[0]["half"])
+        if fix and not findings:
+            error, again = one_run(temp, "again", "full", nproc, seed=seed)
+            kind, said = compare_steps(whole, again, 0, "of two FIX=1 runs") if not error else (None, error)
+            if said:
+                findings.append(f"{said}: with FIX=1 two runs must be equal: something draws from an unseeded "
+                                "source (the time, os.urandom, a fresh torch.Generator()) or a kernel is not "
+                                "deterministic" if kind else said)
+        for line in findings:
+            print(f"error: {line}", file=sys.stderr)
+        if findings:
+            return 1
+    info = whole[0]
+    key_files = ", ".join(info.get("data_key_files") or ["nothing (no prepare)"])
+    print(f"check passed: the contract; exact resume (restored at step {info['half']}, equal through step "
+          f"{info['whole']}, {info['steps_per_epoch']} steps an epoch) in {nproc} process{'es' if nproc > 1 else ''}"
+          f"{'; two FIX=1 runs equal' if fix else ''}; the data key follows {key_files}"
+          f" ({time.perf_counter() - began:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    run(check)
