@@ -19,7 +19,7 @@
 #   JOBS=n         make sweep: n runs at a time on CPU (default 1; with GPUS: one per GPU)
 #   EXP="x/0 y/3"  make record: experiments to add to a list (default: the last finished);
 #                  make rm / restore: the experiments to move to the trash and back
-#   A=x/0 B=y/1    make diff: the two experiments to compare (a bare tag: the mean of its ids)
+#   A=x/0 B=y/1    make diff: the two experiments to compare (a bare tag: the mean of its distinct runs)
 #   FULL=1         make diff: the whole code diff, not its --stat; make table: every run's row
 #   YES=1          make empty-trash: delete without asking
 #   LIST=record    experiment list __statistic__/exper-list/<LIST>.txt for record/title/table
