@@ -79,9 +79,10 @@ class Cluster:
         munge.mkdir(parents=True, exist_ok=True)
         shutil.chown(munge, "munge", "munge")
         if subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:
-            subprocess.run(["runuser", "-u", "munge", "--", "munged", "--pid-file",
-                            str(self.folder / "munged.pid")], check=True)
-            self.pids.append(self.folder / "munged.pid")
+            # its pid file where the munge user may write: pytest's temp folder is root's alone
+            pidfile = munge / f"gitexp-tests-{os.getpid()}.pid"
+            subprocess.run(["runuser", "-u", "munge", "--", "munged", "--pid-file", str(pidfile)], check=True)
+            self.pids.append(pidfile)
         subprocess.run(["slurmctld", "-f", str(self.conf)], env=self.env, check=True)
         self.pids.append(self.folder / "slurmctld.pid")
         for name in NODES:
