@@ -514,10 +514,11 @@ def do_run():
         return 1
     ensure_clean_tree(env("MSG"))
     commit = tag_head(tag)
+    repeats = note_repeat(tag, seed, fix)
     folder, number = new_folder(tag)
     held = lock(folder)
     snapshot(tag, folder)
-    status = start(tag, number, folder, commit, seed, fix, devices, thread_count(devices[0]))
+    status = start(tag, number, folder, commit, seed, fix, devices, thread_count(devices[0]), **repeats)
     conclude(folder, status)
     held.close()
     return status
@@ -557,6 +558,16 @@ def repeat_of(tag, seed, fix):
     return None
 
 
+def note_repeat(tag, seed, fix):
+    """{"repeat_of": "tag/id"} where a FIX=1 run repeats a recorded run's seed (said so), else {}."""
+    repeats = repeat_of(tag, seed, fix) if fix else None
+    if not repeats:
+        return {}
+    print(f"note: {repeats} already ran with seed {seed} (FIX=1): this run repeats it, and is recorded as "
+          "repeat_of, apart from the distinct runs a mean pools (leave FIX=1 out for a new seed)")
+    return {"repeat_of": repeats}
+
+
 def do_more():
     """Another run of an existing tag, wherever HEAD is: a new seed (FIX=1: the tag's code/seed;
     in a sweep, code/seed + the run's number)."""
@@ -566,17 +577,14 @@ def do_more():
     commit = existing_tag(tag)
     sweep, at_once = sweep_facts()
     seed = tag_seed(tag) + sweep.get("sweep_run", 0) if fix else secrets.randbelow(2**31)
-    repeats = repeat_of(tag, seed, fix) if fix else None
-    if repeats:
-        print(f"note: {repeats} already ran with seed {seed} (FIX=1): this run repeats it, and is recorded as "
-              "repeat_of, apart from the distinct runs a mean pools (make more without FIX=1 gives a new seed)")
+    repeats = note_repeat(tag, seed, fix)
     if not init_fits(tag):
         return 1
     folder, number = new_folder(tag)
     held = lock(folder)
     snapshot(tag, folder)
-    extra = dict(sweep, **({"repeat_of": repeats} if repeats else {}))
-    status = start(tag, number, folder, commit, seed, fix, devices, thread_count(devices[0], at_once), **extra)
+    status = start(tag, number, folder, commit, seed, fix, devices, thread_count(devices[0], at_once),
+                   **sweep, **repeats)
     conclude(folder, status)
     held.close()
     return status
