@@ -201,7 +201,11 @@ def project(pristine, tmp_path):
     return copy_project(pristine, tmp_path)
 
 
-@pytest.fixture(params=[pytest.param(task, marks=pytest.mark.slow) if task in SLOW_TASKS else task for task in TASKS])
+# each task, the slow ones under the slow mark (make test-faults runs them)
+TASK_PARAMS = [pytest.param(task, marks=pytest.mark.slow) if task in SLOW_TASKS else task for task in TASKS]
+
+
+@pytest.fixture(params=TASK_PARAMS)
 def task_project(request, tmp_path):
     """A copy for each task in turn: the guarantees must hold whatever the task."""
     return copy_project(pristine_of(request, request.param), tmp_path, request.param)
