@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import tb  # scripts/tb.py, beside this file
-from record import UserError, hold, run, status_of, used_ids  # UserError: a user's mistake, one line
+from record import UserError, hold, run_mode, status_of, used_ids  # UserError: a user's mistake, one line
 from title import flatten  # the keys make title names, e.g. best.test_acc
 
 RESULTS = Path("__result__")
@@ -796,10 +796,7 @@ def do_rerun():
 
 
 def main():
-    modes = {"run": do_run, "more": do_more, "continue": do_continue, "rerun": do_rerun}
-    if len(sys.argv) != 2 or sys.argv[1] not in modes:
-        sys.exit("usage: python scripts/experiment.py run|more|continue|rerun (settings come from the environment)")
-    run(modes[sys.argv[1]], status=2)
+    run_mode({"run": do_run, "more": do_more, "continue": do_continue, "rerun": do_rerun})
 
 
 if __name__ == "__main__":

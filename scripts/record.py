@@ -116,6 +116,14 @@ def used_ids(tag):
     return ids + ([retired] if isinstance(retired, int) else [])
 
 
+def run_mode(modes, settings="settings come from the environment"):
+    """A script's one command-line word: run modes[word] through run() (a UserError: one line,
+    exit 2); any other command line is answered with the usage."""
+    if len(sys.argv) != 2 or sys.argv[1] not in modes:
+        sys.exit(f"usage: python {sys.argv[0]} {'|'.join(modes)} ({settings})")
+    run(modes[sys.argv[1]], status=2)
+
+
 def list_name(value=None):
     """LIST (default record), checked: it becomes part of a path and of make targets."""
     name = os.environ.get("LIST", "") if value is None else value

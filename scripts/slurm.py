@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from experiment import (RESULTS, UserError, check_fix, check_number, check_runnable, check_tag, check_tag_free,
-                        ensure_clean_tree, env, fixed_seed, init_fits, python, run, tag_head)
+                        ensure_clean_tree, env, fixed_seed, init_fits, python, tag_head)
+from record import run_mode
 
 OUTPUT = RESULTS / ".slurm"
 SCRIPT = "scripts/slurm.sbatch"
@@ -220,10 +221,7 @@ def sweep_task(variables):
 
 
 def main():
-    modes = {"submit": submit, "node": node}
-    if len(sys.argv) != 2 or sys.argv[1] not in modes:
-        sys.exit("usage: python scripts/slurm.py submit|node (settings come from the environment)")
-    run(modes[sys.argv[1]], status=2)
+    run_mode({"submit": submit, "node": node})
 
 
 if __name__ == "__main__":

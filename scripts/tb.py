@@ -26,7 +26,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from record import UserError, list_name, read_list, run
+from record import UserError, list_name, read_list, run_mode
 
 RESULTS = Path("__result__")
 TREES = Path("__statistic__/tb")  # the trees of links: <port>/ for make tb, live/ for the live server
@@ -304,10 +304,7 @@ def stop():
 
 
 def main():
-    commands = {"serve": serve, "stop": stop}
-    if len(sys.argv) != 2 or sys.argv[1] not in commands:
-        sys.exit("usage: python scripts/tb.py serve|stop (settings come from the environment: TAGS, PORT, HOST)")
-    run(commands[sys.argv[1]], status=2)
+    run_mode({"serve": serve, "stop": stop}, "settings come from the environment: TAGS, PORT, HOST")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from experiment import RESULTS, UserError, env
-from record import FINISHED, LISTS, RETIRED, TRASH, atomic_write, list_entries, live, lock_held, parse_word, run
+from record import FINISHED, LISTS, RETIRED, TRASH, atomic_write, list_entries, live, lock_held, parse_word, run_mode
 
 SWEEP_RECORDS = Path("__statistic__/sweeps")
 
@@ -198,10 +198,7 @@ def retire(deleted):
 
 
 def main():
-    modes = {"rm": do_rm, "restore": do_restore, "empty": do_empty}
-    if len(sys.argv) != 2 or sys.argv[1] not in modes:
-        sys.exit("usage: python scripts/trash.py rm|restore|empty (settings come from the environment)")
-    run(modes[sys.argv[1]], status=2)
+    run_mode({"rm": do_rm, "restore": do_restore, "empty": do_empty})
 
 
 if __name__ == "__main__":
