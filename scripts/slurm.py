@@ -21,16 +21,18 @@ import sys
 from pathlib import Path
 
 from experiment import (RESULTS, UserError, check_fix, check_number, check_runnable, check_tag, check_tag_free,
-                        ensure_clean_tree, env, fixed_seed, init_fits, python, tag_head)
+                        ensure_clean_tree, env, fixed_seed, init_fits, tag_head)
 from record import run_mode
 
 OUTPUT = RESULTS / ".slurm"
 SCRIPT = "scripts/slurm.sbatch"
-# the Makefile's variables, exported to this process: not passed on to the job, whose make venv
-# would note them as "set in the environment, ignored" (the job gets its own GITEXP_* ones)
+# the Makefile's variables and make's own, exported to this process: not passed on to the job, whose
+# make venv would note them as "set in the environment, ignored" or, from MAKEFLAGS, take them as
+# given on its command line; the job gets its own GITEXP_* ones, and its interpreter is PYTHON
 MAKE_VARIABLES = {"TAG", "ID", "FIX", "MSG", "GPUS", "NPROC", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT",
                   "EXP", "LIST", "CHANGED", "TAGS", "PORT", "HOST", "TB", "PYTHON", "BENCH_QUICK", "BENCH_SCALE",
-                  "NAME", "JOBS", "A", "B", "FULL", "YES", "ACCEPT_DATA", "NODES", "SBATCH", "SLURM", "PARALLEL"}
+                  "NAME", "JOBS", "A", "B", "FULL", "YES", "ACCEPT_DATA", "NODES", "SBATCH", "SLURM", "PARALLEL",
+                  "PY", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
 
 
 def check_slurm_devices():
@@ -179,7 +181,7 @@ def node():
     node_rank = env("SLURM_NODEID") or "0"
     variables = {"FIX": env("GITEXP_FIX"), "NPROC": env("GITEXP_NPROC"), "NNODES": env("GITEXP_NNODES"),
                  "NODE_RANK": node_rank if env("GITEXP_NNODES") else "", "TB": "0", "ID": "",
-                 "GPUS": env("CUDA_VISIBLE_DEVICES") if env("GITEXP_GPUS") else "", "PY": python()}
+                 "GPUS": env("CUDA_VISIBLE_DEVICES") if env("GITEXP_GPUS") else "", "PY": sys.executable}
     if env("GITEXP_SWEEP_TASKS"):
         return sweep_task(variables)
     variables.update(TAG=env("GITEXP_TAG"), GITEXP_SLURM_JOB=env("SLURM_JOB_ID"))
@@ -187,7 +189,7 @@ def node():
     mode = "continue" if (env("SLURM_RESTART_COUNT") or "0") != "0" else "more"
     if mode == "continue" and node_rank == "0" and finished_run(env("GITEXP_TAG"), env("SLURM_JOB_ID")):
         return 0  # the signal came as the run ended: nothing left to do
-    os.execve(python(), [python(), "scripts/experiment.py", mode], dict(os.environ, **variables))
+    os.execve(sys.executable, [sys.executable, "scripts/experiment.py", mode], dict(os.environ, **variables))
 
 
 def finished_run(tag, job):
@@ -217,7 +219,7 @@ def sweep_task(variables):
     variables.update(TAG=tag, ID="" if number is None else str(number),
                      GITEXP_SWEEP=json.dumps({"sweep": name, "point": values, "run": k}))
     mode = "more" if step == "new" else "continue"
-    os.execve(python(), [python(), "scripts/experiment.py", mode], dict(os.environ, **variables))
+    os.execve(sys.executable, [sys.executable, "scripts/experiment.py", mode], dict(os.environ, **variables))
 
 
 def main():
