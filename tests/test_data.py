@@ -144,6 +144,9 @@ def test_the_environment_is_recorded(project):
     assert environment["threads"] == max(1, len(os.sched_getaffinity(0)) // 2) == int(environment["omp_num_threads"])
     assert re.fullmatch(r"3\.\d+\.\d+", environment["python"]) and environment["torch"].startswith("2.")
     assert environment["cuda_visible_devices"] == ""  # NPROC hides the GPUs
+    assert environment["deterministic"] is False
+    project.make("run", TAG="env", FIX="1")
+    assert project.statistic("env", 1)["environment"]["deterministic"] is True  # FIX=1's kernels
 
 
 def test_rerun_names_what_differs_between_the_runs(project):

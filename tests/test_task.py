@@ -105,8 +105,10 @@ def test_every_scalar_of_the_training_step_is_a_curve(task_project):
 
 def test_a_value_set_in_the_environment_is_named_in_a_note(project):
     env = dict(project.env, TB="0", GPUS="0")
-    result = subprocess.run(["make", "ls"], cwd=project.path, env=env, capture_output=True, text=True)
-    assert result.returncode == 0
+    # PYTHON on the command line, as every test gives it: else make ls would build a .venv first
+    result = subprocess.run(["make", "ls", f"PYTHON={sys.executable}"], cwd=project.path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
     notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
     assert notes == ["note: GPUS TB set in the environment, ignored: give them on the command line, "
                      "e.g. make ls GPUS=0 TB=0"], result.stdout
