@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, assert_refused, kill_group, wait_for
+from conftest import KILL_TASK_PARAMS, ROOT, assert_refused, kill_group, wait_for
 
 
 def checkpoint_written(epoch):
@@ -66,6 +66,7 @@ def epoch_tag(project, tag):
     return project.monitor(tag, 0).replace("_", "/", 1)
 
 
+@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
 def test_killed_after_second_checkpoint_continues_to_the_same_metrics(task_project):
     project = task_project
     project.configure(**project.slow)
@@ -97,6 +98,7 @@ def test_killed_after_second_checkpoint_continues_to_the_same_metrics(task_proje
         assert [e.step for e in events.Scalars(name)] == list(range(1, steps[-1] + 1)), name
 
 
+@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
 def test_killed_during_a_checkpoint_write_continues_cleanly(task_project):
     project = task_project
     project.configure(**project.slow)
@@ -113,6 +115,7 @@ def test_killed_during_a_checkpoint_write_continues_cleanly(task_project):
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
 def test_killed_before_first_checkpoint_starts_again_from_epoch_0(task_project):
     project = task_project
     project.configure(**project.slow)

@@ -5,7 +5,7 @@ import socket
 import pytest
 import torch
 
-from conftest import assert_refused, kill_group, wait_for
+from conftest import KILL_TASK_PARAMS, assert_refused, kill_group, wait_for
 
 
 def free_port():
@@ -30,6 +30,7 @@ def test_two_processes_record_one_experiment_exactly(task_project):
     assert not any(name.startswith("module.") for name in state["model"]) and len(state["rng"]) == 2
 
 
+@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
 def test_two_processes_killed_after_a_checkpoint_continue_to_the_same_metrics(task_project):
     project = task_project
     project.configure(**project.slow)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import kill_group, wait_for
+from conftest import KILL_TASK_PARAMS, kill_group, wait_for
 from test_continue import assert_same_state
 
 EVERY = 5
@@ -63,6 +63,7 @@ def kill_at_random_steps(project, kills, seed, **variables):
     return killed
 
 
+@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
 @pytest.mark.parametrize("kills", [pytest.param(3, id="3-kills"), pytest.param(10, id="10-kills", marks=pytest.mark.slow)])
 def test_killed_at_random_steps_continues_exactly(task_project, kills):
     project = task_project
@@ -220,6 +221,7 @@ def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_continues(
     assert project.statistic("slurm", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
 
 
+@pytest.mark.slow  # make test-slurm's test_two_jobs_of_one_tag_each_finish_their_own_run, on a real Slurm
 def test_two_jobs_of_one_tag_requeued_each_continue_their_own_run(project, tmp_path):
     project.configure(**project.slow)
     project.make("run", TAG="whole", FIX="1")

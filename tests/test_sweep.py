@@ -137,7 +137,8 @@ def kill_midway(project, name, signal_number):
     return finished
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl+C"])
+@pytest.mark.parametrize("signal_number", [pytest.param(signal.SIGKILL, marks=pytest.mark.slow), signal.SIGINT],
+                         ids=["SIGKILL", "Ctrl+C"])
 def test_a_stopped_sweep_goes_on_and_ends_as_an_uninterrupted_one(project, signal_number):
     project.configure(**project.slow)
     sweep_file(project, "whole", "lr = [0.002, 0.004]\nruns_per_point = 2\n")
