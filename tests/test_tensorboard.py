@@ -36,6 +36,15 @@ def get(port, route, body=None, host="127.0.0.1"):
         return json.loads(response.read())
 
 
+def runs(port):
+    """The runs TensorBoard serves, but for the folder of the HParams tab's experiment summary."""
+    return sorted(run for run in get(port, "/data/runs") if not run.startswith("~hparams-"))
+
+
+def experiment(port):
+    return get(port, "/data/plugin/hparams/experiment", {"experimentName": ""})
+
+
 def live_servers(project):
     """tensorboard.manager's entries for the project's live server that are still running."""
     logdir = str((project.path / "__statistic__" / "tb" / "live").resolve())
@@ -107,8 +116,11 @@ def compare(experiments):
 
 
 def ready(port):
-    """The runs whose hparams TensorBoard has read (none while it starts up)."""
+    """The runs whose hparams TensorBoard has read (none while it starts up, nor before it has
+    read the experiment summary that orders the HParams tab's columns: ~best/<monitor> first)."""
     try:
+        if not experiment(port).get("metricInfos", [{}])[0].get("name", {}).get("tag", "").startswith("~best/"):
+            return set()
         return {name for name, g in sessions(port).items() if g["hparams"]}
     except (urllib.error.URLError, ConnectionError):
         return set()
@@ -116,7 +128,7 @@ def ready(port):
 
 def test_tb_serves_the_named_runs_with_scalars_hparams_and_graph(compare):
     project, _, port = compare
-    assert sorted(get(port, "/data/runs")) == ["a/0", "a/1", "b/0"]
+    assert runs(port) == ["a/0", "a/1", "b/0"]
     tags = get(port, "/data/plugin/scalars/tags")
     assert set(tags) == {"a/0", "a/1", "b/0"}
     for run in tags:
@@ -134,21 +146,27 @@ def test_tb_serves_the_named_runs_with_scalars_hparams_and_graph(compare):
     graphs = get(port, "/data/plugin/graphs/info")
     assert all(graphs[run]["run_graph"] for run in ("a/0", "a/1", "b/0")), graphs
 
-    # the HParams tab: every config value, and best/last metrics, once per run
-    experiment = get(port, "/data/plugin/hparams/experiment", {"experimentName": ""})
-    assert {h["name"] for h in experiment["hparamInfos"]} == set(statistic["hparams"])
-    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
-    final = {f"~{when}/{k}" for when in ("best", "last") for k in statistic["metrics"]["best"]}
-    assert final <= metrics, metrics
+    # the HParams tab: every config value, the seed and FIX mode, and every curve, best/last
+    # values too; its table ticks the first five metrics: the monitored best and the evaluation
+    # sets' latest values, not the step scalars (TensorBoard's own order: the tags')
+    summary = experiment(port)
+    assert {h["name"] for h in summary["hparamInfos"]} == set(statistic["hparams"]) | {"seed", "fix"}
+    assert summary["hparamInfos"][0]["name"] == "seed"  # the one that differs: first, and ticked
+    metrics = [m["name"]["tag"] for m in summary["metricInfos"]]
+    assert metrics[:5] == ["~best/val_acc", "val/acc", "val/loss", "test/acc", "test/loss"], metrics
+    assert set(metrics) == set(tags["a/1"]) and metrics[-3:] == ["step/loss", "step/acc", "step/lr"], metrics
     groups = sessions(port)
     assert set(groups) == {"a/0", "a/1", "b/0"}
     for name, group in groups.items():
         tag, number = name.split("/")
         statistic = project.statistic(tag, int(number))
         assert [s["name"] for s in group["sessions"]] == [name]
-        expected = {k: v if isinstance(v, (str, bool)) else str(v) if v is None or isinstance(v, list) else float(v)
-                    for k, v in statistic["hparams"].items()}
-        assert group["hparams"] == expected
+        # shown as written: an int as a string (a number would show as 32.000), a bool as a bool
+        recorded = {**statistic["hparams"], "seed": statistic["seed"], "fix": statistic["fix"]}
+        expected = {k: v if isinstance(v, (str, bool, float)) else str(v) for k, v in recorded.items()}
+        assert {k: (type(v), v) for k, v in group["hparams"].items()} == {k: (type(v), v) for k, v in expected.items()}
+        assert group["hparams"]["hidden"] == "32" and group["hparams"]["seed"] == str(statistic["seed"])
+        assert group["hparams"]["fix"] is False and group["hparams"]["init_resume"] is False
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         for when in ("best", "last"):
             for key, value in statistic["metrics"][when].items():
@@ -196,7 +214,7 @@ def test_tb_without_tags_shows_every_experiment(experiments):
         port = int(re.search(r"http://127\.0\.0\.1:([0-9]+)/", line)[1])
         assert port >= 6006
         wait_for(lambda: len(ready(port)) == 4, timeout=60, interval=0.2)
-        assert sorted(get(port, "/data/runs")) == ["a/0", "a/1", "b/0", "b/1"]
+        assert runs(port) == ["a/0", "a/1", "b/0", "b/1"]
     finally:
         stop(server)
 
@@ -210,7 +228,7 @@ def test_tb_shows_the_runs_of_a_list(experiments):
     server = project.start("tb", LIST="mine", PORT=port)
     try:
         wait_for(lambda: len(ready(port)) == 3, timeout=60, interval=0.2)
-        assert sorted(get(port, "/data/runs")) == ["a/1", "b/0", "b/1"]
+        assert runs(port) == ["a/1", "b/0", "b/1"]
     finally:
         stop(server)
 
@@ -223,7 +241,8 @@ def test_runs_share_one_live_server_that_outlives_them(experiments):
     assert [str(s.port) for s in servers] == list(ports)
     port, pid = servers[0].port, servers[0].pid
     wait_for(lambda: len(ready(port)) == 4, timeout=60, interval=0.2)
-    assert sorted(get(port, "/data/runs")) == ["a/0", "a/1", "b/0", "b/1"]  # named tag/id
+    assert runs(port) == ["a/0", "a/1", "b/0", "b/1"]  # named tag/id
+    assert [m["name"]["tag"] for m in experiment(port)["metricInfos"]][0] == "~best/val_acc"
 
     # killing a run's process group (as Ctrl+C would the foreground job) leaves the server up,
     # and the next run reuses it
@@ -233,11 +252,21 @@ def test_runs_share_one_live_server_that_outlives_them(experiments):
     assert LIVE_URL.search(run.stdout.read())[1] == str(port)
     assert [(s.port, s.pid) for s in live_servers(project)] == [(port, pid)]
     wait_for(lambda: "k/0" in get(port, "/data/runs"), timeout=30, interval=0.2)
+    # k's start wrote the experiment summary anew (a/1 and b/1 had not begun training when the
+    # last one was written): the server serves it, the older one gone
+    seeds = {str(project.statistic(tag, number)["seed"]) for tag in ("a", "b") for number in (0, 1)}
+    wait_for(lambda: seeds <= set(seed_domain(port)), timeout=30, interval=0.2)
+    summaries = [run for run in get(port, "/data/runs") if run.startswith("~hparams-")]
+    assert len(summaries) == 1 and [p.name for p in (project.path / "__statistic__/tb/live").glob("~*")] == summaries
 
     stopped = project.make("tb-stop")
     assert f"stopped the live TensorBoard (pid {pid}, port {port})" in stopped.stdout
     assert not alive(pid) and live_servers(project) == []
     assert "no live TensorBoard is running" in project.make("tb-stop").stdout
+
+
+def seed_domain(port):
+    return next(h for h in experiment(port)["hparamInfos"] if h["name"] == "seed")["domainDiscrete"]
 
 
 def test_tb_off_starts_no_server(project):

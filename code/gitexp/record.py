@@ -21,8 +21,13 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from google.protobuf.struct_pb2 import Value
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams.api_pb2 import STATUS_SUCCESS
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 from torch.utils.tensorboard import _pytorch_graph  # what SummaryWriter.add_graph draws with
-from torch.utils.tensorboard.summary import hparams as hparams_summaries, text as text_summary
+from torch.utils.tensorboard.summary import text as text_summary
 
 from gitexp.checkpoint import checkpoint_path, load_latest, on_cpu, save_checkpoint, serialize, snapshot, tensor_bytes
 from gitexp.events import EventFile
@@ -53,6 +58,24 @@ def hparams(cfg):
     """Every plain value in config.py."""
     plain = (bool, int, float, str, type(None), list, tuple)
     return {k: v for k, v in vars(cfg).items() if not k.startswith("_") and isinstance(v, plain)}
+
+
+def tb_hparams(hparams, seed, fix):
+    """The run's hparams as its events file gives them to TensorBoard's HParams tab (its
+    experiment summary, scripts/tb.py's hparam_values, declares the same: keep the two alike):
+    every config value, the run's seed and FIX mode. The tab shows a number with five
+    significant digits (32 as 32.000) and a string as it is: so an int goes as a string, a
+    float as a number (sorted and filtered as one), a bool as a bool, and anything else (None,
+    a list) as its text."""
+    values = {**hparams, "seed": seed, "fix": fix}
+    return {k: v if isinstance(v, (bool, float, str)) else str(v) for k, v in values.items()}
+
+
+def hparams_summary(tag, **data):
+    """A summary of TensorBoard's HParams plugin: session_start_info=... or session_end_info=...
+    (not torch's summary.hparams, which gives a bool as a number)."""
+    plugin_data = hparams_metadata.create_summary_metadata(HParamsPluginData(**data))
+    return Summary(value=[Summary.Value(tag=tag, metadata=plugin_data)])
 
 
 def now():
@@ -335,17 +358,18 @@ class Recorder:
         The hparams and the best/last metrics go into the run's own events file, for
         TensorBoard's HParams tab. Not SummaryWriter.add_hparams' way: it opens a second events
         file, and its experiment summary would make TensorBoard show only the hparams of
-        whichever run it reads first; without one, TensorBoard builds the table from every
-        run's hparams."""
+        whichever run it reads first; scripts/tb.py writes one for all the runs it serves."""
         if not self.active:
             return
         self.flush_steps()
         final = {f"{FINAL_PREFIX}{when}/{k}": v for when, m in (("best", best), ("last", last)) if m for k, v in m.items()}
-        tb_hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams(self.cfg).items()}
-        _, session_start, session_end = hparams_summaries(tb_hparams, final)
-        self.events.summary(session_start, step)
+        kinds = {bool: "bool_value", float: "number_value", str: "string_value"}
+        values = tb_hparams(hparams(self.cfg), self.statistic["seed"], self.statistic["fix"])
+        start = SessionStartInfo(hparams={k: Value(**{kinds[type(v)]: v}) for k, v in values.items()})
+        self.events.summary(hparams_summary(hparams_metadata.SESSION_START_INFO_TAG, session_start_info=start), step)
         self.events.scalars(step, [(name, float(value)) for name, value in final.items()])
-        self.events.summary(session_end, step)
+        self.events.summary(hparams_summary(hparams_metadata.SESSION_END_INFO_TAG,
+                                            session_end_info=SessionEndInfo(status=STATUS_SUCCESS)), step)
         self.events.close()  # its fsync while the writer thread's is on the last checkpoint
         self.wait()  # finished means every checkpoint is on disk
         statistic = self.statistic
