@@ -39,6 +39,7 @@ LIVE_LOG = Path("__statistic__/tensorboard.log")
 # a tree's folders root/~hparams-<n>: the HParams tab's experiment summary, the newest (no tag
 # starts with ~, and its runs sort last)
 EXPERIMENT = "~hparams-"
+LIVE_COLUMN_TAGS = 20  # the live tree's columns: from the runs of the tags that gained a run last
 FIRST_PORT, PORTS_TRIED = 6006, 100
 RUN_PATTERN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,99})(?:/(0|[1-9][0-9]{0,8}))?")
 NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
@@ -172,13 +173,12 @@ def link_tree(root, runs):
 # ---- the HParams tab's columns ---------------------------------------------------------------------
 
 def hparam_values(statistic):
-    """A run's hparams as its events file gives them to the HParams tab (gitexp/record.py's
-    tb_hparams: keep the two alike): every config value, the run's seed and FIX mode. The tab
-    shows a number with five significant digits (32 as 32.000) and a string as it is: so an int
-    goes as a string, a float as a number (sorted and filtered as one), a bool as a bool, and
-    anything else (None, a list) as its text."""
-    values = {**statistic["hparams"], "seed": statistic.get("seed"), "fix": statistic.get("fix")}
-    return {k: v if isinstance(v, (bool, float, str)) else str(v) for k, v in values.items()}
+    """A run's hparams as the HParams tab shows them (gitexp.events, which the run's own events
+    file follows; imported here, not at the top: experiment.py imports this file)."""
+    if "code" not in sys.path:
+        sys.path.insert(0, "code")
+    from gitexp.events import tensorboard_hparams
+    return tensorboard_hparams(statistic["hparams"], statistic.get("seed"), statistic.get("fix"))
 
 
 def hparam_infos(statistics, api_pb2):
@@ -290,6 +290,13 @@ def write_experiment(root, runs):
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def latest_tags_runs(runs, tags=LIVE_COLUMN_TAGS):
+    """The runs of the `tags` tags that gained a run last: the live tree's columns come from
+    these, not from every statistic.json of years of results at each run's start."""
+    latest = set(sorted({tag for tag, _ in runs}, key=lambda tag: (RESULTS / tag).stat().st_mtime)[-tags:])
+    return [(tag, number) for tag, number in runs if tag in latest]
+
+
 def experiment_folders(root):
     """(n, folder) of each root/~hparams-<n>, oldest first."""
     return sorted((int(p.name[len(EXPERIMENT):]), p) for p in root.glob(EXPERIMENT + "*")
@@ -385,7 +392,7 @@ def serve_live():
                 for n in p.iterdir() if NUMBER.fullmatch(n.name)] if RESULTS.is_dir() else []
         logdir = link_tree(LIVE, runs)
         try:  # the tree grows as runs start: each start writes the columns anew
-            write_experiment(LIVE, runs)
+            write_experiment(LIVE, latest_tags_runs(runs))
         except Exception as error:
             print(f"warning: the HParams tab's columns are TensorBoard's own ({type(error).__name__}: {error})",
                   file=sys.stderr)

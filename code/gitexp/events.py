@@ -22,6 +22,16 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 FILES_OPENED = itertools.count()  # tells apart two files one process opens in the same second
 
 
+def tensorboard_hparams(hparams, seed, fix):
+    """A run's hparams as the HParams tab gets them: from the run's events file (its session)
+    and from scripts/tb.py's experiment summary (its columns), so the two agree. Every config
+    value, the run's seed and FIX mode. The tab shows a number with five significant digits
+    (32 as 32.000) and a string as it is: so an int goes as a string, a float as a number
+    (sorted and filtered as one), a bool as a bool, and anything else (None, a list) as text."""
+    values = {**hparams, "seed": seed, "fix": fix}
+    return {k: v if isinstance(v, (bool, float, str)) else str(v) for k, v in values.items()}
+
+
 def tfrecord(data):
     """One record of an events file."""
     length = struct.pack("<Q", len(data))

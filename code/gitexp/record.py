@@ -30,7 +30,7 @@ from torch.utils.tensorboard import _pytorch_graph  # what SummaryWriter.add_gra
 from torch.utils.tensorboard.summary import text as text_summary
 
 from gitexp.checkpoint import checkpoint_path, load_latest, on_cpu, save_checkpoint, serialize, snapshot, tensor_bytes
-from gitexp.events import EventFile
+from gitexp.events import EventFile, tensorboard_hparams
 from gitexp.files import PageBuffer, append_line_once, discard, json_bytes, publish, read_json, stage, stage_direct, write_json
 
 FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
@@ -58,17 +58,6 @@ def hparams(cfg):
     """Every plain value in config.py."""
     plain = (bool, int, float, str, type(None), list, tuple)
     return {k: v for k, v in vars(cfg).items() if not k.startswith("_") and isinstance(v, plain)}
-
-
-def tb_hparams(hparams, seed, fix):
-    """The run's hparams as its events file gives them to TensorBoard's HParams tab (its
-    experiment summary, scripts/tb.py's hparam_values, declares the same: keep the two alike):
-    every config value, the run's seed and FIX mode. The tab shows a number with five
-    significant digits (32 as 32.000) and a string as it is: so an int goes as a string, a
-    float as a number (sorted and filtered as one), a bool as a bool, and anything else (None,
-    a list) as its text."""
-    values = {**hparams, "seed": seed, "fix": fix}
-    return {k: v if isinstance(v, (bool, float, str)) else str(v) for k, v in values.items()}
 
 
 def hparams_summary(tag, **data):
@@ -364,7 +353,7 @@ class Recorder:
         self.flush_steps()
         final = {f"{FINAL_PREFIX}{when}/{k}": v for when, m in (("best", best), ("last", last)) if m for k, v in m.items()}
         kinds = {bool: "bool_value", float: "number_value", str: "string_value"}
-        values = tb_hparams(hparams(self.cfg), self.statistic["seed"], self.statistic["fix"])
+        values = tensorboard_hparams(hparams(self.cfg), self.statistic["seed"], self.statistic["fix"])
         start = SessionStartInfo(hparams={k: Value(**{kinds[type(v)]: v}) for k, v in values.items()})
         self.events.summary(hparams_summary(hparams_metadata.SESSION_START_INFO_TAG, session_start_info=start), step)
         self.events.scalars(step, [(name, float(value)) for name, value in final.items()])
