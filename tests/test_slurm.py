@@ -100,6 +100,8 @@ def test_a_job_runs_the_commit_it_was_submitted_at(slurm_project, cluster):
     job = submit(project, TAG="pinned", FIX="1", SBATCH="--hold")
     submitted = project.git("rev-parse", "HEAD")
     project.configure("another config", epochs=1)  # HEAD moves on while the job waits
+    listed = project.make("ls").stdout  # the queued job, with the run it will make
+    assert f"  job {job} pending (JobHeldUser): pinned (no run yet)" in listed, listed
     cluster.run("scontrol", "release", job)
     assert wait_done(cluster, job) == "COMPLETED", output(project, job)
     statistic = project.statistic("pinned", 0)
