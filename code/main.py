@@ -80,9 +80,9 @@ def train(exp_dir, rank, world_size, device):
     train_batches, eval_sets = data.make_loaders(config, start.data_dir, generator, start.seed, rank, world_size)
     eval_sets = contract.eval_sets(eval_sets)
     model = build_model(config).to(device)
-    optimizer, scheduler, interval, extra = contract.optimizers(
+    optimizer, scheduler, interval, extra, rank_extra = contract.optimizers(
         task.configure_optimizers(config, model, len(train_batches)))
-    states = Stateful(model=model, optimizer=optimizer, scheduler=scheduler, extra=extra)
+    states = Stateful(model, optimizer, scheduler, extra, rank_extra, rank)
     position = Position(generator, rank)
     checkpoint = start.checkpoint
     if start.source is not None:  # its weights now; with init_resume, its whole state just below
@@ -98,7 +98,7 @@ def train(exp_dir, rank, world_size, device):
         recorder.graph(model, lambda: contract.on_device(model_file.example_input(), device))
 
     net = DistributedDataParallel(model) if world_size > 1 else model
-    with_state = {"state": extra} if extra else {}  # declared by configure_optimizers: passed on
+    with_state = {"state": extra | rank_extra} if extra or rank_extra else {}  # declared: passed on
     stop = StopRequest(exp_dir, world_size, device)
     eval_every, checkpoint_every = (getattr(config, name, 0) or 0 for name in ("eval_every", "checkpoint_every"))
 

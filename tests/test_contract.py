@@ -72,14 +72,18 @@ def test_configure_optimizers_answers_in_every_shape():
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
-    assert contract.optimizers(optimizer) == (optimizer, None, "epoch", {})
+    assert contract.optimizers(optimizer) == (optimizer, None, "epoch", {}, {})
     lightning = {"optimizer": optimizer, "lr_scheduler": scheduler}
-    assert contract.optimizers(lightning) == (optimizer, scheduler, "epoch", {})
+    assert contract.optimizers(lightning) == (optimizer, scheduler, "epoch", {}, {})
     counter = torch.optim.lr_scheduler.StepLR(optimizer, 2)  # any object with state_dict/load_state_dict
     assert contract.optimizers({"optimizer": optimizer, "scheduler": scheduler, "interval": "step",
-                                "state": {"counter": counter}}) == (optimizer, scheduler, "step", {"counter": counter})
+                                "state": {"counter": counter}}) == (optimizer, scheduler, "step", {"counter": counter}, {})
+    assert contract.optimizers({"optimizer": optimizer, "rank_state": {"loader": counter}}) == \
+        (optimizer, None, "epoch", {}, {"loader": counter})
     for bad in ({"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "batch"}},
-                {"optimizer": optimizer, "state": {"ema": 3}}, {"scheduler": scheduler}):
+                {"optimizer": optimizer, "state": {"ema": 3}}, {"scheduler": scheduler},
+                {"optimizer": optimizer, "rank_state": {"loader": 3}},
+                {"optimizer": optimizer, "state": {"c": counter}, "rank_state": {"c": counter}}):
         with pytest.raises(ConfigError):
             contract.optimizers(bad)
     assert contract.floats({"a": torch.tensor(0.5), "b": 2}, "evaluate") == {"a": 0.5, "b": 2.0}

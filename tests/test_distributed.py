@@ -177,3 +177,59 @@ def test_no_collective_for_the_stop_agreement_on_ordinary_steps(project):
         # the agreements: the first step, then about once a second (these runs last seconds)
         assert sum(1 for count in inside if count) <= 6, counts
         assert all(count <= 1 for count in inside), counts
+
+
+RANK_COUNTER = '''
+
+class RankCounter:
+    """State that differs by rank, as a data loader's position does: what this rank counted."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.seen = state["seen"]
+'''
+
+
+def with_rank_state(project):
+    """The example with a per-rank counter declared as rank_state, in its step scalars."""
+    task = project.path / "code" / "task.py"
+    text = task.read_text()
+    for old, new in [
+        ('"interval": "epoch"}', '"interval": "epoch", "rank_state": {"counter": RankCounter()}}'),
+        ("def train_step(model, batch, optimizer, device):", "def train_step(model, batch, optimizer, device, state):"),
+        ("def evaluate(model, batches, device):", "def evaluate(model, batches, device, state):"),
+        ('"lr": optimizer.param_groups[0]["lr"]}',
+         '"lr": optimizer.param_groups[0]["lr"], "counted": count(state["counter"])}'),
+    ]:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    text += RANK_COUNTER + '''
+
+def count(counter):
+    counter.seen += 1 + torch.distributed.get_rank() if torch.distributed.is_initialized() else 1
+    return counter.seen
+'''
+    task.write_text(text)
+    project.git("commit", "-qam", "rank state")
+
+
+def test_state_that_differs_by_rank_is_saved_and_restored_per_rank(project):
+    with_rank_state(project)
+    project.configure(**project.slow, checkpoint_every=5)
+    project.make("run", TAG="whole", NPROC="2", FIX="1")
+    run = project.start("run", TAG="cut", NPROC="2", FIX="1")
+    folder = project.result("cut", 0)
+    wait_for(lambda: any(folder.glob("checkpoint/step_1_*.pth")), interval=0.001)  # inside epoch 2
+    kill_group(run)
+    project.make("continue", TAG="cut")
+    whole, cut = (torch.load(project.result(tag, 0) / "checkpoint" / "epoch_last.pth", weights_only=True)
+                  for tag in ("whole", "cut"))
+    counts = [state["counter"]["seen"] for state in whole["rank_extra"]]
+    assert counts[1] == 2 * counts[0] > 0  # rank 1 counts by 2: each rank its own
+    assert [state["counter"]["seen"] for state in cut["rank_extra"]] == counts
+    assert project.statistic("cut", 0)["metrics"] == project.statistic("whole", 0)["metrics"]

@@ -29,16 +29,17 @@ def is_stateful(obj):
 
 def optimizers(answer):
     """configure_optimizers' answer as (optimizer, scheduler or None, "step" or "epoch",
-    {name: extra stateful object}). Accepted: the optimizer alone; {"optimizer", "scheduler",
-    "interval", "state"}; Lightning's {"optimizer", "lr_scheduler": scheduler or {"scheduler",
-    "interval"}}. Any other key is an error: a key the loop ignored would be a schedule never
-    stepped nor saved."""
+    {name: extra stateful object}, {name: per-rank stateful object}). Accepted: the optimizer
+    alone; {"optimizer", "scheduler", "interval", "state", "rank_state"}; Lightning's
+    {"optimizer", "lr_scheduler": scheduler or {"scheduler", "interval"}}. Any other key is an
+    error: a key the loop ignored would be a schedule never stepped nor saved."""
     if not isinstance(answer, dict):
         answer = {"optimizer": answer}
-    unknown = sorted(set(answer) - {"optimizer", "scheduler", "interval", "lr_scheduler", "state"})
+    unknown = sorted(set(answer) - {"optimizer", "scheduler", "interval", "lr_scheduler", "state", "rank_state"})
     if unknown or "optimizer" not in answer or ("scheduler" in answer and "lr_scheduler" in answer):
         raise ConfigError(f"configure_optimizers returned the keys {sorted(answer)}: return {{'optimizer': o}} with "
-                          "'scheduler' and 'interval' (or Lightning's 'lr_scheduler'), and 'state', nothing else")
+                          "'scheduler' and 'interval' (or Lightning's 'lr_scheduler'), 'state' and 'rank_state', "
+                          "nothing else")
     scheduler, interval = answer.get("scheduler"), answer.get("interval", "epoch")
     if "lr_scheduler" in answer:
         scheduler = answer["lr_scheduler"]
@@ -51,12 +52,21 @@ def optimizers(answer):
             scheduler, interval = scheduler["scheduler"], scheduler.get("interval", "epoch")
     if interval not in ("step", "epoch"):
         raise ConfigError(f"configure_optimizers returned interval {interval!r}: use 'step' or 'epoch'")
-    state = answer.get("state") or {}
-    bad = [name for name, obj in state.items() if not is_stateful(obj)] if isinstance(state, dict) else ["state"]
+    state, rank_state = (stateful(answer, key) for key in ("state", "rank_state"))
+    if set(state) & set(rank_state):
+        raise ConfigError(f"configure_optimizers names {sorted(set(state) & set(rank_state))} in both 'state' and "
+                          "'rank_state': give each object one name")
+    return answer["optimizer"], scheduler, interval, state, rank_state
+
+
+def stateful(answer, key):
+    """answer[key], checked: a dict of objects a checkpoint can hold."""
+    state = answer.get(key) or {}
+    bad = [name for name, obj in state.items() if not is_stateful(obj)] if isinstance(state, dict) else [key]
     if bad or set(state) & {"optimizer", "scheduler"}:
-        raise ConfigError(f"configure_optimizers' state {bad or sorted(state)} is not a dict of objects with "
+        raise ConfigError(f"configure_optimizers' {key} {bad or sorted(state)} is not a dict of objects with "
                           "state_dict() and load_state_dict() (named other than optimizer and scheduler)")
-    return answer["optimizer"], scheduler, interval, state
+    return state
 
 
 def floats(metrics, who):

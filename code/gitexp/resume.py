@@ -59,15 +59,22 @@ class Stateful:
     """The model, the optimizer, the schedule and every extra state the task declares: each
     object's state_dict() in a checkpoint, its load_state_dict() on a continue (the Stateful
     protocol of torch.distributed.checkpoint). The checkpoint keeps them flat: "model",
-    "optimizer", "scheduler" (None without one) and "extra" ({name: state})."""
+    "optimizer", "scheduler" (None without one), "extra" ({name: state}, rank 0's: the same on
+    every rank) and, where the task declares state that differs by rank (a data loader's
+    position), "rank_extra" (every rank's {name: state}, by rank)."""
 
-    def __init__(self, model, optimizer, scheduler, extra):
-        self.model, self.optimizer, self.scheduler, self.extra = model, optimizer, scheduler, extra
+    def __init__(self, model, optimizer, scheduler, extra, rank_extra, rank):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.extra, self.rank_extra, self.rank = extra, rank_extra, rank
 
     def state_dict(self):
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "extra": {name: obj.state_dict() for name, obj in self.extra.items()}}
+        """Taken by every rank together (the per-rank states are gathered)."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "extra": {name: obj.state_dict() for name, obj in self.extra.items()}}
+        if self.rank_extra:
+            state["rank_extra"] = dist.gather({name: obj.state_dict() for name, obj in self.rank_extra.items()})
+        return state
 
     def load_state_dict(self, checkpoint):
         self.model.load_state_dict(checkpoint["model"])
@@ -75,6 +82,9 @@ class Stateful:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         contract.load_extra(self.extra, checkpoint.get("extra", {}))
+        if self.rank_extra:
+            by_rank = checkpoint.get("rank_extra") or [{}]
+            contract.load_extra(self.rank_extra, by_rank[self.rank % len(by_rank)])  # each rank its own
 
 
 class Position:
