@@ -3,8 +3,8 @@
 The loop in main.py calls these three functions; change them freely, keeping their signatures.
 The config: `import config` (code/config.py, the module the loop reads), then `config.lr`.
 Extra state (an EMA, a GradScaler, a counter): return it from configure_optimizers as
-"state": {"name": obj}; it is then saved in every checkpoint and passed to train_step and
-evaluate as `state` (README, Make it yours). `make check` proves the task resumes exactly.
+"state": {"name": obj} ("rank_state" for state that differs by rank); it is then saved in every
+checkpoint and passed to train_step and evaluate as `state` (README, Make it yours). `make check` proves the task resumes exactly.
 """
 import torch
 import torch.nn.functional as F
