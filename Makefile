@@ -54,6 +54,7 @@ override $(1) := $$(if $$(filter environment%,$$(origin $(1))),,$$(value $(1)))
 endef
 $(foreach v,$(USER_VARIABLES),$(eval $(call literal,$(v))))
 export $(USER_VARIABLES)
+export GITEXP_USER_VARIABLES := $(USER_VARIABLES)# so make submit keeps them out of the job's environment
 
 VENV := .venv
 export PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)

@@ -26,13 +26,11 @@ from record import run_mode
 
 OUTPUT = RESULTS / ".slurm"
 SCRIPT = "scripts/slurm.sbatch"
-# the Makefile's variables and make's own, exported to this process: not passed on to the job, whose
-# make venv would note them as "set in the environment, ignored" or, from MAKEFLAGS, take them as
-# given on its command line; the job gets its own GITEXP_* ones, and its interpreter is PYTHON
-MAKE_VARIABLES = {"TAG", "ID", "FIX", "MSG", "GPUS", "NPROC", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT",
-                  "EXP", "LIST", "CHANGED", "TAGS", "PORT", "HOST", "TB", "PYTHON", "BENCH_QUICK", "BENCH_SCALE",
-                  "NAME", "JOBS", "A", "B", "FULL", "YES", "ACCEPT_DATA", "NODES", "SBATCH", "SLURM", "PARALLEL",
-                  "PY", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
+# the Makefile's variables (it names them in GITEXP_USER_VARIABLES) and make's own, exported to
+# this process: not passed on to the job, whose make venv would note them as "set in the
+# environment, ignored" or, from MAKEFLAGS, take them as given on its command line; the job gets
+# its own GITEXP_* ones, and its interpreter is PYTHON
+MAKE_OWN = {"PY", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GITEXP_USER_VARIABLES"}
 
 
 def check_slurm_devices():
@@ -68,7 +66,8 @@ def sbatch(options, variables, extra=()):
     exports = ",".join(f"{name}={value}" for name, value in variables.items())
     command = ["sbatch", "--parsable", f"--export=ALL,{exports}", *extra,
                *(f"{option}={value}" for option, value in options.items()), *user_options, SCRIPT]
-    job_env = {name: value for name, value in os.environ.items() if name not in MAKE_VARIABLES}
+    left_out = MAKE_OWN | set(env("GITEXP_USER_VARIABLES").split())
+    job_env = {name: value for name, value in os.environ.items() if name not in left_out}
     result = subprocess.run(command, capture_output=True, text=True, env=job_env)
     if result.returncode != 0:
         raise UserError(f"sbatch refused the job: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
