@@ -12,9 +12,11 @@ import statistics
 import subprocess
 import sys
 
-from experiment import RESULTS, UserError, commit_of, env, read_statistic, run_facts
-from record import parse_word
-from title import flatten
+from cli import UserError, env
+from facts import compared_facts, flatten
+from lists import parse_word
+from repo import commit_of
+from store import RESULTS, read_statistic
 
 
 def side(name, text):
@@ -56,12 +58,10 @@ def metrics_of(runs):
 def facts_of(runs_a, runs_b):
     """The run facts, each side's values joined where a bare tag has several."""
     joined = {}
-    for a in runs_a:
-        for b in runs_b:
-            for fact, pair in run_facts(a, b).items():
-                joined.setdefault(fact, (set(), set()))
-                joined[fact][0].add(str(pair[0]))
-                joined[fact][1].add(str(pair[1]))
+    for side, runs in enumerate((runs_a, runs_b)):
+        for run in runs:
+            for fact, value in compared_facts(run).items():
+                joined.setdefault(fact, (set(), set()))[side].add(str(value))
     for fact, field in (("seed", "seed"), ("FIX", "fix")):
         joined[fact] = ({str(r.get(field)) for r in runs_a}, {str(r.get(field)) for r in runs_b})
     return {fact: (", ".join(sorted(a)), ", ".join(sorted(b))) for fact, (a, b) in joined.items()}

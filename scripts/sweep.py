@@ -35,15 +35,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from record import run
-from experiment import (NUMBER, RESULTS, STOPPED, TAG_PATTERN, UserError, check_number, commit_of,
-                        cuda_device_count, ensure_clean_tree, env, git, python, read_statistic)
-from record import hold, status_of
+from atomic import atomic_write, write_json
+from cli import UserError, check_switch, env, run
+from conditions import cuda_device_count, python
+from launch import STOPPED
+from lists import LISTS
+from names import SWEEP_NAME, check_number, is_tag
+from repo import commit_of, ensure_clean_tree, git
+from store import RESULTS, hold, ids_of, read_statistic, status_of
 
 SWEEPS = Path("code/sweeps")
 RECORDS = Path("__statistic__/sweeps")
-LISTS = Path("__statistic__/exper-list")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 POLL_SECONDS = 0.02
 
 
@@ -52,7 +54,7 @@ POLL_SECONDS = 0.02
 def check_name(name):
     if not name:
         raise UserError("NAME is missing: name the sweep, e.g. make sweep NAME=lr (its file: code/sweeps/lr.py)")
-    if not NAME_PATTERN.fullmatch(name):
+    if not SWEEP_NAME.fullmatch(name):
         raise UserError(f"NAME={name!r} is not a sweep name: use letters, digits, '_' and '-' (at most 40)")
     return name
 
@@ -150,8 +152,7 @@ def with_values(config, values):
 def point_tag(name, values):
     """A tag a person can read (s-lr0.01-channels32), or s-<hash of the values>."""
     readable = name + "".join(f"-{key}{value}" for key, value in values.items())
-    if len(readable) <= 100 and TAG_PATTERN.fullmatch(readable) and ".." not in readable \
-            and not readable.endswith((".", ".lock")) and all(isinstance(v, (int, float, str)) for v in values.values()):
+    if is_tag(readable) and all(isinstance(v, (int, float, str)) for v in values.values()):
         return readable
     return f"{name}-{hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]}"
 
@@ -198,14 +199,8 @@ def pin(name, values, config):
 
 def runs_of(tag, name, k):
     """The experiments of `tag` that are run k of sweep `name`: [(id, statistic)]."""
-    folder = RESULTS / tag
-    found = []
-    for path in folder.iterdir() if folder.is_dir() else []:
-        if NUMBER.fullmatch(path.name) and (path / "statistic.json").exists():
-            statistic = read_statistic(path)
-            if statistic.get("sweep") == name and statistic.get("sweep_run") == k:
-                found.append((int(path.name), statistic))
-    return sorted(found, key=lambda item: item[0])
+    found = [(number, read_statistic(f"{tag}/{number}")) for number in ids_of(tag)]
+    return [(number, s) for number, s in found if s.get("sweep") == name and s.get("sweep_run") == k]
 
 
 def next_step(tag, name, k):
@@ -360,20 +355,16 @@ def run_all(name, jobs, slots):
 # ---- the record and the summary -----------------------------------------------------------------
 
 def write_record(name, tags, grid, runs, waits):
-    RECORDS.mkdir(parents=True, exist_ok=True)
     path = RECORDS / f"{name}.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     record = {"name": name, "grid": dict(grid), "runs_per_point": runs,
               "points": [{"tag": tag, "values": values} for tag, values in tags],
               "runs": old.get("runs", []) + waits}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
-    LISTS.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
     # the points that have experiments: a list may name no tag without one
     listing = "".join(f"{tag}\n" for tag, _ in tags if any(p.name.isdigit() for p in (RESULTS / tag).glob("*")))
     if listing and (not (LISTS / f"{name}.txt").exists() or (LISTS / f"{name}.txt").read_text() != listing):
-        (LISTS / f"{name}.txt").write_text(listing)  # rewritten only when it changes: make remakes the table
+        atomic_write(LISTS / f"{name}.txt", listing)  # rewritten only when it changes: make remakes the table
 
 
 def summary(name, tags, runs, outcome):
@@ -406,8 +397,7 @@ def main():
     try:
         name = check_name(env("NAME"))
         slots = check_devices()
-        if env("FIX") not in ("", "0", "1"):
-            raise UserError(f"FIX={env('FIX')!r} is not 0 or 1: FIX=1 gives run k of each point the seed code/seed + k")
+        check_switch("FIX", "gives run k of each point the seed code/seed + k")
         text = committed(SWEEPS / f"{name}.py")
         if text is None:
             raise UserError(f"there is no committed {SWEEPS / name}.py: write lines like lr = [0.1, 0.01], "

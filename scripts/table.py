@@ -23,7 +23,6 @@ own line, not the table's. Input comes from the environment (STATISTIC_STEM or L
 """
 import gc
 import hashlib
-import marshal
 import math
 import os
 import shutil
@@ -32,8 +31,11 @@ from array import array
 from itertools import accumulate
 from pathlib import Path
 
-from record import (DAMAGED, DEPS, RACY, UserError, atomic_write, in_halves, keys_of, list_name, read_cache,
-                    replacing, run, stat_key, stat_or_none)
+from atomic import atomic_write, replacing
+from cache import DAMAGED, DEPS, RACY, keys_of, read_cache, stat_key, stat_or_none, write_cache
+from cli import UserError, env, run
+from lists import list_name
+from parallel import in_halves
 from title import fresh_rows, row_values, shown_keys, title_path
 
 TABLES = Path("__statistic__/table")
@@ -347,12 +349,12 @@ def write(name):
         atomic_extend(table, old["csv_at"][kept], csv_body)
     else:
         atomic_write(table, csv_header + csv_body)
-    atomic_write(table_cache_path(name), marshal.dumps({
+    write_cache(table_cache_path(name), {
         "version": TABLE_VERSION, "keys": list(keys), "names": experiments,
         "stats": b"".join(row[0] for row in rows), "header": [len(csv_header), len(txt_header)],
         "csv_lengths": csv_lengths, "txt_lengths": txt_lengths, "lengths": lengths.tobytes(), "kinds": kinds,
         "facts": facts, "summary": summary,
-        "outputs": {"csv": stat_or_none(table), "txt": stat_or_none(text)}}))
+        "outputs": {"csv": stat_or_none(table), "txt": stat_or_none(text)}})
     print(f"table {table}: {len(experiments)} experiments, {len(keys)} columns (summary: {stats})")
 
 
@@ -494,7 +496,7 @@ def main():
     commands = {"write": write, "show": show}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         sys.exit("usage: python scripts/table.py write|show (settings come from the environment)")
-    run(lambda: commands[sys.argv[1]](list_name(os.environ.get("STATISTIC_STEM") or None)))
+    run(lambda: commands[sys.argv[1]](list_name(env("STATISTIC_STEM") or None)))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ commented key commented; a new key is added uncommented after the key it follows
 experiments, and a key no experiment has any more is dropped. Comment lines that are not a
 key are not kept. On any error the title stays exactly as it was.
 
-What the list names, and the stat of each statistic.json, come from record.py's scan (make's
+What the list names, and the stat of each statistic.json, come from scan.py (make's
 prerequisite of the title). The values read are kept in __statistic__/.deps/<LIST>.rows, a
 derived file, with the stat of the file they came from: a file whose stat the scan found as it
 was is not read again, so a new or changed experiment costs one file read. The files to read
@@ -35,8 +35,14 @@ import os
 import re
 from pathlib import Path
 
-from record import (DAMAGED, DEPS, RACY, UserError, atomic_write, in_parallel, keys_of, list_name, list_state,
-                    load_statistic, read_cache, run, settled_key)
+from atomic import atomic_write
+from cache import DAMAGED, DEPS, RACY, keys_of, read_cache, settled_key, write_cache
+from cli import UserError, env, run
+from facts import flatten, table_facts
+from lists import list_name
+from parallel import in_parallel
+from scan import list_state
+from store import load_statistic
 
 TITLES = Path("__statistic__/title")
 HEADER = ("// The columns of make table, one key a line: comment a key out with // to hide its column,\n"
@@ -87,37 +93,11 @@ def shown_keys(path):
     return list(dict.fromkeys(k for k, commented in parse_title(path) if not commented))
 
 
-def flatten(tree, prefix, out):
-    """hparams/metrics leaves as `prefix.key` (a list's items as `prefix.key.0`), depth first,
-    in the file's order; an empty object or list has none."""
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
-    for key, value in items:
-        if isinstance(value, (dict, list)):
-            flatten(value, f"{prefix}{key}.", out)
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def run_facts(statistic):
-    """What the run ran with besides its code and hparams (those it recorded)."""
-    data, environment = statistic.get("data"), statistic.get("environment")
-    conditions = statistic.get("conditions") if isinstance(statistic.get("conditions"), dict) else {}
-    facts = {"status": statistic.get("status"), "seed": statistic.get("seed"), "fix": statistic.get("fix"), "world_size": statistic.get("world_size"),
-             "threads": conditions.get("threads"),
-             "data": data.get("fingerprint", "")[:12] or None if isinstance(data, dict) else None,
-             "data_at_end": (data.get("at_end") or "")[:12] or None if isinstance(data, dict) else None,
-             "repeat_of": statistic.get("rerun_of") or statistic.get("repeat_of"),
-             "torch": environment.get("torch") if isinstance(environment, dict) else None,
-             "host": statistic.get("host")}
-    return {name: value for name, value in facts.items() if value is not None}
-
-
 def flat_row(statistic):
     """The flattened hparams, run facts and metrics of one statistic.json: the title's keys and
     the table's values."""
     flat = {}
-    for part, tree in (("hparams", statistic.get("hparams")), ("run", run_facts(statistic)),
+    for part, tree in (("hparams", statistic.get("hparams")), ("run", table_facts(statistic)),
                        ("metrics", statistic.get("metrics"))):
         if isinstance(tree, (dict, list)):
             flatten(tree, f"{part}.", flat)
@@ -173,7 +153,7 @@ def save_rows(name, experiments, rows):
              "shape": [shapes.setdefault(id(shape), (len(shapes), shape))[0] for _, shape, _ in rows],
              "values": [values for _, _, values in rows]}
     cache["shapes"] = [shape for _, shape in shapes.values()]
-    atomic_write(rows_path(name), marshal.dumps(cache))
+    write_cache(rows_path(name), cache)
 
 
 def fresh_rows(name):
@@ -239,7 +219,7 @@ def render(keys, commented):
 
 def main():
     gc.disable()  # no cycles worth collecting here; its passes cost a quarter of the reading
-    name = list_name(os.environ.get("STATISTIC_STEM") or None)
+    name = list_name(env("STATISTIC_STEM") or None)
     path = title_path(name)
     old = parse_title(path) if path.exists() else []
     old_keys = [k for k, _ in old]

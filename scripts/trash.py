@@ -19,16 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from experiment import RESULTS, UserError, env
-from record import FINISHED, LISTS, RETIRED, TRASH, atomic_write, list_entries, live, lock_held, parse_word, run_mode
+from atomic import write_json
+from cli import UserError, env, run_mode
+from lists import FINISHED, LISTS, list_entries, parse_word
+from store import RESULTS, RETIRED, TRASH, ids_of, live, lock_held
 
 SWEEP_RECORDS = Path("__statistic__/sweeps")
-
-
-def ids_in(root, tag):
-    folder = root / tag
-    return sorted(int(p.name) for p in folder.iterdir()
-                  if p.name.isdigit() and (p / "statistic.json").exists()) if folder.is_dir() else []
 
 
 def named(words, root):
@@ -38,7 +34,7 @@ def named(words, root):
     found = []
     for word in words:
         tag, number = parse_word("EXP", word)
-        existing = [n for n in ids_in(root, tag) if number is None or n == number]
+        existing = [n for n in ids_of(tag, root) if number is None or n == number]
         if not existing:
             raise UserError(f"EXP: there is no experiment {word} in {root}/ (make ls lists them)")
         found += [(tag, n) for n in existing]
@@ -194,7 +190,7 @@ def retire(deleted):
         retired = {}
     for tag, number in deleted:
         retired[tag] = max(number, retired.get(tag, -1))
-    atomic_write(RETIRED, json.dumps(retired, indent=2, sort_keys=True) + "\n")
+    write_json(RETIRED, dict(sorted(retired.items())))
 
 
 def main():
