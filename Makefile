@@ -227,7 +227,7 @@ __statistic__/.deps/%.state: FORCE | $(PY_READY)
 # the scripts a title is made by (a change to one remakes it), and a table besides
 TITLE_SCRIPTS := $(addprefix scripts/,title.py facts.py scan.py lists.py cache.py store.py parallel.py names.py \
                    atomic.py cli.py)
-TABLE_SCRIPTS := $(TITLE_SCRIPTS) scripts/table.py
+TABLE_SCRIPTS := $(TITLE_SCRIPTS) $(addprefix scripts/,table.py table_layout.py table_summary.py)
 
 # the title is the user's file: title.py replaces it only when it has made a new one
 .PRECIOUS: __statistic__/title/%.json __statistic__/.deps/%.state
