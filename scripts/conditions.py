@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from cli import UserError, env
-from names import check_number
+from names import CHECKPOINT_FILE, GPU_LIST, check_number
 
 
 def python():
@@ -28,7 +28,7 @@ def parse_devices(gpus=None, nproc=None, nnodes=None):
     if gpus and nproc:
         raise UserError("GPUS and NPROC were both given: GPUS=0,1 runs one process per GPU, NPROC=n n processes on CPU")
     if gpus:
-        if not re.fullmatch(r"[0-9]{1,3}(,[0-9]{1,3})*", gpus):
+        if not GPU_LIST.fullmatch(gpus):
             raise UserError(f"GPUS={gpus!r} is not a list of GPU indices: use e.g. GPUS=0 or GPUS=0,1")
         indices = [int(g) for g in gpus.split(",")]
         if len(set(indices)) != len(indices):
@@ -118,7 +118,7 @@ def latest_checkpoint(folder):
     step_<e>_<k>.pth inside an epoch), or None."""
     found = []
     for path in (folder / "checkpoint").glob("*.pth"):
-        match = re.fullmatch(r"epoch_(\d+)\.pth|step_(\d+)_(\d+)\.pth", path.name)
+        match = CHECKPOINT_FILE.fullmatch(path.name)
         if match and not path.is_symlink():
             epoch, inside, done = match.groups()
             found.append(((int(epoch), 0) if epoch else (int(inside), int(done)), path.name))

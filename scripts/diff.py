@@ -16,7 +16,7 @@ from cli import UserError, env
 from facts import compared_facts, flatten
 from lists import parse_word
 from repo import commit_of
-from store import RESULTS, read_statistic
+from store import read_statistic, runs_of_tag, statistic_path
 
 
 def side(name, text):
@@ -24,14 +24,11 @@ def side(name, text):
     if not text:
         raise UserError(f"{name} is missing: make diff A=x/0 B=y/1 compares two experiments (a bare tag: the mean of its ids)")
     tag, number = parse_word(name, text)
-    folder = RESULTS / tag
     if number is not None:
-        if not (folder / str(number) / "statistic.json").exists():
+        if not os.path.isfile(statistic_path(tag, number)):
             raise UserError(f"{name}: there is no experiment {tag}/{number} (make ls TAG={tag} shows its ids)")
-        return f"{tag}/{number}", [read_statistic(folder / str(number))]
-    found = sorted((read_statistic(p.parent) for p in folder.glob("*/statistic.json") if p.parent.name.isdigit()),
-                   key=lambda s: s.get("id", 0))
-    finished = [s for s in found if s.get("status") == "finished"]
+        return f"{tag}/{number}", [read_statistic(f"{tag}/{number}")]
+    finished = [s for _, s in runs_of_tag(tag) if s.get("status") == "finished"]
     if not finished:
         raise UserError(f"{name}: tag {tag} has no finished experiment (make ls lists the tags)")
     distinct = list({s.get("seed"): s for s in reversed(finished)}.values())[::-1]  # the first run of each seed

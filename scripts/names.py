@@ -13,6 +13,10 @@ from cli import UserError
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a tag, a list's name
 NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")  # an id (and any count a user gives)
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+GPU_LIST = re.compile(r"[0-9]{1,3}(,[0-9]{1,3})*")  # GPUS=0,1
+# a checkpoint in __result__/<tag>/<id>/checkpoint/ (code/gitexp/checkpoint.py writes them):
+# at an epoch's end, or inside one (epochs done, steps into the next)
+CHECKPOINT_FILE = re.compile(r"epoch_(\d+)\.pth|step_(\d+)_(\d+)\.pth")
 NAME_RULE = "use letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 

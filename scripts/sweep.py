@@ -23,7 +23,6 @@ LIST=<NAME>) and its record __statistic__/sweeps/<NAME>.json (points, and each r
 """
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -38,7 +37,7 @@ from conditions import cuda_device_count, python
 from grid import SWEEPS, check_name, committed, parse_sweep, point_tag, points, with_values
 from launch import STOPPED
 from lists import LISTS
-from names import check_number
+from names import GPU_LIST, check_number
 from repo import commit_of, ensure_clean_tree, git
 from store import RESULTS, hold, ids_of, read_statistic, status_of
 
@@ -121,7 +120,7 @@ def check_devices():
     if gpus and jobs:
         raise UserError("GPUS and JOBS were both given: GPUS=0,1 runs one run per GPU, JOBS=n n runs at a time on CPU")
     if gpus:
-        if not re.fullmatch(r"[0-9]{1,3}(,[0-9]{1,3})*", gpus) or len(set(gpus.split(","))) != len(gpus.split(",")):
+        if not GPU_LIST.fullmatch(gpus) or len(set(gpus.split(","))) != len(gpus.split(",")):
             raise UserError(f"GPUS={gpus!r} is not a list of distinct GPU indices: use e.g. GPUS=0,1")
         count = cuda_device_count()
         missing = [g for g in gpus.split(",") if int(g) >= count]
@@ -251,7 +250,7 @@ def write_record(name, tags, grid, runs, waits):
               "runs": old.get("runs", []) + waits}
     write_json(path, record)
     # the points that have experiments: a list may name no tag without one
-    listing = "".join(f"{tag}\n" for tag, _ in tags if any(p.name.isdigit() for p in (RESULTS / tag).glob("*")))
+    listing = "".join(f"{tag}\n" for tag, _ in tags if ids_of(tag))
     if listing and (not (LISTS / f"{name}.txt").exists() or (LISTS / f"{name}.txt").read_text() != listing):
         atomic_write(LISTS / f"{name}.txt", listing)  # rewritten only when it changes: make remakes the table
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from atomic import write_json
 from cli import UserError, env, run_mode
 from lists import FINISHED, LISTS, list_entries, parse_word
+from names import NUMBER
 from store import RESULTS, RETIRED, TRASH, ids_of, live, lock_held
 
 SWEEP_RECORDS = Path("__statistic__/sweeps")
@@ -60,7 +61,7 @@ def started_from(removing):
     """{tag/id being removed: [experiments whose init_from is it]} among those that stay."""
     starts = {}
     for path in RESULTS.glob("*/*/statistic.json"):
-        if not path.parent.name.isdigit() or (path.parent.parent.name, int(path.parent.name)) in removing:
+        if not NUMBER.fullmatch(path.parent.name) or (path.parent.parent.name, int(path.parent.name)) in removing:
             continue
         try:
             source = (json.loads(path.read_text()).get("init_from") or {}).get("experiment")
@@ -104,8 +105,7 @@ def do_rm():
     for tag, number in removing:
         def take_out(lines, name=f"{tag}/{number}"):
             place = lines.index(name) if name in lines else None
-            (TRASH / tag).mkdir(parents=True, exist_ok=True)
-            (TRASH / tag / f"{number}.json").write_text(json.dumps({"finished_line": place, "moved": time.time_ns()}) + "\n")
+            write_json(TRASH / tag / f"{number}.json", {"finished_line": place, "moved": time.time_ns()})
             os.rename(RESULTS / tag / str(number), TRASH / tag / str(number))
             return [line for line in lines if line != name]
         edit_finished(take_out)
@@ -162,7 +162,7 @@ def trash_record(tag, number):
 
 
 def do_empty():
-    held = sorted((p.parent.name, int(p.name)) for p in TRASH.glob("*/*") if p.is_dir() and p.name.isdigit()) \
+    held = sorted((p.parent.name, int(p.name)) for p in TRASH.glob("*/*") if p.is_dir() and NUMBER.fullmatch(p.name)) \
         if TRASH.is_dir() else []
     if not held:
         print("the trash is empty")
