@@ -225,7 +225,7 @@ __statistic__/.deps/%.state: FORCE | $(PY_READY)
 	@"$$PY" scripts/scan.py
 
 # the scripts a title is made by (a change to one remakes it), and a table besides
-TITLE_SCRIPTS := $(addprefix scripts/,title.py facts.py scan.py lists.py cache.py store.py parallel.py names.py \
+TITLE_SCRIPTS := $(addprefix scripts/,title.py rows.py facts.py scan.py lists.py cache.py store.py parallel.py names.py \
                    atomic.py cli.py)
 TABLE_SCRIPTS := $(TITLE_SCRIPTS) $(addprefix scripts/,table.py table_layout.py table_summary.py)
 

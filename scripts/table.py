@@ -16,7 +16,7 @@ repr, an int as an int, None and NaN empty; in the .txt, floats to 6 significant
 column is numeric (right-aligned, summarised) where it has a number and nothing but numbers.
 
 The cells and layout are table_layout.py's, the summary table_summary.py's. The rows come
-from title.py's fresh_rows (a file is read only where its stat changed). A row's
+from rows.py's fresh_rows (a file is read only where its stat changed). A row's
 csv and .txt lines are kept where they were last written, the outputs themselves: the derived
 file __statistic__/.deps/<LIST>.table holds each line's length and the stat of the file it was
 read from, so an unchanged row is a slice of the old output, and one new experiment costs its
@@ -38,7 +38,8 @@ from parallel import in_halves
 from table_layout import (column_facts, csv_cell, kind, layout_of, prefix_facts, relayout, relayout_plan, render_row,
                           txt_cell, txt_line)
 from table_summary import summarise
-from title import fresh_rows, row_values, shown_keys, title_path
+from rows import fresh_rows, row_values
+from title import shown_keys, title_path
 
 TABLES = Path("__statistic__/table")
 TABLE_VERSION = 4

@@ -5,7 +5,7 @@ but numbers. Standard library only.
 """
 from array import array
 
-from title import row_values
+from rows import row_values
 
 
 def is_number(value):

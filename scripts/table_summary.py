@@ -9,7 +9,7 @@ import math
 from cache import RACY
 from parallel import in_halves
 from table_layout import csv_cell
-from title import row_values
+from rows import row_values
 
 # the run facts that make two runs of one tag unlike (the seed is meant to differ)
 POOLING_FACTS = ("run.data", "run.data_at_end", "run.torch", "run.host", "run.world_size", "run.threads", "run.fix")
