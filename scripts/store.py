@@ -153,3 +153,30 @@ def write_statistic(folder, statistic):
 def runs_of_tag(tag):
     """[(id, statistic)] of every experiment of `tag`, in id order."""
     return [(n, load_statistic(f"{tag}/{n}")[0]) for n in ids_of(tag)]
+
+
+# ---- a sweep's runs -----------------------------------------------------------------------------
+
+def sweep_runs(tag, name, k):
+    """The experiments of `tag` that are run k of sweep `name`: [(id, statistic)]."""
+    return [(number, s) for number, s in runs_of_tag(tag) if s.get("sweep") == name and s.get("sweep_run") == k]
+
+
+def sweep_step(tag, name, k):
+    """What run k of sweep `name` at point `tag` needs: ("done", id), ("continue", id) for a
+    stopped run, or ("new", None)."""
+    found = sweep_runs(tag, name, k)
+    for number, statistic in found:
+        if statistic.get("status") == "finished":
+            return "done", number
+    for number, statistic in reversed(found):
+        if status_of(RESULTS / tag / str(number), statistic.get("status")) == "stopped":
+            return "continue", number
+    return "new", None
+
+
+def claim_sweep_run(tag, name, k):
+    """Hold run k of sweep `name` at point `tag` for as long as it runs (the lock file
+    __result__/<tag>/.sweep-<name>-<k>.lock); None where another sweep holds it."""
+    (RESULTS / tag).mkdir(parents=True, exist_ok=True)
+    return hold(RESULTS / tag / f".sweep-{name}-{k}.lock")

@@ -39,7 +39,7 @@ from launch import STOPPED
 from lists import LISTS
 from names import GPU_LIST, check_number
 from repo import commit_of, ensure_clean_tree, git
-from store import RESULTS, hold, ids_of, read_statistic, status_of
+from store import RESULTS, claim_sweep_run, ids_of, sweep_runs, sweep_step
 
 RECORDS = Path("__statistic__/sweeps")
 POLL_SECONDS = 0.02
@@ -83,30 +83,8 @@ def pin(name, values, config):
     return tag
 
 
-# ---- what each run needs --------------------------------------------------------------------------
-
-def runs_of(tag, name, k):
-    """The experiments of `tag` that are run k of sweep `name`: [(id, statistic)]."""
-    found = [(number, read_statistic(f"{tag}/{number}")) for number in ids_of(tag)]
-    return [(number, s) for number, s in found if s.get("sweep") == name and s.get("sweep_run") == k]
-
-
-def next_step(tag, name, k):
-    """("done", id), ("continue", id) for a stopped run, or ("new", None)."""
-    found = runs_of(tag, name, k)
-    for number, statistic in found:
-        if statistic.get("status") == "finished":
-            return "done", number
-    for number, statistic in reversed(found):
-        if status_of(RESULTS / tag / str(number), statistic.get("status")) == "stopped":
-            return "continue", number
-    return "new", None
-
-
-def claim(tag, name, k):
-    """Hold run k of this point for as long as it runs; None where another sweep holds it."""
-    (RESULTS / tag).mkdir(parents=True, exist_ok=True)
-    return hold(RESULTS / tag / f".sweep-{name}-{k}.lock")
+# what scripts/slurm.py imports from here, until its import lines name store.py
+runs_of, next_step, claim = sweep_runs, sweep_step, claim_sweep_run
 
 
 # ---- running them -------------------------------------------------------------------------------
@@ -204,12 +182,12 @@ def run_all(name, jobs, slots):
     while pending and not stop.asked or running:
         while pending and free and not stop.asked:
             tag, values, k = pending.pop(0)
-            held = claim(tag, name, k)
+            held = claim_sweep_run(tag, name, k)
             if held is None:
                 outcome[(tag, k)] = "running elsewhere"
                 progress.show(1)
                 continue
-            step, number = next_step(tag, name, k)
+            step, number = sweep_step(tag, name, k)
             if step == "done":
                 held.close()
                 outcome[(tag, k)] = "finished"
@@ -262,7 +240,7 @@ def summary(name, tags, runs, outcome):
     for tag, values in tags:
         finished, failed, best, monitor = 0, 0, [], ""
         for k in range(runs):
-            found = runs_of(tag, name, k)
+            found = sweep_runs(tag, name, k)
             done = [s for _, s in found if s.get("status") == "finished"]
             if done:
                 finished += 1
