@@ -10,13 +10,11 @@ starts fast and needs no torch.
 """
 import json
 import secrets
-import subprocess
 
 from cli import UserError, env, run_mode
-from conditions import check_resumable, conditions, devices_and_threads, devices_given, parse_devices, python, thread_count
+from conditions import check_resumable, devices_and_threads, devices_given, parse_devices, thread_count
 from facts import compared_facts, flatten
-from launch import (REFUSED, accepting_data, child_environment, conclude, execute, follow, init_fits, log_size,
-                    start)
+from launch import REFUSED, accepting_data, conclude, execute, follow, init_fits, log_size, resume_accepted, start
 from names import check_number
 from repo import (check_runnable, check_tag, check_tag_free, ensure_clean_tree, existing_tag, fixed_seed,
                   snapshot, tag_head, tag_seed)
@@ -160,21 +158,14 @@ def do_continue():
     if held is None:
         raise UserError(f"{tag}/{number} is running right now: wait for it, or stop it first")
     changed = check_resumable(folder, statistic, devices, threads)
-    # main.py records the change once the continue is accepted (a refusal changes nothing)
-    other_conditions = {"GITEXP_CONDITIONS": json.dumps(conditions(devices, threads))} if changed else {}
     if changed:
         print(f"note: {tag}/{number} goes on from an epoch's end with {'; '.join(changed)}: its numbers will differ "
               "from an uninterrupted run's (recorded under conditions.changed)")
     snapshot(tag, folder)
-    processes, nodes, _, visible = devices
-    if processes * nodes > 1:  # under torchrun, a refusal would look like a crash: ask first
-        check = subprocess.run([python(), str(folder / "code" / "main.py")],
-                               env=child_environment(visible, threads, GITEXP_DIR=str(folder), GITEXP_MODE="check",
-                                                     **accepting_data()))
-        if check.returncode != 0:
-            return 1  # main.py said why; nothing was changed
+    if not resume_accepted(folder, devices, threads):
+        return 1  # main.py said why; nothing was changed
     offset = log_size(folder)
-    status = execute(folder, "continue", devices, threads, statistic.get("init_from"), **other_conditions)
+    status = execute(folder, "continue", devices, threads, statistic.get("init_from"), changed=bool(changed))
     if status == REFUSED:
         return 1  # main.py said why; nothing was changed
     conclude(folder, status, offset)

@@ -101,12 +101,27 @@ def child_environment(visible, threads=None, **extra):
     return child_env
 
 
-def execute(folder, mode, devices, threads, init=None, **extra):
+def resume_accepted(folder, devices, threads):
+    """Before a continue under torchrun, where a refusal would look like a crash: whether
+    main.py accepts the resume (GITEXP_MODE=check, one process; it says why not)."""
+    processes, nodes, _, visible = devices
+    if processes * nodes == 1:
+        return True
+    check = subprocess.run([python(), str(folder / "code" / "main.py")],
+                           env=child_environment(visible, threads, GITEXP_DIR=str(folder), GITEXP_MODE="check",
+                                                 **accepting_data()))
+    return check.returncode == 0
+
+
+def execute(folder, mode, devices, threads, init=None, changed=False):
     """Run main.py, copying its stdout to the terminal and to the log (stderr, where tqdm draws
-    its bars, goes to the terminal only). Returns main.py's exit status."""
+    its bars, goes to the terminal only). Returns main.py's exit status. `changed`: a continue
+    goes on with other conditions, which main.py records once it accepts the resume (a
+    refusal changes nothing)."""
     processes, nodes, node_rank, visible = devices
+    other = {"GITEXP_CONDITIONS": json.dumps(conditions(devices, threads))} if changed else {}
     child_env = child_environment(visible, threads, GITEXP_DIR=str(folder), GITEXP_MODE=mode,
-                                  **init_expected(init), **accepting_data(), **extra)
+                                  **init_expected(init), **accepting_data(), **other)
     # a background TensorBoard over every experiment, one per project; a continue may still be
     # refused by main.py, so it waits for main.py's first line, printed once the resume is accepted
     live_tensorboard = env("TB") != "0"
