@@ -12,7 +12,7 @@ import statistics
 import subprocess
 import sys
 
-from cli import UserError, env
+from cli import UserError, check_switch, env, run
 from facts import compared_facts, flatten
 from lists import parse_word
 from repo import commit_of
@@ -75,17 +75,12 @@ def table(rows):
 
 
 def main():
-    try:
-        a_text, b_text = env("A").strip(), env("B").strip()
-        label_a, runs_a = side("A", a_text)
-        label_b, runs_b = side("B", b_text)
-        if a_text == b_text:
-            raise UserError(f"A and B are both {a_text}: name two different experiments")
-        if env("FULL") not in ("", "0", "1"):
-            raise UserError(f"FULL={env('FULL')!r} is not 0 or 1: FULL=1 shows the whole code diff")
-    except UserError as problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    a_text, b_text = env("A").strip(), env("B").strip()
+    label_a, runs_a = side("A", a_text)
+    label_b, runs_b = side("B", b_text)
+    if a_text == b_text:
+        raise UserError(f"A and B are both {a_text}: name two different experiments")
+    full = check_switch("FULL", "shows the whole code diff")
     print(f"A = {label_a}    B = {label_b}")
 
     hp_a, hp_b = hparams_of(runs_a), hparams_of(runs_b)
@@ -120,10 +115,10 @@ def main():
         return
     print(f"\ncode: git diff {commit_a[:10]} {commit_b[:10]} -- code/")
     sys.stdout.flush()
-    options = [] if env("FULL") == "1" else ["--stat"]
+    options = [] if full else ["--stat"]
     subprocess.run(["git", "--no-pager", "diff", *options, commit_a, commit_b, "--", "code"],
                    env=dict(os.environ, GIT_PAGER="cat"))
 
 
 if __name__ == "__main__":
-    main()
+    run(main, status=2)

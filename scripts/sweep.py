@@ -259,31 +259,33 @@ def summary(name, tags, runs, outcome):
         print("failed runs' logs:\n  " + "\n  ".join(failed_logs))
 
 
+def pinned_points(name):
+    """The sweep file's grid and runs per point, and each point pinned: [(tag, values)]."""
+    text = committed(SWEEPS / f"{name}.py")
+    if text is None:
+        raise UserError(f"there is no committed {SWEEPS / name}.py: write lines like lr = [0.1, 0.01], "
+                        "git add and commit it")
+    config = committed("code/config.py")
+    if config is None:
+        raise UserError("code/config.py is not committed: commit the experiment's code under code/")
+    grid, runs = parse_sweep(name, text, config)
+    ensure_clean_tree("")  # the sweep file and config.py that run are HEAD's
+    tags = [(pin(name, values, config), values) for values in points(grid)]
+    if len({tag for tag, _ in tags}) != len(tags):
+        raise UserError(f"two points of sweep {name} would get one tag: shorten the values")
+    return grid, runs, tags
+
+
 def main():
-    try:
-        name = check_name(env("NAME"))
-        slots = check_devices()
-        check_switch("FIX", "gives run k of each point the seed code/seed + k")
-        text = committed(SWEEPS / f"{name}.py")
-        if text is None:
-            raise UserError(f"there is no committed {SWEEPS / name}.py: write lines like lr = [0.1, 0.01], "
-                            "git add and commit it")
-        config = committed("code/config.py")
-        if config is None:
-            raise UserError("code/config.py is not committed: commit the experiment's code under code/")
-        grid, runs = parse_sweep(name, text, config)
-        ensure_clean_tree("")  # the sweep file and config.py that run are HEAD's
-        tags = [(pin(name, values, config), values) for values in points(grid)]
-        if len({tag for tag, _ in tags}) != len(tags):
-            raise UserError(f"two points of sweep {name} would get one tag: shorten the values")
-    except UserError as problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    name = check_name(env("NAME"))
+    slots = check_devices()
+    check_switch("FIX", "gives run k of each point the seed code/seed + k")
+    grid, runs, tags = pinned_points(name)
     jobs = [(tag, values, k) for tag, values in tags for k in range(runs)]
     if env("SLURM") == "1":  # one Slurm job array instead, a task a run: scripts/slurm.py
         import slurm
         write_record(name, tags, grid, runs, [])
-        run(lambda: slurm.submit_sweep(name, jobs), status=2)
+        return slurm.submit_sweep(name, jobs)
     where = f"GPUs {','.join(slots)}" if slots[0] is not None else f"{len(slots)} at a time on CPU"
     print(f"sweep {name}: {len(tags)} points x {runs} runs, {where}; each run's output is in its log")
     write_record(name, tags, grid, runs, [])
@@ -301,4 +303,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main, status=2)
