@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from cli import UserError, env
-from names import CHECKPOINT_FILE, GPU_LIST, check_number
+from names import CHECKPOINT_FILE, GPU_LIST, NUMBER, check_number
 
 
 def python():
@@ -77,7 +77,7 @@ def thread_count(processes, runs_at_once=1):
     changes a CPU run's numbers (float sums split differently), so it is recorded, and continue
     and rerun use the recorded one."""
     given = env("OMP_NUM_THREADS")
-    if given.isdigit() and int(given) > 0:
+    if NUMBER.fullmatch(given) and int(given) > 0:
         return int(given)
     return max(1, len(os.sched_getaffinity(0)) // (processes * runs_at_once))
 
