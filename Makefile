@@ -166,13 +166,13 @@ $(VENV)/.installed: code/requirements.txt
 # A list __statistic__/exper-list/<LIST>.txt names experiments (tag/id, or a bare tag: all its
 # ids). Its title (the columns, yours to edit) and its table are files made from it. Their
 # prerequisite __statistic__/.deps/<LIST>.state stands for every statistic.json the list names:
-# its recipe, run each time, stats them all (record.py scan) and rewrites the state only when
+# its recipe, run each time, stats them all (scripts/scan.py) and rewrites the state only when
 # one of them, or what the list names, changed. So a changed statistic.json remakes both, and
 # make's graph stays a few files at 100,000 experiments. The .deps/ files are derived: deleting
 # them costs one cold read.
 
 # LIST becomes a file name and a target, so it is used only if it matches [A-Za-z0-9][A-Za-z0-9._-]*
-# and the list exists; otherwise title and table run `record.py check`, which says what is wrong.
+# and the list exists; otherwise title and table run `lists.py check`, which says what is wrong.
 NAME_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P \
               Q R S T U V W X Y Z 0 1 2 3 4 5 6 7 8 9 . _ -
 strip_chars = $(if $(2),$(call strip_chars,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
@@ -182,7 +182,7 @@ STATISTIC_LIST := $(if $(call is_name,$(LIST_NAME)),$(if $(wildcard __statistic_
 
 .PHONY: record
 record: $(PY_READY) ## add EXP="x/0 y" (default: the last finished) to the list LIST (default record)
-	@"$$PY" scripts/record.py record
+	@"$$PY" scripts/lists.py record
 
 .PHONY: title
 title: $(if $(STATISTIC_LIST),__statistic__/title/$(STATISTIC_LIST).json,list-refused) ## write the columns of LIST's table to __statistic__/title/ (comment keys out with //)
@@ -216,25 +216,30 @@ ls: $(PY_READY) ## list the tags; TAG=x: its ids with status, seed and best moni
 
 .PHONY: list-refused
 list-refused: $(PY_READY)
-	@"$$PY" scripts/record.py check
+	@"$$PY" scripts/lists.py check
 
 # the scripts read the list's name from STATISTIC_STEM, never from their command line
 .PHONY: FORCE
 FORCE:
 __statistic__/.deps/%.state: export STATISTIC_STEM = $*
 __statistic__/.deps/%.state: FORCE | $(PY_READY)
-	@"$$PY" scripts/record.py scan
+	@"$$PY" scripts/scan.py
+
+# the scripts a title is made by (a change to one remakes it), and a table besides
+TITLE_SCRIPTS := $(addprefix scripts/,title.py rows.py facts.py scan.py lists.py cache.py store.py parallel.py names.py \
+                   atomic.py cli.py)
+TABLE_SCRIPTS := $(TITLE_SCRIPTS) $(addprefix scripts/,table.py table_layout.py table_summary.py)
 
 # the title is the user's file: title.py replaces it only when it has made a new one
 .PRECIOUS: __statistic__/title/%.json __statistic__/.deps/%.state
 __statistic__/title/%.json: export STATISTIC_STEM = $*
-__statistic__/title/%.json: __statistic__/.deps/%.state __statistic__/exper-list/%.txt scripts/title.py \
-                            scripts/record.py | $(PY_READY)
+__statistic__/title/%.json: __statistic__/.deps/%.state __statistic__/exper-list/%.txt \
+                            $(TITLE_SCRIPTS) | $(PY_READY)
 	@"$$PY" scripts/title.py
 
 __statistic__/table/%.csv: export STATISTIC_STEM = $*
-__statistic__/table/%.csv: __statistic__/title/%.json __statistic__/.deps/%.state scripts/table.py \
-                           scripts/title.py scripts/record.py | $(PY_READY)
+__statistic__/table/%.csv: __statistic__/title/%.json __statistic__/.deps/%.state \
+                           $(TABLE_SCRIPTS) | $(PY_READY)
 	@"$$PY" scripts/table.py write
 
 __statistic__/report/%.html: export STATISTIC_STEM = $*

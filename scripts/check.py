@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from record import UserError, run
+from cli import UserError, run
 
 SHARED = ("__data__", "__result__")  # read where they are: prepared data, init_from's sources
 FIXES = {

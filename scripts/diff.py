@@ -12,9 +12,11 @@ import statistics
 import subprocess
 import sys
 
-from experiment import RESULTS, UserError, commit_of, env, read_statistic, run_facts
-from record import parse_word
-from title import flatten
+from cli import UserError, check_switch, env, run
+from facts import compared_facts, flatten
+from lists import parse_word
+from repo import commit_of
+from store import read_statistic, runs_of_tag, statistic_path
 
 
 def side(name, text):
@@ -22,14 +24,11 @@ def side(name, text):
     if not text:
         raise UserError(f"{name} is missing: make diff A=x/0 B=y/1 compares two experiments (a bare tag: the mean of its ids)")
     tag, number = parse_word(name, text)
-    folder = RESULTS / tag
     if number is not None:
-        if not (folder / str(number) / "statistic.json").exists():
+        if not os.path.isfile(statistic_path(tag, number)):
             raise UserError(f"{name}: there is no experiment {tag}/{number} (make ls TAG={tag} shows its ids)")
-        return f"{tag}/{number}", [read_statistic(folder / str(number))]
-    found = sorted((read_statistic(p.parent) for p in folder.glob("*/statistic.json") if p.parent.name.isdigit()),
-                   key=lambda s: s.get("id", 0))
-    finished = [s for s in found if s.get("status") == "finished"]
+        return f"{tag}/{number}", [read_statistic(f"{tag}/{number}")]
+    finished = [s for _, s in runs_of_tag(tag) if s.get("status") == "finished"]
     if not finished:
         raise UserError(f"{name}: tag {tag} has no finished experiment (make ls lists the tags)")
     distinct = list({s.get("seed"): s for s in reversed(finished)}.values())[::-1]  # the first run of each seed
@@ -56,12 +55,10 @@ def metrics_of(runs):
 def facts_of(runs_a, runs_b):
     """The run facts, each side's values joined where a bare tag has several."""
     joined = {}
-    for a in runs_a:
-        for b in runs_b:
-            for fact, pair in run_facts(a, b).items():
-                joined.setdefault(fact, (set(), set()))
-                joined[fact][0].add(str(pair[0]))
-                joined[fact][1].add(str(pair[1]))
+    for side, runs in enumerate((runs_a, runs_b)):
+        for run in runs:
+            for fact, value in compared_facts(run).items():
+                joined.setdefault(fact, (set(), set()))[side].add(str(value))
     for fact, field in (("seed", "seed"), ("FIX", "fix")):
         joined[fact] = ({str(r.get(field)) for r in runs_a}, {str(r.get(field)) for r in runs_b})
     return {fact: (", ".join(sorted(a)), ", ".join(sorted(b))) for fact, (a, b) in joined.items()}
@@ -78,17 +75,12 @@ def table(rows):
 
 
 def main():
-    try:
-        a_text, b_text = env("A").strip(), env("B").strip()
-        label_a, runs_a = side("A", a_text)
-        label_b, runs_b = side("B", b_text)
-        if a_text == b_text:
-            raise UserError(f"A and B are both {a_text}: name two different experiments")
-        if env("FULL") not in ("", "0", "1"):
-            raise UserError(f"FULL={env('FULL')!r} is not 0 or 1: FULL=1 shows the whole code diff")
-    except UserError as problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    a_text, b_text = env("A").strip(), env("B").strip()
+    label_a, runs_a = side("A", a_text)
+    label_b, runs_b = side("B", b_text)
+    if a_text == b_text:
+        raise UserError(f"A and B are both {a_text}: name two different experiments")
+    full = check_switch("FULL", "shows the whole code diff")
     print(f"A = {label_a}    B = {label_b}")
 
     hp_a, hp_b = hparams_of(runs_a), hparams_of(runs_b)
@@ -123,10 +115,10 @@ def main():
         return
     print(f"\ncode: git diff {commit_a[:10]} {commit_b[:10]} -- code/")
     sys.stdout.flush()
-    options = [] if env("FULL") == "1" else ["--stat"]
+    options = [] if full else ["--stat"]
     subprocess.run(["git", "--no-pager", "diff", *options, commit_a, commit_b, "--", "code"],
                    env=dict(os.environ, GIT_PAGER="cat"))
 
 
 if __name__ == "__main__":
-    main()
+    run(main, status=2)

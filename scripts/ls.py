@@ -6,7 +6,7 @@
                     monitored metric (hparams.monitor) with its best value; a note where it
                     repeats another run's seed or its data changed
 
-A status is record.status_of's, the same everywhere: a run killed while running shows as
+A status is store.status_of's, the same everywhere: a run killed while running shows as
 "stopped" (make continue takes it up), a run a process holds as "running".
 
 One pass: every statistic.json is read once, by two processes side by side, and one git process
@@ -15,16 +15,17 @@ file __statistic__/.deps/ls, with the stat of each file: a file whose stat is as
 read again, so a listing costs a stat of each file and a read of each new or changed one.
 TAG comes from the environment.
 """
-import marshal
 import os
 import re
 import shutil
 import subprocess
 
-from record import (DAMAGED, DEPS, MISSING, RACY, RESULTS, UserError, atomic_write, in_halves, keys_of,
-                    load_statistic, read_cache, run, settled_key, stat_all, status_of)
+from cache import DAMAGED, DEPS, MISSING, RACY, keys_of, read_cache, settled_key, stat_all, write_cache
+from cli import UserError, env, run
+from names import NAME, NAME_RULE, NUMBER
+from parallel import in_halves
+from store import RESULTS, load_statistic, status_of
 
-TAG_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
 NUMERIC = re.compile(r"-?[0-9][0-9.e+-]*")
 
 
@@ -39,7 +40,7 @@ def experiments(tag=None):
     found = []
     for name in tags:
         folder = RESULTS / name
-        ids = sorted(int(e.name) for e in os.scandir(folder) if e.name.isdigit()) if folder.is_dir() else []
+        ids = sorted(int(e.name) for e in os.scandir(folder) if NUMBER.fullmatch(e.name)) if folder.is_dir() else []
         found += [f"{name}/{n}" for n in ids]
     keys = keys_of(stat_all(found))
     present = [(name, key) for name, key in zip(found, keys) if key != MISSING]  # an id whose run is starting
@@ -81,8 +82,8 @@ def cached_read_all(names, keys):
     for i, row in zip(stale, read_all([names[i] for i in stale])):
         rows[i] = row
     if stale or len(known) != len(names):
-        atomic_write(path, marshal.dumps({"version": CACHE_VERSION, "names": names,
-                                          "stats": b"".join(key for key, _ in rows), "rows": [r for _, r in rows]}))
+        write_cache(path, {"version": CACHE_VERSION, "names": names,
+                           "stats": b"".join(key for key, _ in rows), "rows": [r for _, r in rows]})
     return [r for _, r in rows]
 
 
@@ -165,8 +166,8 @@ def list_tags():
 
 
 def list_ids(tag):
-    if not re.fullmatch(TAG_PATTERN, tag):
-        raise UserError(f"TAG={tag} is not a tag: use letters, digits, '.', '_' and '-' ({TAG_PATTERN})")
+    if not NAME.fullmatch(tag):
+        raise UserError(f"TAG={tag} is not a tag: {NAME_RULE}")
     names, _ = experiments(tag)
     if not names:
         raise UserError(f"unknown tag {tag}: no experiment in {RESULTS}/{tag} (make ls lists the tags)")
@@ -180,7 +181,7 @@ def list_ids(tag):
 
 
 def main():
-    tag = os.environ.get("TAG", "")
+    tag = env("TAG")
     if tag:
         list_ids(tag)
     else:

@@ -23,7 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 from gitexp import results  # noqa: E402
-from record import UserError, atomic_write, list_name, run  # noqa: E402
+from atomic import atomic_write  # noqa: E402
+from cli import UserError, env, run  # noqa: E402
+from lists import list_name  # noqa: E402
 
 REPORTS = Path("__statistic__/report")
 CURVE_TAGS = 30
@@ -139,4 +141,4 @@ def main(name):
 
 
 if __name__ == "__main__":
-    run(lambda: main(list_name(os.environ.get("STATISTIC_STEM") or None)))
+    run(lambda: main(list_name(env("STATISTIC_STEM") or None)))

@@ -2,7 +2,7 @@
 
 The sweep file code/sweeps/<NAME>.py, committed, holds lines `name = [value, ...]` (every name
 a config.py name, values Python literals; the points are their product, in the file's order) and
-`runs_per_point = n` (the seeds of each point; default 1). It is read as data (ast), never run.
+`runs_per_point = n` (the seeds of each point; default 1). It is read as data (grid.py), never run.
 
 Each point is pinned: a commit of HEAD's tree with only those config.py values changed (parent
 HEAD, on no branch: the user's branch, index, working tree and untracked files are never
@@ -21,12 +21,8 @@ it runs, so two sweeps at once never run it twice. A point whose tag exists with
 The sweep keeps its list __statistic__/exper-list/<NAME>.txt (one point tag a line: make table
 LIST=<NAME>) and its record __statistic__/sweeps/<NAME>.json (points, and each run's wall time).
 """
-import ast
-import hashlib
-import itertools
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -35,125 +31,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from record import run
-from experiment import (NUMBER, RESULTS, STOPPED, TAG_PATTERN, UserError, check_number, commit_of,
-                        cuda_device_count, ensure_clean_tree, env, git, python, read_statistic)
-from record import hold, status_of
+from atomic import atomic_write, write_json
+from cli import UserError, check_switch, env, run
+from conditions import cuda_device_count, python
+from grid import SWEEPS, check_name, committed, parse_sweep, point_tag, points, with_values
+from launch import STOPPED
+from lists import LISTS
+from names import GPU_LIST, check_number
+from repo import commit_of, ensure_clean_tree, git
+from store import RESULTS, claim_sweep_run, ids_of, sweep_runs, sweep_step
 
-SWEEPS = Path("code/sweeps")
 RECORDS = Path("__statistic__/sweeps")
-LISTS = Path("__statistic__/exper-list")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 POLL_SECONDS = 0.02
-
-
-# ---- the sweep file -----------------------------------------------------------------------------
-
-def check_name(name):
-    if not name:
-        raise UserError("NAME is missing: name the sweep, e.g. make sweep NAME=lr (its file: code/sweeps/lr.py)")
-    if not NAME_PATTERN.fullmatch(name):
-        raise UserError(f"NAME={name!r} is not a sweep name: use letters, digits, '_' and '-' (at most 40)")
-    return name
-
-
-def committed(path):
-    """The text of `path` at HEAD; None where HEAD has no such file."""
-    shown = git("show", f"HEAD:{path}", check=False)
-    return shown.stdout if shown.returncode == 0 else None
-
-
-def config_names(text):
-    """{name: the Assign node} of config.py's plain `name = value` lines."""
-    return {node.targets[0].id: node for node in ast.parse(text).body
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
-
-
-def parse_sweep(name, text, config):
-    """(grid: [(config name, [values])], runs per point), or a UserError naming the bad line."""
-    path = SWEEPS / f"{name}.py"
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as error:
-        raise UserError(f"{path} line {error.lineno}: not Python ({error.msg}): write lines like lr = [0.1, 0.01]")
-    known, grid, runs, wrong = config_names(config), [], 1, []
-    for node in tree.body:
-        where = f"{path} line {node.lineno}"
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise UserError(f"{where}: only `name = [value, ...]` lines and runs_per_point = n belong in a sweep file")
-        key = node.targets[0].id
-        try:
-            value = ast.literal_eval(node.value)
-        except ValueError:
-            raise UserError(f"{where}: the value of {key} is not a Python literal: write numbers, strings, lists ...")
-        if key == "runs_per_point":
-            if type(value) is not int or not 1 <= value <= 1000:
-                raise UserError(f"{where}: runs_per_point = {value!r} must be a whole number from 1 to 1000")
-            runs = value
-            continue
-        if key not in known:
-            raise UserError(f"{where}: {key} is not a name of code/config.py: sweep only its values")
-        if not isinstance(value, list) or not value:
-            raise UserError(f"{where}: {key} = {value!r} must be a non-empty list of the values to try")
-        if any(key == other for other, _ in grid):
-            raise UserError(f"{where}: {key} is given twice")
-        if len({json.dumps(v, sort_keys=True) for v in value}) != len(value):
-            raise UserError(f"{where}: {key} lists a value twice")
-        wrong += [f"{where}: {problem}" for problem in wrong_types(key, value, known[key])]
-        grid.append((key, value))
-    if wrong:  # every bad value, one line each, before any tag is made
-        raise UserError("\nerror: ".join(wrong))
-    if not grid:
-        raise UserError(f"{path} names no config value to sweep: add a line like lr = [0.1, 0.01]")
-    return grid, runs
-
-
-def wrong_types(key, values, default_node):
-    """What is wrong with each value of `values` for config.py's `key`: a value of another type
-    than config.py's own (an int where it has an int, a number where a float, ...) would make a
-    point whose every run fails, again at every make sweep."""
-    try:
-        default = ast.literal_eval(default_node.value)
-    except ValueError:
-        return []  # not a literal in config.py: nothing to compare with
-    if default is None:
-        return []
-    kinds = [(bool, (bool,)), (int, (int,)), (float, (int, float)), (str, (str,)), (list, (list, tuple)),
-             (tuple, (list, tuple)), (dict, (dict,))]
-    allowed = next((ok for kind, ok in kinds if isinstance(default, kind)), None)
-    if allowed is None:
-        return []
-    return [f"{key} = {value!r} is a {type(value).__name__}, but config.py's {key} = {default!r} is a "
-            f"{type(default).__name__}: give values of that type"
-            for value in values
-            if not isinstance(value, allowed) or (isinstance(value, bool) and not isinstance(default, bool))]
-
-
-def points(grid):
-    """Every combination, in the file's order: [{name: value}]."""
-    names = [name for name, _ in grid]
-    return [dict(zip(names, values)) for values in itertools.product(*(values for _, values in grid))]
-
-
-def with_values(config, values):
-    """config.py's text with only these values changed (each value's span, comments kept)."""
-    lines = config.splitlines(keepends=True)
-    nodes = config_names(config)
-    for name, value in sorted(values.items(), key=lambda item: -nodes[item[0]].lineno):
-        node = nodes[name].value
-        first, last = node.lineno - 1, node.end_lineno - 1
-        head, tail = lines[first][:node.col_offset], lines[last][node.end_col_offset:]
-        lines[first:last + 1] = [head + repr(value) + tail]
-    return "".join(lines)
-
-
-def point_tag(name, values):
-    """A tag a person can read (s-lr0.01-channels32), or s-<hash of the values>."""
-    readable = name + "".join(f"-{key}{value}" for key, value in values.items())
-    if len(readable) <= 100 and TAG_PATTERN.fullmatch(readable) and ".." not in readable \
-            and not readable.endswith((".", ".lock")) and all(isinstance(v, (int, float, str)) for v in values.values()):
-        return readable
-    return f"{name}-{hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]}"
 
 
 # ---- pinning each point -------------------------------------------------------------------------
@@ -194,36 +83,8 @@ def pin(name, values, config):
     return tag
 
 
-# ---- what each run needs --------------------------------------------------------------------------
-
-def runs_of(tag, name, k):
-    """The experiments of `tag` that are run k of sweep `name`: [(id, statistic)]."""
-    folder = RESULTS / tag
-    found = []
-    for path in folder.iterdir() if folder.is_dir() else []:
-        if NUMBER.fullmatch(path.name) and (path / "statistic.json").exists():
-            statistic = read_statistic(path)
-            if statistic.get("sweep") == name and statistic.get("sweep_run") == k:
-                found.append((int(path.name), statistic))
-    return sorted(found, key=lambda item: item[0])
-
-
-def next_step(tag, name, k):
-    """("done", id), ("continue", id) for a stopped run, or ("new", None)."""
-    found = runs_of(tag, name, k)
-    for number, statistic in found:
-        if statistic.get("status") == "finished":
-            return "done", number
-    for number, statistic in reversed(found):
-        if status_of(RESULTS / tag / str(number), statistic.get("status")) == "stopped":
-            return "continue", number
-    return "new", None
-
-
-def claim(tag, name, k):
-    """Hold run k of this point for as long as it runs; None where another sweep holds it."""
-    (RESULTS / tag).mkdir(parents=True, exist_ok=True)
-    return hold(RESULTS / tag / f".sweep-{name}-{k}.lock")
+# what scripts/slurm.py imports from here, until its import lines name store.py
+runs_of, next_step, claim = sweep_runs, sweep_step, claim_sweep_run
 
 
 # ---- running them -------------------------------------------------------------------------------
@@ -237,7 +98,7 @@ def check_devices():
     if gpus and jobs:
         raise UserError("GPUS and JOBS were both given: GPUS=0,1 runs one run per GPU, JOBS=n n runs at a time on CPU")
     if gpus:
-        if not re.fullmatch(r"[0-9]{1,3}(,[0-9]{1,3})*", gpus) or len(set(gpus.split(","))) != len(gpus.split(",")):
+        if not GPU_LIST.fullmatch(gpus) or len(set(gpus.split(","))) != len(gpus.split(",")):
             raise UserError(f"GPUS={gpus!r} is not a list of distinct GPU indices: use e.g. GPUS=0,1")
         count = cuda_device_count()
         missing = [g for g in gpus.split(",") if int(g) >= count]
@@ -321,12 +182,12 @@ def run_all(name, jobs, slots):
     while pending and not stop.asked or running:
         while pending and free and not stop.asked:
             tag, values, k = pending.pop(0)
-            held = claim(tag, name, k)
+            held = claim_sweep_run(tag, name, k)
             if held is None:
                 outcome[(tag, k)] = "running elsewhere"
                 progress.show(1)
                 continue
-            step, number = next_step(tag, name, k)
+            step, number = sweep_step(tag, name, k)
             if step == "done":
                 held.close()
                 outcome[(tag, k)] = "finished"
@@ -360,20 +221,16 @@ def run_all(name, jobs, slots):
 # ---- the record and the summary -----------------------------------------------------------------
 
 def write_record(name, tags, grid, runs, waits):
-    RECORDS.mkdir(parents=True, exist_ok=True)
     path = RECORDS / f"{name}.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     record = {"name": name, "grid": dict(grid), "runs_per_point": runs,
               "points": [{"tag": tag, "values": values} for tag, values in tags],
               "runs": old.get("runs", []) + waits}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
-    LISTS.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
     # the points that have experiments: a list may name no tag without one
-    listing = "".join(f"{tag}\n" for tag, _ in tags if any(p.name.isdigit() for p in (RESULTS / tag).glob("*")))
+    listing = "".join(f"{tag}\n" for tag, _ in tags if ids_of(tag))
     if listing and (not (LISTS / f"{name}.txt").exists() or (LISTS / f"{name}.txt").read_text() != listing):
-        (LISTS / f"{name}.txt").write_text(listing)  # rewritten only when it changes: make remakes the table
+        atomic_write(LISTS / f"{name}.txt", listing)  # rewritten only when it changes: make remakes the table
 
 
 def summary(name, tags, runs, outcome):
@@ -383,7 +240,7 @@ def summary(name, tags, runs, outcome):
     for tag, values in tags:
         finished, failed, best, monitor = 0, 0, [], ""
         for k in range(runs):
-            found = runs_of(tag, name, k)
+            found = sweep_runs(tag, name, k)
             done = [s for _, s in found if s.get("status") == "finished"]
             if done:
                 finished += 1
@@ -402,32 +259,33 @@ def summary(name, tags, runs, outcome):
         print("failed runs' logs:\n  " + "\n  ".join(failed_logs))
 
 
+def pinned_points(name):
+    """The sweep file's grid and runs per point, and each point pinned: [(tag, values)]."""
+    text = committed(SWEEPS / f"{name}.py")
+    if text is None:
+        raise UserError(f"there is no committed {SWEEPS / name}.py: write lines like lr = [0.1, 0.01], "
+                        "git add and commit it")
+    config = committed("code/config.py")
+    if config is None:
+        raise UserError("code/config.py is not committed: commit the experiment's code under code/")
+    grid, runs = parse_sweep(name, text, config)
+    ensure_clean_tree("")  # the sweep file and config.py that run are HEAD's
+    tags = [(pin(name, values, config), values) for values in points(grid)]
+    if len({tag for tag, _ in tags}) != len(tags):
+        raise UserError(f"two points of sweep {name} would get one tag: shorten the values")
+    return grid, runs, tags
+
+
 def main():
-    try:
-        name = check_name(env("NAME"))
-        slots = check_devices()
-        if env("FIX") not in ("", "0", "1"):
-            raise UserError(f"FIX={env('FIX')!r} is not 0 or 1: FIX=1 gives run k of each point the seed code/seed + k")
-        text = committed(SWEEPS / f"{name}.py")
-        if text is None:
-            raise UserError(f"there is no committed {SWEEPS / name}.py: write lines like lr = [0.1, 0.01], "
-                            "git add and commit it")
-        config = committed("code/config.py")
-        if config is None:
-            raise UserError("code/config.py is not committed: commit the experiment's code under code/")
-        grid, runs = parse_sweep(name, text, config)
-        ensure_clean_tree("")  # the sweep file and config.py that run are HEAD's
-        tags = [(pin(name, values, config), values) for values in points(grid)]
-        if len({tag for tag, _ in tags}) != len(tags):
-            raise UserError(f"two points of sweep {name} would get one tag: shorten the values")
-    except UserError as problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    name = check_name(env("NAME"))
+    slots = check_devices()
+    check_switch("FIX", "gives run k of each point the seed code/seed + k")
+    grid, runs, tags = pinned_points(name)
     jobs = [(tag, values, k) for tag, values in tags for k in range(runs)]
     if env("SLURM") == "1":  # one Slurm job array instead, a task a run: scripts/slurm.py
         import slurm
         write_record(name, tags, grid, runs, [])
-        run(lambda: slurm.submit_sweep(name, jobs), status=2)
+        return slurm.submit_sweep(name, jobs)
     where = f"GPUs {','.join(slots)}" if slots[0] is not None else f"{len(slots)} at a time on CPU"
     print(f"sweep {name}: {len(tags)} points x {runs} runs, {where}; each run's output is in its log")
     write_record(name, tags, grid, runs, [])
@@ -445,4 +303,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main, status=2)

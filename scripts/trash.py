@@ -19,16 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from experiment import RESULTS, UserError, env
-from record import FINISHED, LISTS, RETIRED, TRASH, atomic_write, list_entries, live, lock_held, parse_word, run_mode
+from atomic import write_json
+from cli import UserError, env, run_mode
+from lists import FINISHED, LISTS, list_entries, parse_word
+from names import NUMBER
+from store import RESULTS, RETIRED, TRASH, ids_of, live, lock_held
 
 SWEEP_RECORDS = Path("__statistic__/sweeps")
-
-
-def ids_in(root, tag):
-    folder = root / tag
-    return sorted(int(p.name) for p in folder.iterdir()
-                  if p.name.isdigit() and (p / "statistic.json").exists()) if folder.is_dir() else []
 
 
 def named(words, root):
@@ -38,7 +35,7 @@ def named(words, root):
     found = []
     for word in words:
         tag, number = parse_word("EXP", word)
-        existing = [n for n in ids_in(root, tag) if number is None or n == number]
+        existing = [n for n in ids_of(tag, root) if number is None or n == number]
         if not existing:
             raise UserError(f"EXP: there is no experiment {word} in {root}/ (make ls lists them)")
         found += [(tag, n) for n in existing]
@@ -64,7 +61,7 @@ def started_from(removing):
     """{tag/id being removed: [experiments whose init_from is it]} among those that stay."""
     starts = {}
     for path in RESULTS.glob("*/*/statistic.json"):
-        if not path.parent.name.isdigit() or (path.parent.parent.name, int(path.parent.name)) in removing:
+        if not NUMBER.fullmatch(path.parent.name) or (path.parent.parent.name, int(path.parent.name)) in removing:
             continue
         try:
             source = (json.loads(path.read_text()).get("init_from") or {}).get("experiment")
@@ -108,8 +105,7 @@ def do_rm():
     for tag, number in removing:
         def take_out(lines, name=f"{tag}/{number}"):
             place = lines.index(name) if name in lines else None
-            (TRASH / tag).mkdir(parents=True, exist_ok=True)
-            (TRASH / tag / f"{number}.json").write_text(json.dumps({"finished_line": place, "moved": time.time_ns()}) + "\n")
+            write_json(TRASH / tag / f"{number}.json", {"finished_line": place, "moved": time.time_ns()})
             os.rename(RESULTS / tag / str(number), TRASH / tag / str(number))
             return [line for line in lines if line != name]
         edit_finished(take_out)
@@ -166,7 +162,7 @@ def trash_record(tag, number):
 
 
 def do_empty():
-    held = sorted((p.parent.name, int(p.name)) for p in TRASH.glob("*/*") if p.is_dir() and p.name.isdigit()) \
+    held = sorted((p.parent.name, int(p.name)) for p in TRASH.glob("*/*") if p.is_dir() and NUMBER.fullmatch(p.name)) \
         if TRASH.is_dir() else []
     if not held:
         print("the trash is empty")
@@ -194,7 +190,7 @@ def retire(deleted):
         retired = {}
     for tag, number in deleted:
         retired[tag] = max(number, retired.get(tag, -1))
-    atomic_write(RETIRED, json.dumps(retired, indent=2, sort_keys=True) + "\n")
+    write_json(RETIRED, dict(sorted(retired.items())))
 
 
 def main():

@@ -1,0 +1,62 @@
+"""What statistic.json says of a run, read in one place: its run facts (what it ran with besides
+its code and hparams: seed, data, versions, world size, threads, host, GPU) and its hparams and
+metrics flattened to dotted keys. The table's run.* columns, make rerun's comparison and make
+diff all take them from here. Standard library only.
+"""
+
+# the facts the table shows as run.<name> columns, in this order (where a run records them)
+TABLE_FACTS = ("status", "seed", "fix", "world_size", "threads", "data", "data_at_end", "repeat_of", "torch", "host")
+# the facts make rerun and make diff compare, by the words they say them in, in this order
+COMPARED_FACTS = {"data": "data fingerprint", "data_changed": "data changed during the run", "python": "python",
+                  "torch": "torch", "cuda": "CUDA", "cudnn": "cuDNN", "world_size": "world size", "nodes": "nodes",
+                  "threads_used": "threads", "deterministic": "deterministic", "device": "device",
+                  "conditions_changed": "continued with other conditions", "host": "host", "gpu": "GPU"}
+
+
+def part(statistic, key):
+    value = statistic.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def run_facts(statistic, missing=None):
+    """Every run fact of one statistic.json by name; `missing` where the record has none (an
+    older template's record, or a run on CPU: no GPU names)."""
+    data, environment, conditions = (part(statistic, key) for key in ("data", "environment", "conditions"))
+    fingerprint, at_end, gpus = data.get("fingerprint"), data.get("at_end"), environment.get("gpus", missing)
+    return {"status": statistic.get("status"), "seed": statistic.get("seed"), "fix": statistic.get("fix"),
+            "world_size": statistic.get("world_size"), "threads": conditions.get("threads", missing),
+            "data": fingerprint[:12] if isinstance(fingerprint, str) and fingerprint else missing,
+            "data_at_end": at_end[:12] if isinstance(at_end, str) and at_end else missing,
+            "data_changed": "yes" if at_end else "no",
+            "repeat_of": statistic.get("rerun_of") or statistic.get("repeat_of") or missing,
+            "python": environment.get("python", missing), "torch": environment.get("torch", missing),
+            "cuda": environment.get("cuda", missing), "cudnn": environment.get("cudnn", missing),
+            "nodes": conditions.get("nodes", missing),
+            "threads_used": environment.get("threads", conditions.get("threads", missing)),
+            "deterministic": environment.get("deterministic", missing), "device": environment.get("device", missing),
+            "conditions_changed": len(conditions.get("changed", [])), "host": statistic.get("host"),
+            "gpu": ", ".join(gpus) or "none" if isinstance(gpus, list) else gpus}
+
+
+def table_facts(statistic):
+    """The facts the table shows, those the run records."""
+    facts = run_facts(statistic)
+    return {name: facts[name] for name in TABLE_FACTS if facts[name] is not None}
+
+
+def compared_facts(statistic):
+    """{the words for a fact: its value} of the facts two runs are compared by."""
+    facts = run_facts(statistic, missing="unrecorded")
+    return {words: facts[name] for name, words in COMPARED_FACTS.items()}
+
+
+def flatten(tree, prefix, out):
+    """hparams/metrics leaves as `prefix.key` (a list's items as `prefix.key.0`), depth first,
+    in the file's order; an empty object or list has none."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for key, value in items:
+        if isinstance(value, (dict, list)):
+            flatten(value, f"{prefix}{key}.", out)
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
