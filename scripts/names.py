@@ -3,8 +3,8 @@ list's name), an id, a run (tag or tag/id), a sweep's name. Standard library onl
 
 A tag is a git tag and a folder __result__/<tag>/: letters, digits, '.', '_' and '-', starting
 with a letter or digit, at most 100 characters, and none of git's exceptions (a '..', a final
-'.' or '.lock'). code/gitexp/warmstart.py's SOURCE and scripts/tb.py's RUN_PATTERN spell the
-same limits for the loop and for make tb.
+'.' or '.lock'). code/gitexp/warmstart.py's SOURCE spells the same limits for the loop, which
+does not import the launcher's modules.
 """
 import re
 

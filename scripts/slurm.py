@@ -20,9 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiment import (RESULTS, UserError, check_fix, check_number, check_runnable, check_tag, check_tag_free,
-                        ensure_clean_tree, env, fixed_seed, init_fits, tag_head)
-from record import run_mode
+from cli import UserError, env, run_mode
+from experiment import check_fix
+from launch import init_fits
+from names import GPU_LIST, check_number
+from repo import check_runnable, check_tag, check_tag_free, ensure_clean_tree, fixed_seed, tag_head
+from store import RESULTS
 
 OUTPUT = RESULTS / ".slurm"
 SCRIPT = "scripts/slurm.sbatch"
@@ -38,7 +41,7 @@ def check_slurm_devices():
     gpus, nproc, nodes = env("GPUS"), env("NPROC"), env("NODES")
     if gpus and nproc:
         raise UserError("GPUS and NPROC were both given: GPUS=0,1 runs one process per GPU, NPROC=n n processes on CPU")
-    if gpus and not re.fullmatch(r"[0-9]{1,3}(,[0-9]{1,3})*", gpus):
+    if gpus and not GPU_LIST.fullmatch(gpus):
         raise UserError(f"GPUS={gpus!r} is not a list of GPU indices: GPUS=0,1 asks Slurm for two GPUs a node")
     processes = len(gpus.split(",")) if gpus else check_number("NPROC", nproc) if nproc else 1
     if not 1 <= processes <= 256:
@@ -105,7 +108,7 @@ def submit():
 
 def submit_sweep(name, jobs):
     """make sweep SLURM=1: one job array, a task a run (tag, values, k) not finished nor queued."""
-    from sweep import next_step
+    from store import sweep_step as next_step
     queued = queued_runs(name)
     todo = [(tag, values, k) for tag, values, k in jobs
             if (tag, k) not in queued and next_step(tag, name, k)[0] != "done"]
@@ -162,7 +165,7 @@ def print_jobs():
 def job_run(kind, value, job):
     """The run a job works on: tag/id once it has started one, else its tag (a sweep's: and run k)."""
     from experiment import run_of_job
-    from sweep import runs_of
+    from store import sweep_runs as runs_of
     if kind == "tag":
         number = run_of_job(value, job)
         return f"{value}/{number}" if number is not None else f"{value} (no run yet)"
@@ -193,7 +196,8 @@ def node():
 
 def finished_run(tag, job):
     """Whether the run Slurm job `job` recorded is finished (said so); False where it has none."""
-    from experiment import RESULTS as results, read_statistic, run_of_job
+    from experiment import run_of_job
+    from store import RESULTS as results, read_statistic
     number = run_of_job(tag, job)
     if number is None or read_statistic(results / tag / str(number)).get("status") != "finished":
         return False
@@ -202,7 +206,7 @@ def finished_run(tag, job):
 
 
 def sweep_task(variables):
-    from sweep import claim, next_step
+    from store import claim_sweep_run as claim, sweep_step as next_step
     record = json.loads(Path(env("GITEXP_SWEEP_TASKS")).read_text())
     tag, values, k = record["runs"][int(env("SLURM_ARRAY_TASK_ID"))]
     name = record["sweep"]

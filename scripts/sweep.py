@@ -83,9 +83,6 @@ def pin(name, values, config):
     return tag
 
 
-# what scripts/slurm.py imports from here, until its import lines name store.py
-runs_of, next_step, claim = sweep_runs, sweep_step, claim_sweep_run
-
 
 # ---- running them -------------------------------------------------------------------------------
 

@@ -29,9 +29,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from record import UserError, list_name, read_list, read_statistic, run_mode
+from cli import UserError, env, run_mode
+from lists import list_name, read_list
+from names import NAME, NUMBER
+from store import RESULTS, ids_of, read_statistic
 
-RESULTS = Path("__result__")
 TREES = Path("__statistic__/tb")  # the trees of links: <port>/ for make tb, live/ for the live server
 LIVE = TREES / "live"
 LIVE_LOCK = Path("__statistic__/tensorboard.lock")  # held by the live server while it lives
@@ -41,14 +43,9 @@ LIVE_LOG = Path("__statistic__/tensorboard.log")
 EXPERIMENT = "~hparams-"
 LIVE_COLUMN_TAGS = 20  # the live tree's columns: from the runs of the tags that gained a run last
 FIRST_PORT, PORTS_TRIED = 6006, 100
-RUN_PATTERN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,99})(?:/(0|[1-9][0-9]{0,8}))?")
-NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")
+RUN_PATTERN = re.compile(rf"({NAME.pattern})(?:/({NUMBER.pattern}))?")  # tag or tag/id
 HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
-
-
-def env(name):
-    return os.environ.get(name, "")
 
 
 # ---- checking input ---------------------------------------------------------------------------
@@ -106,17 +103,11 @@ def pick_port(host, given):
     raise UserError(f"ports {FIRST_PORT}-{FIRST_PORT + PORTS_TRIED - 1} are all in use on {host}: give PORT=n")
 
 
-def experiment_ids(tag):
-    folder = RESULTS / tag
-    ids = [int(p.name) for p in folder.iterdir() if NUMBER.fullmatch(p.name)] if folder.is_dir() else []
-    return sorted(n for n in ids if (folder / str(n) / "statistic.json").exists())
-
-
 def select(text):
     """The (tag, id) pairs that TAGS names, in order; every experiment when TAGS is empty."""
     if not text.split():
         runs = [(p.name, n) for p in sorted(RESULTS.iterdir()) if p.is_dir()
-                for n in experiment_ids(p.name)] if RESULTS.is_dir() else []
+                for n in ids_of(p.name)] if RESULTS.is_dir() else []
         if not runs:
             raise UserError("there are no experiments in __result__/ yet: make run TAG=x makes one")
         return runs
@@ -127,11 +118,11 @@ def select(text):
             raise UserError(f"TAGS: {word!r} is not a tag or tag/id: e.g. TAGS=\"baseline wide/2\"")
         tag, number = match[1], match[2]
         if number is None:
-            ids = experiment_ids(tag)
+            ids = ids_of(tag)
             if not ids:
                 raise UserError(f"TAGS: there is no experiment of tag {tag} in __result__/ (make run TAG={tag} makes one)")
             runs += [(tag, n) for n in ids]
-        elif int(number) in experiment_ids(tag):
+        elif int(number) in ids_of(tag):
             runs.append((tag, int(number)))
         else:
             raise UserError(f"TAGS: there is no experiment {tag}/{number} in __result__/")
