@@ -203,10 +203,11 @@ def project(pristine, tmp_path):
 
 # each task, the slow ones under the slow mark (make test-faults runs them)
 TASK_PARAMS = [pytest.param(task, marks=pytest.mark.slow) if task in SLOW_TASKS else task for task in TASKS]
-# the kill tests (tens of seconds a task): the example in make test, every task in make test-faults,
-# for make test's budget of 20 minutes on 2 cores. Use: @pytest.mark.parametrize("task_project",
-# KILL_TASK_PARAMS, indirect=True), or params=KILL_TASK_PARAMS for a fixture of its own.
-KILL_TASK_PARAMS = [task if task == "digits" else pytest.param(task, marks=pytest.mark.slow) for task in TASKS]
+# the heavy tests (kills, two processes: tens of seconds a task): the example in make test, every
+# task in make test-faults, for make test's budget of 20 minutes on 2 cores. Use:
+# @pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True), or
+# params=HEAVY_TASK_PARAMS for a fixture of its own.
+HEAVY_TASK_PARAMS = [task if task == "digits" else pytest.param(task, marks=pytest.mark.slow) for task in TASKS]
 
 
 @pytest.fixture(params=TASK_PARAMS)

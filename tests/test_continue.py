@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import KILL_TASK_PARAMS, ROOT, assert_refused, kill_group, wait_for
+from conftest import HEAVY_TASK_PARAMS, ROOT, assert_refused, kill_group, wait_for
 
 
 def checkpoint_written(epoch):
@@ -66,7 +66,7 @@ def epoch_tag(project, tag):
     return project.monitor(tag, 0).replace("_", "/", 1)
 
 
-@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
+@pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
 def test_killed_after_second_checkpoint_continues_to_the_same_metrics(task_project):
     project = task_project
     project.configure(**project.slow)
@@ -98,7 +98,7 @@ def test_killed_after_second_checkpoint_continues_to_the_same_metrics(task_proje
         assert [e.step for e in events.Scalars(name)] == list(range(1, steps[-1] + 1)), name
 
 
-@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
+@pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
 def test_killed_during_a_checkpoint_write_continues_cleanly(task_project):
     project = task_project
     project.configure(**project.slow)
@@ -115,7 +115,7 @@ def test_killed_during_a_checkpoint_write_continues_cleanly(task_project):
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
+@pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
 def test_killed_before_first_checkpoint_starts_again_from_epoch_0(task_project):
     project = task_project
     project.configure(**project.slow)
@@ -222,20 +222,24 @@ def make_unfinished(project, tag, **config):
     path.write_text(json.dumps(dict(json.loads(path.read_text()), status="failed")))
 
 
-@pytest.mark.parametrize("variables, message", [
+CONTINUE_BAD = [
     ({"TAG": "nope"}, "unknown tag nope"),
     ({"TAG": "open", "ID": "7"}, "there is no experiment open/7"),
     ({"TAG": "open", "ID": "x"}, "ID='x' is not a number"),
     ({"TAG": "open", "ID": "../0"}, "is not a number"),
     ({"TAG": "done"}, "done has no unfinished experiment"),
     ({"TAG": "done", "ID": "0"}, "already finished"),
-])
-def test_continue_bad_input(project, variables, message):
+]
+
+
+def test_continue_bad_input(project):
     make_unfinished(project, "open")
     project.make("run", TAG="done")
-    before = project.snapshot()
-    assert_refused(project.make("continue", check=False, **variables), message)
-    assert project.snapshot() == before
+    for variables, message in CONTINUE_BAD:  # one project for every case: each run costs seconds
+        before = project.snapshot()
+        assert_refused(project.make("continue", check=False, **variables), message)
+        assert project.snapshot() == before, variables
+
 
 
 def test_continue_refuses_another_tags_code(project):
@@ -260,16 +264,20 @@ def test_continue_refuses_a_checkpoint_of_another_model_shape(project):
     assert project.snapshot() == before
 
 
-@pytest.mark.parametrize("variables, message", [
+RERUN_BAD = [
     ({"TAG": "nope"}, "unknown tag nope"),
     ({"TAG": "done", "ID": "4"}, "there is no experiment done/4"),
     ({"TAG": "done", "ID": "-1"}, "is not a number"),
-])
-def test_rerun_bad_input(project, variables, message):
+]
+
+
+def test_rerun_bad_input(project):
     project.make("run", TAG="done")
-    before = project.snapshot()
-    assert_refused(project.make("rerun", check=False, **variables), message)
-    assert project.snapshot() == before
+    for variables, message in RERUN_BAD:  # one project for every case: each run costs seconds
+        before = project.snapshot()
+        assert_refused(project.make("rerun", check=False, **variables), message)
+        assert project.snapshot() == before, variables
+
 
 
 def test_source_sh_wrappers_call_the_make_targets(project):

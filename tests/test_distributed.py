@@ -5,7 +5,7 @@ import socket
 import pytest
 import torch
 
-from conftest import KILL_TASK_PARAMS, assert_refused, kill_group, wait_for
+from conftest import HEAVY_TASK_PARAMS, assert_refused, kill_group, wait_for
 
 
 def free_port():
@@ -14,6 +14,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
 def test_two_processes_record_one_experiment_exactly(task_project):
     project = task_project
     project.make("run", TAG="ddp", NPROC="2", FIX="1")
@@ -30,7 +31,7 @@ def test_two_processes_record_one_experiment_exactly(task_project):
     assert not any(name.startswith("module.") for name in state["model"]) and len(state["rng"]) == 2
 
 
-@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
+@pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
 def test_two_processes_killed_after_a_checkpoint_continue_to_the_same_metrics(task_project):
     project = task_project
     project.configure(**project.slow)

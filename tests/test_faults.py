@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import KILL_TASK_PARAMS, TASKS, copy_project, kill_group, pristine_of, wait_for
+from conftest import HEAVY_TASK_PARAMS, TASKS, copy_project, kill_group, pristine_of, wait_for
 
 pytestmark = pytest.mark.faults
 EPOCHS = 4
@@ -53,7 +53,7 @@ KINDS = ["epoch", "checkpoint", "statistic", "last"]
 MOMENTS = [(kind, n) for n, kind in enumerate(KINDS)] + [(KINDS[n % 4], n) for n in range(4, 10)]
 
 
-@pytest.fixture(scope="module", params=KILL_TASK_PARAMS)
+@pytest.fixture(scope="module", params=HEAVY_TASK_PARAMS)
 def prepared(request, tmp_path_factory):
     """A copy of a task with its slow config and one uninterrupted FIX=1 run to compare with."""
     project = copy_project(pristine_of(request, request.param), tmp_path_factory.mktemp("faults"), request.param)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import assert_refused
+from conftest import HEAVY_TASK_PARAMS, assert_refused
 
 
 def tree_state(folder):
@@ -65,19 +65,23 @@ def test_diff_of_a_bare_tag_is_its_mean(project):
     assert line.split()[1] == f"{mean:.6g}"
 
 
-@pytest.mark.parametrize("variables, message", [
+DIFF_BAD = [
     ({"A": "a/0", "B": "a/0"}, "A and B are both a/0"),
     ({"A": "a/0", "B": "nope/0"}, "B: there is no experiment nope/0"),
     ({"A": "a/9", "B": "a/0"}, "A: there is no experiment a/9"),
     ({"A": "a/0"}, "B is missing"),
     ({"A": "a/0", "B": "../x"}, "is not tag/id or tag"),
     ({"A": "nope", "B": "a/0"}, "tag nope has no finished experiment"),
-])
-def test_diff_bad_input(project, variables, message):
+]
+
+
+def test_diff_bad_input(project):
     project.make("run", TAG="a")
-    before = project.snapshot()
-    assert_refused(project.make("diff", check=False, **variables), message)
-    assert project.snapshot() == before
+    for variables, message in DIFF_BAD:  # one project for every case: each run costs seconds
+        before = project.snapshot()
+        assert_refused(project.make("diff", check=False, **variables), message)
+        assert project.snapshot() == before, variables
+
 
 
 # ---- make rm, restore, empty-trash ------------------------------------------------------------
@@ -133,6 +137,7 @@ def test_empty_trash_asks_and_deletes_only_when_told(project):
 
 # ---- init_from --------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
 def test_init_resume_extends_a_run_bit_for_bit(task_project):
     """A FIX=1 4-epoch run extended to 6 equals a 6-epoch run from scratch (the example's StepLR
     does not depend on epochs; charlm's cosine does, and the run says so)."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import KILL_TASK_PARAMS, kill_group, wait_for
+from conftest import HEAVY_TASK_PARAMS, kill_group, wait_for
 from test_continue import assert_same_state
 
 EVERY = 5
@@ -63,7 +63,7 @@ def kill_at_random_steps(project, kills, seed, **variables):
     return killed
 
 
-@pytest.mark.parametrize("task_project", KILL_TASK_PARAMS, indirect=True)
+@pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
 @pytest.mark.parametrize("kills", [pytest.param(3, id="3-kills"), pytest.param(10, id="10-kills", marks=pytest.mark.slow)])
 def test_killed_at_random_steps_continues_exactly(task_project, kills):
     project = task_project
@@ -77,7 +77,9 @@ def test_killed_at_random_steps_continues_exactly(task_project, kills):
     assert_same_run(project, "cut")
 
 
-@pytest.mark.parametrize("kills", [pytest.param(2, id="2-kills"), pytest.param(10, id="10-kills", marks=pytest.mark.slow)])
+# under slow: make test kills two processes inside an epoch in test_distributed's rank_state test
+@pytest.mark.parametrize("kills", [pytest.param(2, id="2-kills", marks=pytest.mark.slow),
+                                   pytest.param(10, id="10-kills", marks=pytest.mark.slow)])
 def test_two_processes_killed_at_random_steps_continue_exactly(project, kills):
     project.configure(checkpoint_every=EVERY, **project.slow)
     project.make("run", TAG="whole", FIX="1", NPROC="2")
@@ -122,7 +124,8 @@ def launcher_pid(project, run):
     raise AssertionError("no launcher found")
 
 
-@pytest.mark.parametrize("how", ["SIGUSR1 to main.py", "SIGTERM to the launcher", "SIGTERM, two processes",
+@pytest.mark.parametrize("how", [pytest.param("SIGUSR1 to main.py", marks=pytest.mark.slow), "SIGTERM to the launcher",
+                                 "SIGTERM, two processes",
                                  pytest.param("SIGUSR1 to one of two processes", marks=pytest.mark.slow)])
 def test_a_signal_stops_after_one_step_with_a_checkpoint(project, how):
     """One step later (two processes: at their next agreement, about a second later), every
@@ -208,6 +211,7 @@ def sbatch(project, tmp_path, restart_count, signal_after=None, job_id="42", num
     return job.returncode, out
 
 
+@pytest.mark.slow  # make test-slurm's test_a_preempted_job_continues_its_own_run..., on a real Slurm
 def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_continues(project, tmp_path):
     project.configure(**project.slow)
     project.make("run", TAG="whole", FIX="1")

@@ -40,7 +40,7 @@ def user_state(project):
 
 
 def test_a_grid_pins_each_point_and_runs_every_seed(project):
-    project.configure(epochs=2)
+    project.configure(epochs=1)
     sweep_file(project, "g", "lr = [0.002, 0.004]\nlr_step = [1, 2]  # a comment\nruns_per_point = 2\n")
     sweep_file(project, "h", (project.path / "code" / "sweeps" / "g.py").read_text())
     (project.path / "notes.txt").write_text("untracked work\n")
