@@ -11,7 +11,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from cli import UserError
@@ -27,10 +26,16 @@ LIVE_COLUMN_TAGS = 20  # the live tree's columns: from the runs of the tags that
 def hparam_values(statistic):
     """A run's hparams as the HParams tab shows them (gitexp.events, which the run's own events
     file follows; imported here, not at the top: experiment.py imports this file)."""
+    return loop_events().tensorboard_hparams(statistic["hparams"], statistic.get("seed"), statistic.get("fix"))
+
+
+def loop_events():
+    """code/gitexp/events.py, the events files the runs write: imported when first needed, not
+    at the top (experiment.py imports tb.py, which imports this file, and must start fast)."""
     if "code" not in sys.path:
         sys.path.insert(0, "code")
-    from gitexp.events import tensorboard_hparams
-    return tensorboard_hparams(statistic["hparams"], statistic.get("seed"), statistic.get("fix"))
+    from gitexp import events
+    return events
 
 
 def hparam_infos(statistics, api_pb2):
@@ -108,24 +113,19 @@ def write_experiment(root, runs):
     if not metrics:
         return
     # here, not at the top: experiment.py imports this file and must start fast
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.compat.proto.summary_pb2 import Summary
-    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-    from tensorboard.summary.writer.record_writer import RecordWriter
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    events = loop_events()
     experiment = api_pb2.Experiment(hparam_infos=hparam_infos(statistics, api_pb2),
                                     metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metrics])
     digest = hashlib.sha256(experiment.SerializeToString(deterministic=True)).hexdigest()[:16]
     generations = experiment_folders(root)
     if generations and any(generations[-1][1].glob(f"events.out.tfevents.*.{digest}")):
         return
-    summary = Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=metadata.create_summary_metadata(
-        plugin_data_pb2.HParamsPluginData(experiment=experiment)))])
     staging = Path(tempfile.mkdtemp(prefix=".hparams-", dir=root.parent))  # outside the tree until complete
     try:
-        with open(staging / f"events.out.tfevents.{int(time.time())}.{digest}", "wb") as file:
-            events = RecordWriter(file)
-            events.write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
-            events.write(Event(wall_time=time.time(), summary=summary).SerializeToString())
+        written = events.EventFile(staging, suffix=f".{digest}")
+        written.summary(events.hparams_summary(metadata.EXPERIMENT_TAG, experiment=experiment), step=0)
+        written.close()
         number = generations[-1][0] + 1 if generations else 0
         while True:  # a run starting at the same moment may have taken that number
             try:

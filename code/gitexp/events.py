@@ -18,6 +18,8 @@ from pathlib import Path
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog, TaggedRunMetadata
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 FILES_OPENED = itertools.count()  # tells apart two files one process opens in the same second
 
@@ -32,6 +34,13 @@ def tensorboard_hparams(hparams, seed, fix):
     return {k: v if isinstance(v, (bool, float, str)) else str(v) for k, v in values.items()}
 
 
+def hparams_summary(tag, **data):
+    """A summary of TensorBoard's HParams plugin: experiment=..., session_start_info=... or
+    session_end_info=... (not torch's summary.hparams, which gives a bool as a number)."""
+    plugin_data = hparams_metadata.create_summary_metadata(HParamsPluginData(**data))
+    return Summary(value=[Summary.Value(tag=tag, metadata=plugin_data)])
+
+
 def tfrecord(data):
     """One record of an events file."""
     length = struct.pack("<Q", len(data))
@@ -39,14 +48,15 @@ def tfrecord(data):
 
 
 class EventFile:
-    """A new events file in `folder` (one each start of a run). With `purge_step`, TensorBoard
-    hides what the run's earlier files hold from that step on: what a killed run logged past the
-    checkpoint it is continued from."""
+    """A new events file in `folder` (one each start of a run), its name ending in `suffix`.
+    With `purge_step`, TensorBoard hides what the run's earlier files hold from that step on:
+    what a killed run logged past the checkpoint it is continued from."""
 
-    def __init__(self, folder, purge_step=None):
+    def __init__(self, folder, purge_step=None, suffix=""):
         Path(folder).mkdir(parents=True, exist_ok=True)
         # SummaryWriter's naming: TensorBoard reads a run's files in the order of their names
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{next(FILES_OPENED)}"
+        name = (f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}."
+                f"{next(FILES_OPENED)}{suffix}")
         self.file = open(Path(folder) / name, "xb")
         self.pending = []
         self.add(Event(file_version="brain.Event:2"))

@@ -22,15 +22,14 @@ from pathlib import Path
 
 import torch
 from google.protobuf.struct_pb2 import Value
-from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams.api_pb2 import STATUS_SUCCESS
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
+from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo, SessionStartInfo
 from torch.utils.tensorboard import _pytorch_graph  # what SummaryWriter.add_graph draws with
 from torch.utils.tensorboard.summary import text as text_summary
 
 from gitexp.checkpoint import checkpoint_path, load_latest, on_cpu, save_checkpoint, serialize, snapshot, tensor_bytes
-from gitexp.events import EventFile, tensorboard_hparams
+from gitexp.events import EventFile, hparams_summary, tensorboard_hparams
 from gitexp.files import PageBuffer, append_line_once, discard, json_bytes, publish, read_json, stage, stage_direct, write_json
 
 FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
@@ -58,13 +57,6 @@ def hparams(cfg):
     """Every plain value in config.py."""
     plain = (bool, int, float, str, type(None), list, tuple)
     return {k: v for k, v in vars(cfg).items() if not k.startswith("_") and isinstance(v, plain)}
-
-
-def hparams_summary(tag, **data):
-    """A summary of TensorBoard's HParams plugin: session_start_info=... or session_end_info=...
-    (not torch's summary.hparams, which gives a bool as a number)."""
-    plugin_data = hparams_metadata.create_summary_metadata(HParamsPluginData(**data))
-    return Summary(value=[Summary.Value(tag=tag, metadata=plugin_data)])
 
 
 def now():
