@@ -134,7 +134,7 @@ def measured(folder, *goals):
 
 def outputs(folder):
     paths = [folder / "__statistic__" / sub / f"{LIST}{suffix}" for sub, suffix in
-             (("title", ".json"), ("table", ".csv"), ("table", ".summary.csv"), ("table", ".txt"))]
+             (("title", ".json"), ("table", ".csv"), ("table", ".summary.csv"))]
     return {p.name: p.stat().st_mtime_ns for p in paths}
 
 

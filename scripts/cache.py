@@ -74,3 +74,13 @@ def stat_all(names):
 def keys_of(stats):
     """The stat keys in a string of them, one a file."""
     return [stats[i:i + STAT.size] for i in range(0, len(stats), STAT.size)]
+
+
+def indices_of(stats, key):
+    """Where `key` (MISSING, RACY) is in a string of stat keys, as row indices."""
+    found, at = [], stats.find(key)
+    while at >= 0:
+        if at % STAT.size == 0:
+            found.append(at // STAT.size)
+        at = stats.find(key, at + 1)
+    return found

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from atomic import atomic_write
-from cache import MISSING, keys_of, stat_all, stat_or_none
+from cache import MISSING, STAT, indices_of, stat_all, stat_or_none
 from cli import UserError, env, run_mode
 from names import NAME, NAME_RULE, NUMBER, parse_run
 from store import RESULTS, expand, ids_of, read_statistic, statistic_path
@@ -119,20 +119,26 @@ def expand_list(path, text, grown=None):
         for n in found:
             names.setdefault(f"{tag}/{n}", None)
     names_list = list(names)
-    keys = keys_of(stat_all(names_list))
-    for name, key in zip(names_list, keys):
-        if key == MISSING and names[name] == "known":
+    stats = stat_all(names_list)
+    missing = indices_of(stats, MISSING)
+    for i in missing:
+        name = names_list[i]
+        if names[name] == "known":
             return None
-        if key == MISSING and names[name] is not None:
+        if names[name] is not None:
             number, line = names[name]
             tag, _, id_number = name.partition("/")
             problems.append((number, f"{path} line {number}: {line.strip()} names no experiment "
                                      f"(no {statistic_path(tag, id_number)}; make ls lists them)"))
             watch_nearest(RESULTS / tag / id_number)
-    present = [(name, key) for name, key in zip(names_list, keys) if key != MISSING]
+    present = names_list
+    if missing:
+        gone = set(missing)
+        present = [name for i, name in enumerate(names_list) if i not in gone]
+        stats = b"".join(stats[i * STAT.size:(i + 1) * STAT.size] for i in range(len(names_list)) if i not in gone)
     if not present and not problems:
         problems.append((0, f"{path} names no experiment: add some with make record EXP=\"tag/id\" LIST={path.stem}"))
-    return [name for name, _ in present], b"".join(key for _, key in present), watch, sorted(problems)[:1]
+    return present, stats, watch, sorted(problems)[:1]
 
 
 

@@ -1,6 +1,9 @@
 """A list's rows, for its title and its table: each listed experiment's hparams, run facts and
 metrics, flattened with dots (hparams.lr, run.seed, metrics.best.val_acc; a list's items as
-hparams.sizes.0), as (stat key, shape: its keys, marshal of its values).
+hparams.sizes.0), kept by column: {"stats": the stat keys of the files read, one string;
+"shape": each row's index into "shapes", the distinct key sequences; "values": each row's
+marshal of its values}. By column, since a list has 100,000 rows and a tuple a row costs more
+than the reading saves.
 
 What the list names, and the stat of each statistic.json, come from scan.py (make's
 prerequisite of the title and the table). The values read are kept in
@@ -12,13 +15,13 @@ Deleting the .rows file costs one cold read, never a wrong title or table. Stand
 import marshal
 import os
 
-from cache import DAMAGED, DEPS, RACY, keys_of, read_cache, settled_key, write_cache
+from cache import DAMAGED, DEPS, RACY, STAT, indices_of, read_cache, settled_key, write_cache
 from facts import flatten, table_facts
 from parallel import in_parallel
 from scan import list_state
 from store import load_statistic
 
-ROWS_VERSION = 5
+ROWS_VERSION = 6
 CHUNK = 1000  # the least files a process reads
 
 
@@ -65,44 +68,57 @@ def rows_path(name):
 
 
 def load_rows(name):
-    """(experiments, rows: (stat key, shape, marshal of values) each) as the .rows file keeps
-    them; ([], []) where it is missing or cannot be trusted (a derived file: a cold read)."""
+    """(experiments, rows) as the .rows file keeps them; ([], empty rows) where it is missing or
+    cannot be trusted (a derived file: a cold read)."""
     try:
         cache = read_cache(rows_path(name), ROWS_VERSION)
-        shapes = cache["shapes"]
-        rows = list(zip(keys_of(cache["stats"]), [shapes[i] for i in cache["shape"]], cache["values"], strict=True))
-        return (cache["names"], rows) if len(rows) == len(cache["names"]) else ([], [])
+        rows = {part: cache[part] for part in ("stats", "shape", "shapes", "values")}
+        if len(rows["stats"]) == STAT.size * len(cache["names"]) == STAT.size * len(rows["shape"]) \
+                == STAT.size * len(rows["values"]) and max(rows["shape"], default=-1) < len(rows["shapes"]):
+            return cache["names"], rows
     except DAMAGED:
-        return [], []
+        pass
+    return [], {"stats": b"", "shape": [], "shapes": [], "values": []}
 
 
 def save_rows(name, experiments, rows):
-    shapes = {}  # by identity: a tuple's hash is worked out again each time
-    cache = {"version": ROWS_VERSION, "names": experiments, "stats": b"".join(key for key, _, _ in rows),
-             "shape": [shapes.setdefault(id(shape), (len(shapes), shape))[0] for _, shape, _ in rows],
-             "values": [values for _, _, values in rows]}
-    cache["shapes"] = [shape for _, shape in shapes.values()]
-    write_cache(rows_path(name), cache)
+    write_cache(rows_path(name), {"version": ROWS_VERSION, "names": experiments, **rows})
+
+
+def stat_at(rows, i):
+    """Row i's stat key: of its file when read (RACY: read too soon after a change to keep)."""
+    return rows["stats"][i * STAT.size:(i + 1) * STAT.size]
 
 
 def fresh_rows(name):
-    """The list's experiments and, for each, (stat key, shape, marshal of values): from the
-    .rows file where the scan found the file's stat as it was when read, else read now. A racy
-    file (changed too recently to trust its stat) is always read again."""
+    """The list's experiments and their rows (by column, as above): from the .rows file where
+    the scan found the file's stat as it was when read, else read now. A racy file (changed too
+    recently to trust its stat) is always read again."""
     experiments, stats = list_state(name)
     names, cached = load_rows(name)
-    if names == experiments[:len(names)] and [row[0] for row in cached] == stats[:len(names)]:
-        rows = cached + [None] * (len(experiments) - len(names))  # the usual case: a list that grew
+    known = len(names)
+    if names == experiments[:known] and cached["stats"] == stats[:known * STAT.size]:
+        rows = {"stats": bytearray(stats), "shape": cached["shape"] + [-1] * (len(experiments) - known),
+                "shapes": cached["shapes"], "values": cached["values"] + [None] * (len(experiments) - known)}
+        stale = list(range(known, len(experiments)))  # the usual case: a list that grew
     else:
         where = {experiment: i for i, experiment in enumerate(names)}
-        rows = [cached[where[e]] if e in where and cached[where[e]][0] == stat else None
-                for e, stat in zip(experiments, stats)]
-    stale = [i for i, (row, stat) in enumerate(zip(rows, stats)) if row is None or stat == RACY]
-    for i, row in zip(stale, read_all([experiments[i] for i in stale])):
-        rows[i] = row
+        old = [where.get(e, -1) for e in experiments]
+        old = [o if o >= 0 and stat_at(cached, o) == stats[i * STAT.size:(i + 1) * STAT.size] else -1
+               for i, o in enumerate(old)]
+        rows = {"stats": bytearray(stats), "shape": [cached["shape"][o] if o >= 0 else -1 for o in old],
+                "shapes": cached["shapes"], "values": [cached["values"][o] if o >= 0 else None for o in old]}
+        stale = [i for i, o in enumerate(old) if o < 0]
+    stale = sorted(set(stale) | set(indices_of(stats, RACY)))
+    shapes = {shape: i for i, shape in enumerate(rows["shapes"])}
+    for i, (key, shape, values) in zip(stale, read_all([experiments[i] for i in stale])):
+        rows["stats"][i * STAT.size:(i + 1) * STAT.size] = key
+        rows["shape"][i] = shapes.setdefault(shape, len(shapes))
+        rows["values"][i] = values
+    rows["stats"], rows["shapes"] = bytes(rows["stats"]), list(shapes)
     # kept again only for what the next reading can use: a racy row never is, and a list that
     # only grew finds its first rows here all the same
-    if names != experiments[:len(names)] or any(rows[i][0] != RACY for i in stale):
+    if names != experiments[:known] or any(stat_at(rows, i) != RACY for i in stale):
         save_rows(name, experiments, rows)
     return experiments, rows
 
@@ -110,12 +126,17 @@ def fresh_rows(name):
 POSITIONS = {}  # (shape, keys) by identity: where each of keys is in shape (it holds both alive)
 
 
-def row_values(row, keys):
-    """A row's values of `keys`, in that order (None where it has no such key)."""
-    _, shape, values = row
+def row_values(rows, i, keys):
+    """Row i's values of `keys`, in that order (None where it has no such key)."""
+    shape = rows["shapes"][rows["shape"][i]]
     known = POSITIONS.get((id(shape), id(keys)))
     if known is None:
-        where = {key: i for i, key in enumerate(shape)}
+        where = {key: j for j, key in enumerate(shape)}
         known = POSITIONS[id(shape), id(keys)] = (shape, keys, [where.get(key) for key in keys])
-    decoded = marshal.loads(values)
-    return [None if i is None else decoded[i] for i in known[2]]
+    decoded = marshal.loads(rows["values"][i])
+    return [None if j is None else decoded[j] for j in known[2]]
+
+
+def shapes_in_order(rows):
+    """The distinct key sequences of the rows, in order of first appearance."""
+    return [rows["shapes"][s] for s in dict.fromkeys(rows["shape"])]

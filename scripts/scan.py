@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 
-from cache import DAMAGED, DEPS, MISSING, RACY, RACY_NS, STAT, keys_of, read_cache, stat_all, stat_or_none, write_cache
+from cache import DAMAGED, DEPS, MISSING, RACY, RACY_NS, STAT, indices_of, read_cache, stat_all, stat_or_none, write_cache
 from cli import UserError, env, run
 from lists import expand_list, list_name, list_path
 from store import RESULTS
@@ -58,7 +58,7 @@ def scan(name):
     if watched and old["list"] == listed:
         text, names, watch, problems = old["text"], old["names"], old["watch"], old["problems"]
         stats = stat_all(names)
-        if MISSING not in keys_of(stats):
+        if not indices_of(stats, MISSING):
             expanded = names, stats, watch, problems
     else:
         text = path.read_text(errors="replace")
@@ -84,13 +84,17 @@ def scan(name):
 
 
 def list_state(name):
-    """(experiments, their stat keys) of list `name` as scan() last found them (scanning now
-    where there is no state); a UserError where a line is bad or names nothing."""
+    """(experiments, their stat keys as one string, RACY for a file changed too recently to
+    trust its stat) of list `name` as scan() last found them (scanning now where there is no
+    state); a UserError where a line is bad or names nothing."""
     state = load_state(name) or scan(name)
     if state["problems"]:
         raise UserError(state["problems"][0][1])
-    racy = state["racy"]
-    return state["names"], [RACY if name in racy else key for name, key in zip(state["names"], keys_of(state["stats"]))]
+    stats = bytearray(state["stats"])
+    for i, name in enumerate(state["names"]) if state["racy"] else ():
+        if name in state["racy"]:
+            stats[i * STAT.size:(i + 1) * STAT.size] = RACY
+    return state["names"], bytes(stats)
 
 
 def main():

@@ -9,7 +9,7 @@ import math
 from cache import RACY
 from parallel import in_halves
 from table_layout import csv_cell
-from rows import row_values
+from rows import row_values, stat_at
 
 # the run facts that make two runs of one tag unlike (the seed is meant to differ)
 POOLING_FACTS = ("run.data", "run.data_at_end", "run.torch", "run.host", "run.world_size", "run.threads", "run.fix")
@@ -48,12 +48,13 @@ def summary_row(tag, rows, keys, metrics, facts, hparams, pooled, repeats):
     return summary
 
 
-def summarise(experiments, rows, keys, layout, old_summary, touched=None, kept_rows=0):
+def summarise(experiments, rows, keys, numeric, old_summary, touched=None, kept_rows=0):
     """The summary csv's text, and {tag: ([its metric columns, a digest of its rows' names and
     stat keys], its line)} to keep: a tag's line is worked out again only where one of its
-    rows changed. touched: where the table kept its first kept_rows rows, the tags of the rows
+    rows changed. numeric: whether each column (exper first) is numeric. touched: where the
+    table kept its first kept_rows rows, the tags of the rows
     after them (the others' lines are as they were, in their order)."""
-    metrics = [k for k, right in zip(keys, layout[1][1:]) if right and k.startswith("metrics.")]
+    metrics = [k for k, right in zip(keys, numeric[1:]) if right and k.startswith("metrics.")]
     facts = [k for k in POOLING_FACTS if k in keys]
     hparams = [k for k in keys if k.startswith("hparams.")]
     columns = ["tag", "count", "repeats", "differs", *hparams, *(f"{k}.{s}" for k in metrics for s in ("mean", "std"))]
@@ -72,19 +73,19 @@ def summarise(experiments, rows, keys, layout, old_summary, touched=None, kept_r
             kept[tag] = old_summary[tag]
             continue
         digest = hashlib.blake2b("\n".join(experiments[i] for i in group).encode(), digest_size=16)
-        digest.update(b"".join(rows[i][0] for i in group))
+        digest.update(b"".join(stat_at(rows, i) for i in group))
         signature = [metrics, digest.digest()]
         old = old_summary.get(tag)
-        fresh = old is not None and old[0] == signature and all(rows[i][0] != RACY for i in group)
+        fresh = old is not None and old[0] == signature and all(stat_at(rows, i) != RACY for i in group)
         kept[tag] = (signature, old[1] if fresh else None)
 
     def work(tags):
         lines = []
         for tag in tags:
             group = members[tag]
-            seeds, statuses = zip(*(row_values(rows[i], POOLING) for i in group))
+            seeds, statuses = zip(*(row_values(rows, i, POOLING) for i in group))
             pooled, repeats = distinct_runs([experiments[i] for i in group], seeds, statuses)
-            row = summary_row(tag, [row_values(rows[i], keys) for i in group], keys, metrics, facts, hparams, pooled,
+            row = summary_row(tag, [row_values(rows, i, keys) for i in group], keys, metrics, facts, hparams, pooled,
                               repeats)
             lines.append(",".join(map(csv_cell, row)) + "\n")
         return lines

@@ -32,7 +32,7 @@ from pathlib import Path
 from atomic import atomic_write
 from cli import UserError, env, run
 from lists import list_name
-from rows import fresh_rows
+from rows import fresh_rows, shapes_in_order
 
 TITLES = Path("__statistic__/title")
 HEADER = ("// The columns of make table, one key a line: comment a key out with // to hide its column,\n"
@@ -115,7 +115,7 @@ def main():
     commented = {k for k, c in old if c}
     _, rows = fresh_rows(name)
     found = []
-    for shape in {id(shape): shape for _, shape, _ in rows}.values():  # a tuple's hash is not kept
+    for shape in shapes_in_order(rows):
         found = union(found, shape)
     keys = merge(found, old_keys)
     atomic_write(path, render(keys, commented))

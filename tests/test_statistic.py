@@ -185,7 +185,7 @@ def test_ls_keeps_what_it_read_and_is_never_stale(project):
 
 def table_files(project, name="record"):
     return {suffix: (project.path / f"__statistic__/table/{name}{suffix}").read_bytes()
-            for suffix in (".csv", ".summary.csv", ".txt")}
+            for suffix in (".csv", ".summary.csv")}
 
 
 def cold_table(project, name="record"):
