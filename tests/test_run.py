@@ -1,9 +1,7 @@
 """`make run`: one experiment, recorded completely (issue 2)."""
 import ast
-import ctypes
 import io
 import json
-import mmap
 import os
 import subprocess
 import sys
@@ -102,60 +100,6 @@ def test_same_tag_again_is_next_id_and_fix_repeats_exactly(project):
     assert project.statistic("fixed", 2)["seed"] != seed  # without FIX a fresh seed is drawn
 
 
-def test_a_big_checkpoint_serialised_on_the_writer_thread_holds_the_same_state(project):
-    """A checkpoint above SERIALIZE_HERE_BYTES is serialised on the writer thread, a small one
-    on the training thread: the example's is small, so the big path is forced here. Both leave
-    the page cache once on disk."""
-    project.make("run", TAG="here", FIX="1")
-    record = project.path / "code" / "gitexp" / "record.py"
-    text = record.read_text()
-    assert "SERIALIZE_HERE_BYTES = 16 * 2**20" in text
-    record.write_text(text.replace("SERIALIZE_HERE_BYTES = 16 * 2**20", "SERIALIZE_HERE_BYTES = 0"))
-    project.make("run", TAG="there", FIX="1", MSG="serialise every checkpoint on the writer thread")
-    # either way, a checkpoint on disk has left the page cache (where the file system lets it),
-    # before anything here reads it
-    probe = project.path / "__result__" / "probe"
-    with open(probe, "wb") as f:
-        f.write(os.urandom(1 << 20))
-        f.flush()
-        os.fsync(f.fileno())
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    if resident_pages(probe) == 0:  # tmpfs keeps a file's pages in memory whatever it is told
-        checkpoints = [path for tag in ("here", "there")
-                       for path in (project.result(tag, 0) / "checkpoint").glob("epoch_[0-9]*.pth")]
-        assert checkpoints and all(resident_pages(path) == 0 for path in checkpoints)
-    for name in ("epoch_1.pth", "epoch_last.pth", "epoch_best.pth"):
-        here, there = (torch.load(project.result(tag, 0) / "checkpoint" / name, weights_only=True)
-                       for tag in ("here", "there"))
-        for part in ("model", "optimizer"):
-            assert torch.equal(torch.cat([t.flatten().double() for t in tensors(here[part])]),
-                               torch.cat([t.flatten().double() for t in tensors(there[part])]))
-        assert (here["epoch"], here["step"], here["best"]) == (there["epoch"], there["step"], there["best"])
-
-
-@pytest.mark.parametrize("direct", [True, False], ids=["o_direct", "without_o_direct"])
-def test_page_buffer_reaches_the_file_byte_for_byte(tmp_path, monkeypatch, direct):
-    """A small checkpoint's bytes go from a PageBuffer to disk with O_DIRECT, padded to the
-    disk's block and cut back; where os has no O_DIRECT (macOS), through the page cache."""
-    sys.path.insert(0, str(ROOT / "code"))
-    try:
-        from gitexp.files import PageBuffer, publish, stage_direct
-    finally:
-        sys.path.pop(0)
-    if not direct:
-        monkeypatch.delattr(os, "O_DIRECT", raising=False)
-    buffer = PageBuffer()
-    for size in (0, 1, 4095, 4096, 4097, 3 << 20):  # the last grows the buffer as it comes
-        data = os.urandom(size)
-        buffer.empty()
-        for start in range(0, size, 100_000):  # torch.save writes a record at a time
-            buffer.write(memoryview(data)[start:start + 100_000])
-        path = tmp_path / f"{size}.pth"
-        publish(stage_direct(path, buffer), path)
-        assert path.read_bytes() == data, size
-    assert len(buffer.memory) % 4096 == 0 and not list(tmp_path.glob(".*.tmp*"))
-
-
 @pytest.mark.filterwarnings("ignore")  # the tracer's own (deprecation; charlm's RNN), as in a run's log
 @pytest.mark.parametrize("folder", [ROOT / "code", ROOT / "tests" / "tasks" / "charlm"], ids=["digits", "charlm"])
 def test_the_graph_is_the_one_add_graph_draws(folder):
@@ -178,27 +122,6 @@ def test_the_graph_is_the_one_add_graph_draws(folder):
             sys.modules.pop(name, None)
     assert len(ours[0].node) > 3
     assert ours == theirs
-
-
-def resident_pages(path):
-    """How many pages of a file are in the page cache (mincore(2) on a private map of it)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    size = path.stat().st_size
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as mapped:
-        view = (ctypes.c_char * size).from_buffer(mapped)
-        pages = (ctypes.c_ubyte * ((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE))()
-        status = libc.mincore(ctypes.c_void_p(ctypes.addressof(view)), ctypes.c_size_t(size), pages)
-        del view  # the map cannot close while a view of it lives
-    if status != 0:
-        raise OSError(ctypes.get_errno(), "mincore failed")
-    return sum(page & 1 for page in pages)
-
-
-def tensors(tree):
-    if torch.is_tensor(tree):
-        return [tree]
-    items = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, (list, tuple)) else []
-    return [t for item in items for t in tensors(item)]
 
 
 def test_dirty_tree_is_refused_and_left_alone(project):

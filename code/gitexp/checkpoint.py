@@ -108,26 +108,13 @@ def snapshot(tree):
     return on_cpu(tree, copy_all=True)
 
 
-def tensor_bytes(tree):
-    """The bytes of the tensors in a state (what serialising it mostly costs)."""
-    if torch.is_tensor(tree):
-        return tree.numel() * tree.element_size()
-    if isinstance(tree, dict):
-        return sum(tensor_bytes(value) for value in tree.values())
-    if isinstance(tree, (list, tuple)) and not plain(tree):
-        return sum(tensor_bytes(value) for value in tree)
-    return 0
-
-
-def serialize(checkpoint, into=None):
-    """The checkpoint as bytes, taken now: what is written later, on another thread, is this.
-    `into`: an emptied files.PageBuffer to hold them (returned), else a new in-memory buffer
-    (its bytes returned). (In memory first also because torch.save hides a full disk behind a
-    vague RuntimeError, where a plain write reports it as the OSError it is.)"""
-    buffer = io.BytesIO() if into is None else into
+def serialize(checkpoint):
+    """The checkpoint as bytes, in memory first: torch.save hides a full disk behind a vague
+    RuntimeError, where a plain write reports it as the OSError it is."""
+    buffer = io.BytesIO()
     with without_crc32():
         torch.save(checkpoint, buffer)
-    return buffer.getbuffer() if into is None else into
+    return buffer.getbuffer()
 
 
 def without_crc32():
@@ -155,7 +142,7 @@ def save_checkpoint(folder, position, staged, is_best, keep=None):
     epoch too, with eval_every). Epoch files beyond `keep` are pruned; of the step files only
     the newest and the best are kept."""
     path = checkpoint_path(folder, position)
-    publish(staged, path, uncached=True)
+    publish(staged, path)
     if is_best:
         symlink(path.name, folder / "epoch_best.pth")
     if not position[1]:
