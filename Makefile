@@ -58,6 +58,9 @@ export GITEXP_USER_VARIABLES := $(USER_VARIABLES)# so make submit keeps them out
 
 VENV := .venv
 export PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)
+# the launcher's scripts share the loop's standard-library modules (gitexp.files, .layout,
+# .protocol, .schema): code/ is on their path
+export PYTHONPATH := $(CURDIR)/code$(if $(PYTHONPATH),:$(PYTHONPATH))
 PY_READY := $(if $(PYTHON),,$(VENV)/.installed)
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -99,7 +102,7 @@ check: $(PY_READY) ## prove, in seconds, your task's contract and exact resume, 
 
 .PHONY: data
 data: $(PY_READY) ## prepare the data the working tree's code/ needs, in __data__/<key>/ (a run does it too)
-	@PYTHONPATH="code$${PYTHONPATH:+:$$PYTHONPATH}" "$$PY" -m gitexp.datastore
+	@"$$PY" -m gitexp.datastore
 
 .PHONY: venv
 venv: $(PY_READY) ## create .venv from code/requirements.txt (done by any target that needs it)
@@ -227,7 +230,7 @@ __statistic__/.deps/%.state: FORCE | $(PY_READY)
 
 # the scripts a title is made by (a change to one remakes it), and a table besides
 TITLE_SCRIPTS := $(addprefix scripts/,title.py rows.py facts.py scan.py lists.py cache.py store.py parallel.py names.py \
-                   atomic.py cli.py)
+                   cli.py) $(addprefix code/gitexp/,files.py layout.py)
 TABLE_SCRIPTS := $(TITLE_SCRIPTS) $(addprefix scripts/,table.py table_layout.py table_summary.py)
 
 # the title is the user's file: title.py replaces it only when it has made a new one

@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -25,17 +26,15 @@ from tqdm import tqdm
 import config
 import data
 import task
-from gitexp import contract, datastore, dist, warmstart
+from gitexp import contract, datastore, dist, protocol, resume, warmstart
 from gitexp.batches import resume_at
 from gitexp.checkpoint import seed_everything
 from gitexp.resume import Position, Start, Stateful
-from gitexp.stop import STOPPED, Stopped, StopRequest
-from gitexp.record import ConfigError, Recorder, Refused, hparams, progress
+from gitexp.stop import Stopped, StopRequest
+from gitexp.protocol import ConfigError, Refused
+from gitexp.record import Recorder, hparams, progress
 import model as model_file
 from model import build_model
-
-REFUSED = 3  # exit status meaning: bad input, nothing was changed (the launcher relies on it)
-
 
 def improved(last, best, cfg):
     """Whether this epoch is the best so far by cfg.monitor, lower or higher as cfg.monitor_mode says."""
@@ -70,15 +69,15 @@ def one_line(error):
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def train(exp_dir, rank, world_size, device):
-    """The training loop. Records into `exp_dir` on rank 0; with exp_dir None, records nothing."""
-    recorder = Recorder(exp_dir, rank, config)
+def set_up(exp_dir, rank, world_size, device, mode):
+    """Everything the loop needs, built, seeded and (on a continue or a warm start) restored:
+    the run's pieces as one namespace."""
+    recorder = Recorder(exp_dir, rank, config, mode)
     # the checkpoint, seed, data and warm start every rank agrees on, or the refusal they all stop with
     start = Start(recorder, config, data, model_fits, Path(__file__).with_name("seed"), world_size)
     seed_everything(start.seed + rank, start.fix)  # dropout differs by rank; the data order does not
     generator = torch.Generator().manual_seed(start.seed)
     train_batches, eval_sets = data.make_loaders(config, start.data_dir, generator, start.seed, rank, world_size)
-    eval_sets = contract.eval_sets(eval_sets)
     model = build_model(config).to(device)
     optimizer, scheduler, interval, extra, rank_extra = contract.optimizers(
         task.configure_optimizers(config, model, len(train_batches)))
@@ -96,84 +95,102 @@ def train(exp_dir, rank, world_size, device):
     warmstart.note_epochs(start.source, checkpoint, config, rank)
     if position.step == 0 and hasattr(model_file, "example_input"):  # drawn once, by the run's first start
         recorder.graph(model, lambda: contract.on_device(model_file.example_input(), device))
+    return SimpleNamespace(
+        recorder=recorder, start=start, train_batches=train_batches, eval_sets=contract.eval_sets(eval_sets),
+        model=model, net=DistributedDataParallel(model) if world_size > 1 else model, optimizer=optimizer,
+        scheduler=scheduler, interval=interval, states=states, position=position,
+        with_state={"state": extra | rank_extra} if extra or rank_extra else {},  # declared: passed on
+        stop=StopRequest(exp_dir, world_size, device), rank=rank, world_size=world_size, device=device,
+        eval_every=getattr(config, "eval_every", 0) or 0, checkpoint_every=getattr(config, "checkpoint_every", 0) or 0)
 
-    net = DistributedDataParallel(model) if world_size > 1 else model
-    with_state = {"state": extra | rank_extra} if extra or rank_extra else {}  # declared: passed on
-    stop = StopRequest(exp_dir, world_size, device)
-    eval_every, checkpoint_every = (getattr(config, name, 0) or 0 for name in ("eval_every", "checkpoint_every"))
 
-    def due(every):
-        return every and position.step % every == 0
+def evaluation(run, began=None):
+    """The metrics now (the step scalars' means since the last evaluation, each evaluation
+    set's), logged; whether they are the best so far. At an epoch's end (`began`: its start)
+    the epoch's duration too."""
+    position = run.position
+    results = {"train": position.train_means(run.world_size, run.device)}
+    run.model.eval()  # the bare model: evaluation shards differ in length, and DDP must not sync here
+    with torch.no_grad():
+        for split, batches in run.eval_sets.items():
+            results[split] = contract.floats(task.evaluate(run.model, batches, run.device, **run.with_state), "evaluate")
+    run.net.train()
+    at = {"epoch": position.epoch + 1} | ({"step": position.step} if run.eval_every else {})
+    position.last = at | {f"{split}_{k}": v for split, r in results.items() for k, v in r.items()}
+    if began is not None:
+        position.seconds.append(round(time.perf_counter() - began, 3))
+    if run.rank == 0:  # "epoch <n>/<epochs>" once an epoch, at its end
+        where = f"epoch {position.epoch + 1}/{config.epochs}" if began is not None else \
+            f"step {position.step} in epoch {position.epoch + 1}"
+        print(where + (f" (step {position.step})" if run.eval_every and began is not None else "") + "  "
+              + "  ".join(f"{k} {v:.4f}" for k, v in position.last.items() if k not in at)
+              + (f"  ({position.seconds[-1]:.1f}s)" if began is not None else ""))
+    run.recorder.log_epoch(position.step, results)
+    if improved(position.last, position.best, config):
+        position.best = position.last
+        return True
+    return False
 
-    def evaluation(began=None):
-        """The metrics now (the step scalars' means since the last evaluation, each evaluation
-        set's), logged; whether they are the best so far. At an epoch's end (`began`: its start)
-        the epoch's duration too."""
-        results = {"train": position.train_means(world_size, device)}
-        model.eval()  # the bare model: evaluation shards differ in length, and DDP must not sync here
-        with torch.no_grad():
-            for split, batches in eval_sets.items():
-                results[split] = contract.floats(task.evaluate(model, batches, device, **with_state), "evaluate")
-        net.train()
-        at = {"epoch": position.epoch + 1} | ({"step": position.step} if eval_every else {})
-        position.last = at | {f"{split}_{k}": v for split, r in results.items() for k, v in r.items()}
-        if began is not None:
-            position.seconds.append(round(time.perf_counter() - began, 3))
-        if rank == 0:  # "epoch <n>/<epochs>" once an epoch, at its end
-            where = f"epoch {position.epoch + 1}/{config.epochs}" if began is not None else \
-                f"step {position.step} in epoch {position.epoch + 1}"
-            print(where + (f" (step {position.step})" if eval_every and began is not None else "") + "  "
-                  + "  ".join(f"{k} {v:.4f}" for k, v in position.last.items() if k not in at)
-                  + (f"  ({position.seconds[-1]:.1f}s)" if began is not None else ""))
-        recorder.log_epoch(position.step, results)
-        if improved(position.last, position.best, config):
-            position.best = position.last
-            return True
-        return False
 
-    def save(is_best=False):
-        """Everything a continue needs, taken now; rank 0 writes it (every rank takes part)."""
-        state = states.state_dict() | position.state_dict() | {"hparams": hparams(config)}
-        recorder.save((position.epoch, position.done), state, is_best, position.best, position.last, position.seconds)
+def save(run, is_best=False):
+    """Everything a continue needs, taken now; rank 0 writes it (every rank takes part)."""
+    position = run.position
+    state = run.states.state_dict() | position.state_dict() | {"hparams": hparams(config)}
+    run.recorder.save((position.epoch, position.done), state, is_best, position.best, position.last, position.seconds)
 
+
+def due(every, step):
+    return every and step % every == 0
+
+
+def train(exp_dir, rank, world_size, device, mode=protocol.RUN):
+    """The training loop. Records into `exp_dir` on rank 0; with exp_dir None, records nothing."""
+    run = set_up(exp_dir, rank, world_size, device, mode)
+    position, recorder, scheduler = run.position, run.recorder, run.scheduler
     # disable is left to tqdm's default where a bar is wanted, so TQDM_DISABLE=1 can still hide it
     bar = {} if rank == 0 else {"disable": True}
     loop_began = time.perf_counter()
     for epoch in range(position.epoch, config.epochs):
         began = time.perf_counter()
         position.begin_epoch()
-        dist.set_epoch(train_batches, epoch)
-        net.train()
-        batches = resume_at(train_batches, position.done)
+        dist.set_epoch(run.train_batches, epoch)
+        run.net.train()
+        batches = resume_at(run.train_batches, position.done)
         position.order_drawn()
-        for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches),
+        for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=len(run.train_batches),
                           initial=position.done, mininterval=1.0,  # a redraw costs the loop; once a second will do
                           leave=False, file=sys.stderr, **bar):
-            scalars = detached(task.train_step(net, batch, optimizer, device, **with_state))
-            if scheduler is not None and interval == "step":
+            scalars = detached(task.train_step(run.net, batch, run.optimizer, device, **run.with_state))
+            if scheduler is not None and run.interval == "step":
                 scheduler.step()
             position.add(scalars)
             recorder.log_step(position.step, scalars)
-            stopping = stop.agreed(position.step)
-            if position.done < len(train_batches) and (stopping or due(checkpoint_every) or due(eval_every)):
-                save(evaluation() if due(eval_every) else False)
+            stopping = run.stop.agreed(position.step)
+            if position.done < len(run.train_batches) and (
+                    stopping or due(run.checkpoint_every, position.step) or due(run.eval_every, position.step)):
+                save(run, evaluation(run) if due(run.eval_every, position.step) else False)
                 if stopping:
                     recorder.stop(epoch, position.done, position.step)
                     raise Stopped
-        if scheduler is not None and interval == "epoch":
+        if scheduler is not None and run.interval == "epoch":
             scheduler.step()
-        is_best = evaluation(began)
+        is_best = evaluation(run, began)
         position.epoch, position.done = epoch + 1, 0
-        save(is_best)
-        if epoch + 1 < config.epochs and stop.agreed():  # asked during the last step or the evaluation
+        save(run, is_best)
+        if epoch + 1 < config.epochs and run.stop.agreed():  # asked during the last step or the evaluation
             recorder.stop(epoch + 1, 0, position.step)
             raise Stopped
+    finish(run, loop_began)
 
-    if rank == 0:
-        recorder.data_at_end(datastore.at_end(config, data, start.data_dir, start.data_record, start.data_listing))
-    recorder.finish(position.best, position.last, position.step)
+
+def finish(run, loop_began):
+    """The data's fingerprint again, the run marked finished, its best and last epoch said."""
+    position, start = run.position, run.start
+    if run.rank == 0:
+        run.recorder.data_at_end(datastore.at_end(config, data, start.data_dir, start.data_record, start.data_listing))
+    run.recorder.finish(position.best, position.last, position.step)
     best, last = position.best, position.last
-    if rank == 0 and best is not None:
+    if run.rank == 0 and best is not None:
         monitor = config.monitor
         print(f"best epoch {best['epoch']}: {monitor} {best[monitor]:.4f}  |  last epoch {last['epoch']}: "
               f"{monitor} {last[monitor]:.4f}  |  trained in {time.perf_counter() - loop_began:.3f}s")
@@ -181,12 +198,12 @@ def train(exp_dir, rank, world_size, device):
 
 def check(mode, exp_dir):
     """The launcher's looks before it writes anything, in one process (a refusal under torchrun
-    would come back as torchrun's failure): "check" before a continue with several processes;
-    "check-init" before a run whose config has init_from."""
-    if mode == "check":
-        recorder = Recorder(Path(exp_dir), 0, config)
-        recorder.checkpoint_to_resume(model_fits)
-        refusal = recorder.check_data(datastore.existing(config, data))
+    would come back as torchrun's failure): CHECK_RESUME before a continue with several
+    processes; CHECK_INIT before a run whose config has init_from."""
+    if mode == protocol.CHECK_RESUME:
+        recorder = Recorder(exp_dir, 0, config, mode)
+        resume.checkpoint_to_resume(recorder, model_fits)
+        refusal = resume.data_refusal(recorder, datastore.existing(config, data))
         if refusal:
             raise Refused(refusal)
         return
@@ -197,19 +214,26 @@ def check(mode, exp_dir):
             raise Refused("init_resume = True takes the source's whole state: it cannot skip parameters (init_skip)")
 
 
+def report_error(exp_dir, message, stream=None):
+    """The one `error:` line: printed (stdout by default, so it lands in the log too), and
+    recorded for the launcher to repeat (protocol.ERROR: the first rank's wins)."""
+    print(f"error: {message}", file=stream or sys.stdout, flush=True)
+    protocol.record_error(exp_dir, message)
+
+
 def main():
-    exp_dir = os.environ.get("GITEXP_DIR")
-    if os.environ.get("GITEXP_MODE") in ("check", "check-init"):
+    exp_dir, mode = protocol.folder(), protocol.mode()
+    if mode in (protocol.CHECK_RESUME, protocol.CHECK_INIT):
         try:
-            check(os.environ["GITEXP_MODE"], exp_dir)
+            check(mode, exp_dir)
         except Refused as problem:
             print(f"error: {problem}", file=sys.stderr)
-            sys.exit(REFUSED)
+            sys.exit(protocol.REFUSED)
         return
     rank, world_size, device = dist.setup()
     on_rank = f"rank {rank}: " if world_size > 1 else ""
     try:
-        train(Path(exp_dir) if exp_dir else None, rank, world_size, device)
+        train(exp_dir, rank, world_size, device, mode)
         # every rank waits for rank 0's final writes: a rank that tears the process group down
         # while another still uses it can abort ("terminate called without an active exception")
         dist.barrier()
@@ -221,32 +245,32 @@ def main():
             # a finished run: leave without running the C++ destructors
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(0)
+            os._exit(protocol.DONE)
     except Refused as problem:
         print(f"error: {problem}", file=sys.stderr)
-        sys.exit(REFUSED)
+        sys.exit(protocol.REFUSED)
     except Stopped:
-        sys.exit(STOPPED)
+        sys.exit(protocol.STOPPED)
     except ConfigError as problem:
         if rank == 0:  # every rank finds it; one line says it, in the log and the terminal
-            print(f"error: {problem}", flush=True)
-        sys.exit(1)
+            report_error(exp_dir, str(problem))
+        sys.exit(protocol.FAILED)
     except SystemExit:
         raise
     except KeyboardInterrupt:
         if rank == 0:
             print("stopped (Ctrl+C): make continue goes on from the last checkpoint", flush=True)
-        sys.exit(130)
+        sys.exit(protocol.INTERRUPTED)
     except BaseException as error:
         # into stdout, so the error lands in the experiment's log; the launcher marks it failed
         # and repeats the `error:` line in the terminal, whichever rank printed it
         traceback.print_exc(file=sys.stdout)
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            print(f"error: {on_rank}the disk is full ({error.filename or exp_dir}); every checkpoint already "
-                  "written is whole: free some space, then make continue", flush=True)
+            report_error(exp_dir, f"{on_rank}the disk is full ({error.filename or exp_dir}); every checkpoint "
+                         "already written is whole: free some space, then make continue")
         else:
-            print(f"error: {on_rank}{one_line(error)}", flush=True)
-        sys.exit(1)
+            report_error(exp_dir, f"{on_rank}{one_line(error)}")
+        sys.exit(protocol.FAILED)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import struct
 import time
 from pathlib import Path
 
-from atomic import atomic_write
+from gitexp.files import atomic_write
 from parallel import in_halves
 from store import RESULTS
 

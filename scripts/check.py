@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from cli import UserError, run
+from gitexp import protocol
 
 SHARED = ("__data__", "__result__")  # read where they are: prepared data, init_from's sources
 FIXES = {
@@ -61,13 +62,15 @@ def one_run(temp, name, how, nproc, mode="run", seed=None):
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", driver]
     # one intra-op thread unless told otherwise: a check's steps are small, and on a shared
     # machine more threads mostly wait for each other (a run took 1 s with one, 29 s with two)
-    env = dict(os.environ, GITEXP_DIR=str(folder), GITEXP_MODE=mode, GITEXP_CHECK=how, PYTHONDONTWRITEBYTECODE="1",
-               TQDM_DISABLE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    env.pop("GITEXP_STOP_AT", None)
+    env = dict(os.environ, **protocol.environment(folder, mode), PYTHONDONTWRITEBYTECODE="1", TQDM_DISABLE="1",
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env[protocol.CHECK] = how
+    env.pop(protocol.STOP_AT, None)
+    protocol.clear(folder)
     result = subprocess.run(command, cwd=temp, env=env, capture_output=True, text=True)
-    errors = [line for line in (result.stderr + result.stdout).splitlines() if line.startswith("error: ")]
     if result.returncode != 0:
-        return errors[0] if errors else f"error: the {name} run failed ({result.returncode}): " + \
+        error = protocol.first_error(folder)
+        return f"error: {error}" if error else f"error: the {name} run failed ({result.returncode}): " + \
             (result.stderr.strip().splitlines() or ["no message"])[-1], None
     return None, [json.loads((folder / f"seen_{rank}_{how}.json").read_text()) for rank in range(nproc)]
 
@@ -94,8 +97,6 @@ def first_difference(a, b, where):
 
 def latest_checkpoint(folder):
     """The newest checkpoint of a check's run, read by the template's own reader."""
-    if str(folder.parent / "code") not in sys.path:
-        sys.path.insert(0, str(folder.parent / "code"))
     from gitexp.checkpoint import load_latest
     return load_latest(folder / "checkpoint")[0]
 

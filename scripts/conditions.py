@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 from cli import UserError, env
-from names import CHECKPOINT_FILE, GPU_LIST, NUMBER, check_number
+from gitexp.layout import checkpoint_position
+from names import GPU_LIST, NUMBER, check_number
 
 
 def python():
@@ -116,12 +117,8 @@ def devices_and_threads(statistic, given):
 def latest_checkpoint(folder):
     """The name of the newest checkpoint file in folder/checkpoint (epoch_<n>.pth, or
     step_<e>_<k>.pth inside an epoch), or None."""
-    found = []
-    for path in (folder / "checkpoint").glob("*.pth"):
-        match = CHECKPOINT_FILE.fullmatch(path.name)
-        if match and not path.is_symlink():
-            epoch, inside, done = match.groups()
-            found.append(((int(epoch), 0) if epoch else (int(inside), int(done)), path.name))
+    found = [(position, path.name) for path in (folder / "checkpoint").glob("*.pth")
+             if not path.is_symlink() and (position := checkpoint_position(path.name))]
     return max(found)[1] if found else None
 
 

@@ -14,11 +14,12 @@ import secrets
 from cli import UserError, env, run_mode
 from conditions import check_resumable, devices_and_threads, devices_given, parse_devices, thread_count
 from facts import compared_facts, flatten
-from launch import REFUSED, accepting_data, conclude, execute, follow, init_fits, log_size, resume_accepted, start
+from gitexp import protocol
+from launch import accepting_data, conclude, execute, follow, init_fits, resume_accepted, start
 from names import check_number
 from repo import (check_runnable, check_tag, check_tag_free, ensure_clean_tree, existing_tag, fixed_seed,
                   snapshot, tag_head, tag_seed)
-from store import RESULTS, experiment_folder, hold, new_folder, read_statistic, runs_of_tag, status_of
+from store import RESULTS, existing_experiment, hold, new_folder, read_statistic, runs_of_tag, status_of
 
 # what scripts/slurm.py imports from here, until its import lines name the modules above
 __all__ = ["RESULTS", "UserError", "check_fix", "check_number", "check_runnable", "check_tag", "check_tag_free",
@@ -148,7 +149,7 @@ def do_continue():
             return do_more()
     else:
         number = check_number("ID", env("ID")) if env("ID") else pick_unfinished(tag)
-    folder = experiment_folder(tag, number)
+    folder = existing_experiment(tag, number)
     statistic = read_statistic(folder)
     if statistic.get("status") == "finished":
         raise UserError(f"{tag}/{number} is already finished: make rerun TAG={tag} ID={number} reproduces it")
@@ -164,11 +165,10 @@ def do_continue():
     snapshot(tag, folder)
     if not resume_accepted(folder, devices, threads):
         return 1  # main.py said why; nothing was changed
-    offset = log_size(folder)
     status = execute(folder, "continue", devices, threads, statistic.get("init_from"), changed=bool(changed))
-    if status == REFUSED:
+    if status == protocol.REFUSED:
         return 1  # main.py said why; nothing was changed
-    conclude(folder, status, offset)
+    conclude(folder, status)
     held.close()
     return status
 
@@ -206,7 +206,7 @@ def do_rerun():
         return follow(tag, given)
     commit = existing_tag(tag)
     number = check_number("ID", env("ID")) if env("ID") else 0
-    source = experiment_folder(tag, number)
+    source = existing_experiment(tag, number)
     original = read_statistic(source)
     check_same_code(source, original, commit)
     if status_of(source, original.get("status")) == "running":

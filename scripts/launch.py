@@ -1,10 +1,10 @@
 """Running code/main.py for one experiment: its command (python, or torchrun), its environment
-(GITEXP_DIR, GITEXP_MODE, ...), the log, signals passed on as the stop file, and what the
-launcher says once it has ended. Standard library only: it starts fast and needs no torch.
+(gitexp.protocol's), the log, signals passed on as the stop file, and what the launcher says
+once it has ended. Standard library only: it starts fast and needs no torch.
 """
 import ast
-import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -18,11 +18,10 @@ from pathlib import Path
 import tb  # scripts/tb.py, beside this file
 from cli import UserError, env
 from conditions import conditions, python, thread_count
+from gitexp import protocol
 from repo import commit_of, git, snapshot
 from store import read_statistic, write_statistic
 
-REFUSED = 3  # main.py's exit status for "bad input, nothing changed"
-STOPPED = 75  # main.py's for "stopped on request after a checkpoint: continuable" (gitexp/stop.py)
 interrupted = False  # Ctrl+C (or a sweep's stop) reached the run: it ends "stopped", continuable
 
 
@@ -61,13 +60,8 @@ def init_fits(tag=None, expected=None):
         else:
             snapshot(tag, Path(folder))
         check = subprocess.run([python(), str(Path(folder) / "code" / "main.py")],
-                               env=child_environment(None, GITEXP_MODE="check-init", **init_expected(expected)))
+                               env=child_environment(None, **protocol.environment(None, protocol.CHECK_INIT, expected)))
     return check.returncode == 0
-
-
-def init_expected(source):
-    """What main.py must find again where a recorded run started from another (GITEXP_INIT)."""
-    return {"GITEXP_INIT": json.dumps({"epoch": source["epoch"], "sha256": source["sha256"]})} if source else {}
 
 
 def accepting_data():
@@ -76,7 +70,7 @@ def accepting_data():
     if env("ACCEPT_DATA") not in ("", "0", "1"):
         raise UserError(f"ACCEPT_DATA={env('ACCEPT_DATA')!r} is not 0 or 1: ACCEPT_DATA=1 lets make continue go on "
                         "over changed data you declare unchanged")
-    return {"GITEXP_ACCEPT_DATA": "1"} if env("ACCEPT_DATA") == "1" else {}
+    return env("ACCEPT_DATA") == "1"
 
 
 def command(folder, processes, nodes, node_rank):
@@ -103,13 +97,13 @@ def child_environment(visible, threads=None, **extra):
 
 def resume_accepted(folder, devices, threads):
     """Before a continue under torchrun, where a refusal would look like a crash: whether
-    main.py accepts the resume (GITEXP_MODE=check, one process; it says why not)."""
+    main.py accepts the resume (protocol.CHECK_RESUME, one process; it says why not)."""
     processes, nodes, _, visible = devices
     if processes * nodes == 1:
         return True
     check = subprocess.run([python(), str(folder / "code" / "main.py")],
-                           env=child_environment(visible, threads, GITEXP_DIR=str(folder), GITEXP_MODE="check",
-                                                 **accepting_data()))
+                           env=child_environment(visible, threads, **protocol.environment(
+                               folder, protocol.CHECK_RESUME, accept_data=accepting_data())))
     return check.returncode == 0
 
 
@@ -119,18 +113,17 @@ def execute(folder, mode, devices, threads, init=None, changed=False):
     goes on with other conditions, which main.py records once it accepts the resume (a
     refusal changes nothing)."""
     processes, nodes, node_rank, visible = devices
-    other = {"GITEXP_CONDITIONS": json.dumps(conditions(devices, threads))} if changed else {}
-    child_env = child_environment(visible, threads, GITEXP_DIR=str(folder), GITEXP_MODE=mode,
-                                  **init_expected(init), **accepting_data(), **other)
+    child_env = child_environment(visible, threads, **protocol.environment(
+        folder, mode, init, conditions(devices, threads) if changed else None, accepting_data()))
     # a background TensorBoard over every experiment, one per project; a continue may still be
-    # refused by main.py, so it waits for main.py's first line, printed once the resume is accepted
+    # refused by main.py, so it waits for protocol.STARTED, written once the resume is accepted
     live_tensorboard = env("TB") != "0"
-    if live_tensorboard and mode != "continue":
+    if live_tensorboard and mode != protocol.CONTINUE:
         tb.serve_live()
         live_tensorboard = False
     global interrupted
-    stop_file = folder / ".stop"
-    stop_file.unlink(missing_ok=True)  # a request that an earlier run did not live to read
+    protocol.clear(folder)  # a stop request, handshake or error of an earlier leg
+    stop_file = folder / protocol.STOP
 
     def ask_stop(*_):  # SIGTERM, SIGUSR1: every rank reads the file at its next step
         stop_file.touch()
@@ -140,6 +133,12 @@ def execute(folder, mode, devices, threads, init=None, changed=False):
                                  preexec_fn=ignore_usr1)
         while True:
             try:
+                ready = select.select([child.stdout], [], [], 0.5)[0]
+                if live_tensorboard and protocol.started(folder):
+                    tb.serve_live()
+                    live_tensorboard = False
+                if not ready:
+                    continue
                 chunk = os.read(child.stdout.fileno(), 65536)
             except KeyboardInterrupt:
                 interrupted = True  # Ctrl+C reached main.py too (torchrun's workers: by the file)
@@ -147,9 +146,6 @@ def execute(folder, mode, devices, threads, init=None, changed=False):
                 continue  # keep copying until it has ended
             if not chunk:
                 break
-            if live_tensorboard:
-                tb.serve_live()
-                live_tensorboard = False
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
             log.write(chunk)
@@ -163,32 +159,22 @@ def execute(folder, mode, devices, threads, init=None, changed=False):
                 continue
     for number, handler in handlers.items():
         signal.signal(number, handler)
-    stop_file.unlink(missing_ok=True)
+    protocol.clear(folder, keep_error=True)  # conclude reads the error
     return status
 
 
-def log_size(folder):
-    log = folder / "log"
-    return log.stat().st_size if log.exists() else 0
-
-
-def first_error(folder, offset):
-    """The first `error:` line main.py (any rank) printed into the log after `offset`."""
-    with open(folder / "log", "rb") as log:
-        log.seek(offset)
-        for line in log.read().decode(errors="replace").splitlines():
-            if line.startswith("error: "):
-                return line[len("error: "):].strip()
-    return None
-
-
-def conclude(folder, status, log_offset=0):
+def conclude(folder, status):
     """After main.py: mark a crash as failed, print where everything is; for a failure, the
-    error main.py printed, whichever rank it came from (torchrun's own report hides it)."""
+    error main.py recorded (protocol.ERROR), whichever rank it came from (torchrun's own report
+    hides it), also kept in statistic.json's `error`."""
     statistic = read_statistic(folder)
-    stopped = interrupted or status in (STOPPED, 130, -signal.SIGINT)
+    stopped = interrupted or status in (protocol.STOPPED, protocol.INTERRUPTED, -signal.SIGINT)
+    cause = None if stopped else protocol.first_error(folder)
+    protocol.clear(folder)
     if status != 0 and statistic.get("status") == "running":
         statistic.update(status="stopped" if stopped else "failed", end=now())
+        if cause:
+            statistic["error"] = cause
         write_statistic(folder, statistic)
     name = f"{statistic['tag']}/{statistic['id']}"
     if status != 0 and (stopped or statistic.get("status") == "stopped"):
@@ -196,7 +182,6 @@ def conclude(folder, status, log_offset=0):
               f"TAG={statistic['tag']} ID={statistic['id']}", file=sys.stderr)
         return statistic
     if status != 0:
-        cause = first_error(folder, log_offset)
         print(f"error: experiment {name} failed (exit status {status}){': ' + cause if cause else ''}; "
               f"the whole error is in {folder}/log", file=sys.stderr)
         return statistic

@@ -15,7 +15,7 @@ lists through this module, so each reports a bad line in the same words. Standar
 import os
 from pathlib import Path
 
-from atomic import atomic_write
+from gitexp.files import atomic_write
 from cache import MISSING, STAT, indices_of, stat_all, stat_or_none
 from cli import UserError, env, run_mode
 from names import NAME, NAME_RULE, NUMBER, parse_run
@@ -118,6 +118,19 @@ def expand_list(path, text, grown=None):
                     watch[entry.path] = stat_or_none(entry.path)
         for n in found:
             names.setdefault(f"{tag}/{n}", None)
+    found = present_of(path, names, problems, watch_nearest)
+    if found is None:
+        return None
+    present, stats = found
+    if not present and not problems:
+        problems.append((0, f"{path} names no experiment: add some with make record EXP=\"tag/id\" LIST={path.stem}"))
+    return present, stats, watch, sorted(problems)[:1]
+
+
+
+def present_of(path, names, problems, watch_nearest):
+    """(the names whose statistic.json is there, their stat keys), a problem added for each
+    missing one a line named by its id; None where a known name (of a list that grew) is gone."""
     names_list = list(names)
     stats = stat_all(names_list)
     missing = indices_of(stats, MISSING)
@@ -131,15 +144,11 @@ def expand_list(path, text, grown=None):
             problems.append((number, f"{path} line {number}: {line.strip()} names no experiment "
                                      f"(no {statistic_path(tag, id_number)}; make ls lists them)"))
             watch_nearest(RESULTS / tag / id_number)
-    present = names_list
-    if missing:
-        gone = set(missing)
-        present = [name for i, name in enumerate(names_list) if i not in gone]
-        stats = b"".join(stats[i * STAT.size:(i + 1) * STAT.size] for i in range(len(names_list)) if i not in gone)
-    if not present and not problems:
-        problems.append((0, f"{path} names no experiment: add some with make record EXP=\"tag/id\" LIST={path.stem}"))
-    return present, stats, watch, sorted(problems)[:1]
-
+    if not missing:
+        return names_list, stats
+    gone = set(missing)
+    return ([name for i, name in enumerate(names_list) if i not in gone],
+            b"".join(stats[i * STAT.size:(i + 1) * STAT.size] for i in range(len(names_list)) if i not in gone))
 
 
 # ---- commands -----------------------------------------------------------------------------------

@@ -1,22 +1,18 @@
 """Every name a user gives or the launcher makes, and its pattern, in one place: a tag (also a
 list's name), an id, a run (tag or tag/id), a sweep's name. Standard library only.
 
-A tag is a git tag and a folder __result__/<tag>/: letters, digits, '.', '_' and '-', starting
-with a letter or digit, at most 100 characters, and none of git's exceptions (a '..', a final
-'.' or '.lock'). code/gitexp/warmstart.py's SOURCE spells the same limits for the loop, which
-does not import the launcher's modules.
+A tag's and an id's pattern are code/gitexp/layout.py's, which the loop shares (a warm start's
+source names one): a tag is a git tag and a folder __result__/<tag>/, letters, digits, '.',
+'_' and '-', starting with a letter or digit, at most 100 characters; here also none of git's
+exceptions (a '..', a final '.' or '.lock').
 """
 import re
 
 from cli import UserError
+from gitexp.layout import ID as NUMBER, TAG as NAME
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a tag, a list's name
-NUMBER = re.compile(r"0|[1-9][0-9]{0,8}")  # an id (and any count a user gives)
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 GPU_LIST = re.compile(r"[0-9]{1,3}(,[0-9]{1,3})*")  # GPUS=0,1
-# a checkpoint in __result__/<tag>/<id>/checkpoint/ (code/gitexp/checkpoint.py writes them):
-# at an epoch's end, or inside one (epochs done, steps into the next)
-CHECKPOINT_FILE = re.compile(r"epoch_(\d+)\.pth|step_(\d+)_(\d+)\.pth")
 NAME_RULE = "use letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 

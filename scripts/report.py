@@ -17,15 +17,13 @@ __statistic__/report/<LIST>.tags.html, made each time. Input comes from the envi
 """
 import html
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
-from gitexp import results  # noqa: E402
-from atomic import atomic_write  # noqa: E402
-from cli import UserError, env, run  # noqa: E402
-from lists import list_name  # noqa: E402
+from cli import UserError, env, run
+from gitexp import results
+from gitexp.files import atomic_write
+from lists import list_name
 
 REPORTS = Path("__statistic__/report")
 CURVE_TAGS = 30

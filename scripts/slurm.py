@@ -13,7 +13,6 @@ sweep's job array runs its point's run k as make sweep would (sweep.py's next_st
 """
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess

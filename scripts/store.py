@@ -7,17 +7,14 @@ import json
 import os
 from pathlib import Path
 
-from atomic import write_json
+from gitexp.files import write_json
 from cli import UserError
+from gitexp import layout
+from gitexp.layout import RESULTS, statistic_path
 from names import NUMBER
 
-RESULTS = Path("__result__")
 TRASH = RESULTS / ".trash"
 RETIRED = RESULTS / ".retired-ids.json"  # {tag: the highest id the trash deleted for good}
-
-
-def statistic_path(tag, number):
-    return f"{RESULTS}/{tag}/{number}/statistic.json"  # a str: pathlib costs 0.3 s for 10,000
 
 
 def ids_of(tag, root=RESULTS):
@@ -63,8 +60,8 @@ def new_folder(tag):
             number += 1
 
 
-def experiment_folder(tag, number):
-    folder = RESULTS / tag / str(number)
+def existing_experiment(tag, number):
+    folder = layout.experiment_folder(tag, number)
     if not (folder / "statistic.json").exists():
         raise UserError(f"there is no experiment {tag}/{number} (make ls TAG={tag} shows its ids)")
     return folder

@@ -31,11 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from atomic import atomic_write, write_json
+from gitexp.files import atomic_write, write_json
 from cli import UserError, check_switch, env, run
 from conditions import cuda_device_count, python
+from gitexp import protocol
 from grid import SWEEPS, check_name, committed, parse_sweep, point_tag, points, with_values
-from launch import STOPPED
 from lists import LISTS
 from names import GPU_LIST, check_number
 from repo import commit_of, ensure_clean_tree, git
@@ -166,7 +166,7 @@ def ended(returncode, stop):
     """A run's outcome from its launcher's exit status."""
     if returncode == 0:
         return "finished"
-    stopped = returncode in (STOPPED, 130, -signal.SIGINT, -signal.SIGTERM)
+    stopped = returncode in (protocol.STOPPED, protocol.INTERRUPTED, -signal.SIGINT, -signal.SIGTERM)
     return "stopped" if stopped or stop.asked and returncode < 0 else "failed"
 
 

@@ -27,7 +27,7 @@ import sys
 from itertools import accumulate
 from pathlib import Path
 
-from atomic import atomic_write, replacing
+from gitexp.files import atomic_write, replacing
 from cache import DAMAGED, DEPS, RACY, STAT, indices_of, read_cache, stat_key, stat_or_none, write_cache
 from cli import check_switch, env, run
 from lists import list_name

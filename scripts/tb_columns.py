@@ -9,7 +9,6 @@ import errno
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -32,8 +31,6 @@ def hparam_values(statistic):
 def loop_events():
     """code/gitexp/events.py, the events files the runs write: imported when first needed, not
     at the top (experiment.py imports tb.py, which imports this file, and must start fast)."""
-    if "code" not in sys.path:
-        sys.path.insert(0, "code")
     from gitexp import events
     return events
 

@@ -29,7 +29,7 @@ import json
 import re
 from pathlib import Path
 
-from atomic import atomic_write
+from gitexp.files import atomic_write
 from cli import UserError, env, run
 from lists import list_name
 from rows import fresh_rows, shapes_in_order

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from atomic import write_json
+from gitexp.files import write_json
 from cli import UserError, env, run_mode
 from lists import FINISHED, LISTS, list_entries, parse_word
 from names import NUMBER

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT / "code"))
+from gitexp import schema  # noqa: E402  (the standard library only: no torch here)
 TASKS_DIR = ROOT / "tests" / "tasks"
 # every pristine copy is made of the commit the session began at, whatever is committed meanwhile
 TESTED_COMMIT = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -101,7 +103,10 @@ class Project:
         return self.path / "__result__" / tag / str(number)
 
     def statistic(self, tag, number):
-        return json.loads((self.result(tag, number) / "statistic.json").read_text())
+        """A run's statistic.json, checked against gitexp/schema.py: every record a test reads."""
+        statistic = json.loads((self.result(tag, number) / "statistic.json").read_text())
+        assert schema.problems(statistic) == [], f"{tag}/{number}'s statistic.json: {schema.problems(statistic)}"
+        return statistic
 
     def finished(self):
         path = self.path / "__statistic__" / "exper-list" / "finished.txt"

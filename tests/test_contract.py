@@ -17,7 +17,8 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "code"))
 from gitexp import contract, datastore, dist  # noqa: E402
 from gitexp.events import EventFile  # noqa: E402
-from gitexp.record import ConfigError, Recorder  # noqa: E402
+from gitexp.protocol import ConfigError  # noqa: E402
+from gitexp.record import Recorder  # noqa: E402
 
 sys.path.pop(0)
 

@@ -73,7 +73,7 @@ def test_a_refused_continue_with_two_processes_changes_nothing(project):
 def test_a_crash_on_one_rank_fails_the_whole_run(project):
     main = project.path / "code" / "main.py"
     text = main.read_text()
-    hook = "        is_best = evaluation(began)\n"
+    hook = "        is_best = evaluation(run, began)\n"
     assert hook in text
     main.write_text(text.replace(hook, hook + "        if rank == 1 and epoch == 1:\n"
                                              "            raise RuntimeError('rank 1 crashed')\n"))
@@ -84,6 +84,8 @@ def test_a_crash_on_one_rank_fails_the_whole_run(project):
     assert any(line.startswith("error: experiment crash/0 failed") and "rank 1: RuntimeError: rank 1 crashed" in line
                for line in result.stderr.splitlines()), result.stderr
     assert project.statistic("crash", 0)["status"] == "failed"
+    # through gitexp/protocol.py's error file, not the log: kept in the record too
+    assert project.statistic("crash", 0)["error"] == "rank 1: RuntimeError: rank 1 crashed"
     assert "rank 1 crashed" in (project.result("crash", 0) / "log").read_text()
     assert project.finished() == []
 

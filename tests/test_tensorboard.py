@@ -313,3 +313,34 @@ def test_tb_refuses_a_port_in_use(experiments):
 
 def test_tb_refuses_a_project_without_experiments(project):
     assert_refused(project.make("tb", check=False, timeout=30), "no experiments in __result__/")
+
+
+def test_a_continue_starts_the_live_server_only_once_main_py_accepted_it(project):
+    """The handshake of gitexp/protocol.py: a continue's TensorBoard waits for main.py's
+    STARTED file, not for its first line of output. Here data.py prints as it loads, before
+    main.py refuses the continue (no readable checkpoint): no server starts. An accepted
+    continue starts one."""
+    data = project.path / "code" / "data.py"
+    data.write_text('print("data.py loaded")\n' + data.read_text())
+    project.git("commit", "-qam", "data.py says when it loads")
+    for tag in ("refused", "accepted"):
+        project.make("run", TAG=tag)
+        folder = project.result(tag, 0)
+        (folder / "statistic.json").write_text(json.dumps(dict(project.statistic(tag, 0), status="failed")))
+    for checkpoint in (project.result("refused", 0) / "checkpoint").glob("epoch_[0-9]*.pth"):
+        checkpoint.write_bytes(b"garbage")
+    refused = project.make("continue", TAG="refused", TB="1", check=False)
+    assert_refused(refused, "no readable checkpoint")
+    assert "data.py loaded" in refused.stdout  # printed before the refusal, as data preparation can
+    assert live_servers(project) == [] and not (project.path / "__statistic__" / "tb").exists()
+    assert not list(project.result("refused", 0).glob(".st*"))  # no handshake file left behind
+
+    last = sorted((project.result("accepted", 0) / "checkpoint").glob("epoch_[0-9]*.pth"))[-1]
+    last.unlink()  # the last epoch goes again
+    try:
+        accepted = project.make("continue", TAG="accepted", TB="1")
+        assert LIVE_URL.search(accepted.stdout) and len(live_servers(project)) == 1
+    finally:
+        stop_live(project)
+    assert project.statistic("accepted", 0)["status"] == "finished"
+    assert not list(project.result("accepted", 0).glob(".st*")) and not (project.result("accepted", 0) / ".error").exists()

@@ -19,8 +19,8 @@ import config  # noqa: E402
 import data  # noqa: E402
 import main as loop  # noqa: E402
 import task  # noqa: E402
-from gitexp import contract, datastore, dist  # noqa: E402
-from gitexp.record import ConfigError, Refused  # noqa: E402
+from gitexp import contract, datastore, dist, protocol  # noqa: E402
+from gitexp.protocol import ConfigError, Refused  # noqa: E402
 from gitexp.stop import Stopped  # noqa: E402
 
 SHORT_EPOCH = 64  # steps: an epoch this short is crossed; a longer one is checked over 16 steps
@@ -74,7 +74,7 @@ def watch(seen, captured):
     def noted_loaders(*args, **kwargs):
         train_batches, eval_sets = make_loaders(*args, **kwargs)
         half, whole = stop_steps(len(train_batches), config.epochs)
-        os.environ["GITEXP_STOP_AT"] = str(half if os.environ["GITEXP_CHECK"] == "half" else whole)
+        os.environ[protocol.STOP_AT] = str(half if os.environ[protocol.CHECK] == "half" else whole)
         captured.update(eval_sets=eval_sets, steps_per_epoch=len(train_batches), half=half, whole=whole)
         return train_batches, eval_sets
 
@@ -114,34 +114,35 @@ def run(exp_dir, rank, world_size, device):
         raise ConfigError("; ".join(problems))
     watch(seen, captured)
     try:
-        loop.train(exp_dir, rank, world_size, device)
+        loop.train(exp_dir, rank, world_size, device, protocol.mode())
     except Stopped:
         pass
-    if os.environ["GITEXP_CHECK"] == "full" and not captured.get("evaluated") and seen:
+    if os.environ[protocol.CHECK] == "full" and not captured.get("evaluated") and seen:
         evaluate_once(captured, seen[-1]["scalars"])
     answer = {"seen": seen, "steps_per_epoch": captured.get("steps_per_epoch"), "half": captured.get("half"),
               "whole": captured.get("whole")}
     if rank == 0 and hasattr(data, "prepare"):
         answer["data_key_files"] = sorted(datastore.code_files(data))
-    (exp_dir / f"seen_{rank}_{os.environ['GITEXP_CHECK']}.json").write_text(json.dumps(answer))
+    (exp_dir / f"seen_{rank}_{os.environ[protocol.CHECK]}.json").write_text(json.dumps(answer))
 
 
 def main():
     rank, world_size, device = dist.setup()
     try:
-        run(Path(os.environ["GITEXP_DIR"]), rank, world_size, device)
+        run(protocol.folder(), rank, world_size, device)
         dist.barrier()
         dist.teardown()
     except (ConfigError, Refused) as problem:
         if rank == 0:
-            print(f"error: {problem}", file=sys.stderr, flush=True)
-        os._exit(1)
+            loop.report_error(protocol.folder(), str(problem), sys.stderr)
+        os._exit(protocol.FAILED)
     except Exception as error:
         where = next((f"{Path(frame.filename).name}:{frame.lineno}" for frame in reversed(
             __import__("traceback").extract_tb(error.__traceback__)) if "gitexp" not in frame.filename), "")
-        print(f"error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-              f"{f' ({where})' if where else ''}", file=sys.stderr, flush=True)
-        os._exit(1)
+        loop.report_error(protocol.folder(), f"{type(error).__name__}: "
+                          f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                          f"{f' ({where})' if where else ''}", sys.stderr)
+        os._exit(protocol.FAILED)
     sys.stdout.flush()
     os._exit(0)
 

@@ -9,16 +9,14 @@ import copy
 import io
 import os
 import random
-import re
 import sys
 
 import numpy as np
 import torch
 
 from gitexp.files import publish, symlink
+from gitexp.layout import EPOCH_FILE, STEP_FILE, checkpoint_position
 
-EPOCH_FILE = re.compile(r"epoch_(\d+)\.pth")
-STEP_FILE = re.compile(r"step_(\d+)_(\d+)\.pth")  # inside an epoch: epochs done, steps into the next
 
 
 def seed_everything(seed, fix):
@@ -158,18 +156,9 @@ def save_checkpoint(folder, position, staged, is_best, keep=None):
                 old.unlink()
 
 
-def position_of(name):
-    """(epochs done, steps into the next) that a checkpoint file's name says; None for others."""
-    if m := EPOCH_FILE.fullmatch(name):
-        return int(m[1]), 0
-    if m := STEP_FILE.fullmatch(name):
-        return int(m[1]), int(m[2])
-    return None
-
-
 def checkpoint_files(folder):
     """epoch_<n>.pth and step_<n>_<k>.pth files, newest position first."""
-    found = [(position, p) for p in folder.glob("*.pth") if not p.is_symlink() and (position := position_of(p.name))]
+    found = [(position, p) for p in folder.glob("*.pth") if not p.is_symlink() and (position := checkpoint_position(p.name))]
     return [p for _, p in sorted(found, reverse=True)]
 
 

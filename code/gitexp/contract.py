@@ -3,7 +3,7 @@ in one place, so a wrong shape is one line naming the fix, not a crash an epoch 
 """
 import torch
 
-from gitexp.record import ConfigError
+from gitexp.protocol import ConfigError
 
 SCHEDULER_KEYS = {"scheduler", "interval"}  # of Lightning's lr_scheduler dict, the keys the loop obeys
 

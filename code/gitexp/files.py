@@ -1,8 +1,11 @@
-"""Crash-safe file updates: a reader sees the old file or the new one, never half of one.
+"""Crash-safe file updates, for both sides (the launcher's scripts too): a file is written to a
+temp file beside it, fsynced and renamed over it, so a reader sees the old file or the new
+one, never half of one, and a crash leaves one or the other. Standard library only.
 (The template's machinery.)"""
 import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -52,12 +55,36 @@ def publish(staged, path):
     _fsync_dir(Path(path).parent)
 
 
+@contextmanager
+def replacing(path):
+    """A temp file beside `path` for the block to write; once the block ends without an error
+    it is fsynced and renamed over `path` (else removed)."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path, content):
+    """Write `content` (text or bytes) to `path` through replacing(), its folder made first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp, open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
+
+
 def json_bytes(data):
     return (json.dumps(data, indent=2) + "\n").encode()
 
 
 def write_json(path, data):
-    publish(stage(path, json_bytes(data)), path)
+    atomic_write(path, json_bytes(data))
 
 
 def read_json(path):

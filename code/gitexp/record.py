@@ -1,5 +1,5 @@
 """What an experiment records (the template's machinery): statistic.json, TensorBoard events,
-checkpoints and finished.txt, all in the folder the launcher gives (GITEXP_DIR).
+checkpoints and finished.txt, all in the folder the launcher gives (protocol.folder()).
 
 Where the time goes: the training thread copies each checkpoint's state (to the CPU, where
 training can no longer change it) and goes on; a second thread serialises it, writes it,
@@ -17,7 +17,6 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 
 import torch
 from google.protobuf.struct_pb2 import Value
@@ -27,23 +26,16 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo, SessionS
 from torch.utils.tensorboard import _pytorch_graph  # what SummaryWriter.add_graph draws with
 from torch.utils.tensorboard.summary import text as text_summary
 
-from gitexp.checkpoint import checkpoint_path, load_latest, save_checkpoint, serialize, snapshot
+from gitexp import protocol
+from gitexp.checkpoint import checkpoint_path, save_checkpoint, serialize, snapshot
 from gitexp.events import EventFile, hparams_summary, tensorboard_hparams
 from gitexp.files import append_line_once, discard, json_bytes, publish, read_json, stage, write_json
+from gitexp.layout import FINISHED_LIST, STATISTIC
 
-FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
 # the best/last values feed TensorBoard's HParams tab as scalars; '~' sorts their cards after
 # every curve on the Time Series page, which opens on the first cards
 FINAL_PREFIX = "~"
 STEP_FLUSH_SECONDS = 10
-
-
-class Refused(Exception):
-    """A problem with the experiment's files that the user must fix; nothing was written."""
-
-
-class ConfigError(Exception):
-    """A config value the run cannot work with: one line, and the run is marked failed."""
 
 
 def hparams(cfg):
@@ -95,12 +87,12 @@ def environment(device):
 
 
 class Recorder:
-    def __init__(self, exp_dir, rank, cfg):
+    def __init__(self, exp_dir, rank, cfg, mode=protocol.RUN):
         self.active = exp_dir is not None and rank == 0
         self.exp_dir, self.cfg = exp_dir, cfg
-        self.mode = os.environ.get("GITEXP_MODE", "run")
-        self.continuing = self.mode == "continue"
-        self.statistic = read_json(exp_dir / "statistic.json") if self.active else None
+        self.mode = mode
+        self.continuing = mode == protocol.CONTINUE
+        self.statistic = read_json(exp_dir / STATISTIC) if self.active else None
         self.events = None
         # the waiting for the disk is done on a second thread while training goes on
         self.writer_thread = ThreadPoolExecutor(max_workers=1) if self.active else None
@@ -108,51 +100,6 @@ class Recorder:
         self.queued = []  # every write handed to the writer thread, done or not: its error surfaces
         self.steps, self.flushed = [], time.time()  # step scalars not yet written
         self.accepted = None  # changed data that ACCEPT_DATA=1 let a continue go on over
-
-    def seed_and_fix(self, fallback_seed):
-        """The run's seed and FIX mode, as the launcher recorded them (alone: the fixed seed)."""
-        if self.statistic:
-            return self.statistic["seed"], self.statistic["fix"]
-        return fallback_seed, True
-
-    def check_data(self, data_record):
-        """A continue goes on with the data its run last ran on, or not at all; with ACCEPT_DATA=1
-        (the user declares changed data the same: a re-sync, a copy) it goes on, recorded."""
-        recorded = (self.statistic or {}).get("data") if self.active and self.mode in ("continue", "check") else None
-        if not recorded or data_record is None:
-            return None
-        last = (recorded.get("accepted") or [{}])[-1].get("fingerprint", recorded["fingerprint"])
-        if last == data_record["fingerprint"]:
-            return None
-        if os.environ.get("GITEXP_ACCEPT_DATA") == "1":
-            self.accepted = {"fingerprint": data_record["fingerprint"], "epoch": self.statistic.get("epoch"),
-                             "step": self.statistic.get("step"), "at": now()}
-            return None
-        name = f"{self.statistic['tag']}/{self.statistic['id']}"
-        return (f"the data changed: {name} ran on data {last[:12]}"
-                f"{' (' + recorded['key'] + ')' if recorded.get('key') else ''}, the data here now is "
-                f"{data_record['fingerprint'][:12]}: continue it only on its own data (ACCEPT_DATA=1 goes on, "
-                f"recorded, where you know it is the same); make rerun TAG={self.statistic['tag']} "
-                f"ID={self.statistic['id']} runs it again on this data")
-
-    def checkpoint_to_resume(self, check_fits):
-        """For a continue: (checkpoint, path, skipped) of the newest readable checkpoint, checked
-        by `check_fits(checkpoint)`; (None, None, []) to start again from epoch 0."""
-        if not (self.active and self.mode in ("continue", "check")):
-            return None, None, []
-        folder = self.exp_dir / "checkpoint"
-        checkpoint, path, skipped = load_latest(folder)
-        if checkpoint is None:
-            if skipped:
-                raise Refused(f"no readable checkpoint in {folder}: every epoch_<n>.pth failed to load")
-            if self.statistic.get("epoch") or self.statistic.get("step"):  # not a silent restart
-                name, tag, number = f"{self.statistic['tag']}/{self.statistic['id']}", self.statistic["tag"], self.statistic["id"]
-                raise Refused(f"{name} is recorded at epoch {self.statistic.get('epoch')}, step "
-                              f"{self.statistic.get('step')}, but {folder}/ holds no checkpoint: restore them and "
-                              f"continue; or make rerun TAG={tag} ID={number}; or make rm EXP={name}")
-            return None, None, []
-        check_fits(checkpoint, path)
-        return checkpoint, path, skipped
 
     def start(self, position, step, path, skipped, world_size, device, data_record, resumed_progress, source=None):
         """Mark the experiment running, open its events file; on a continue or a warm start,
@@ -176,9 +123,10 @@ class Recorder:
         statistic.update(status="running", hparams=hparams(self.cfg), world_size=world_size, end=None)
         if data_record is not None and not (self.continuing and statistic.get("data")):
             statistic["data"] = {"key": data_record.get("key"), "fingerprint": data_record["fingerprint"]}
-        if self.continuing and os.environ.get("GITEXP_CONDITIONS"):  # the launcher let it go on with others
+        changed = protocol.changed_conditions() if self.continuing else None  # the launcher let it go on
+        if changed:
             statistic.setdefault("conditions", {}).setdefault("changed", []).append(
-                {"epoch": start_epoch, "step": step, **json.loads(os.environ["GITEXP_CONDITIONS"])})
+                {"epoch": start_epoch, "step": step, **changed})
         if self.accepted is not None:
             statistic["data"].setdefault("accepted", []).append(self.accepted)
             print(f"note: going on over data {self.accepted['fingerprint'][:12]} (ACCEPT_DATA=1): recorded in "
@@ -186,7 +134,7 @@ class Recorder:
         statistic["environment"] = environment(device)
         if resumed_progress is not None:  # statistic.json may lag: a kill can fall between two writes
             statistic.update(epoch=start_epoch, **resumed_progress)
-        write_json(self.exp_dir / "statistic.json", statistic)
+        write_json(self.exp_dir / STATISTIC, statistic)
         (self.exp_dir / "checkpoint").mkdir(exist_ok=True)
         # a new events file each start; purge_step hides what a killed run logged past the
         # checkpoint (steps above `step`). Every scalar is logged at the global step, so the
@@ -194,6 +142,7 @@ class Recorder:
         self.events = EventFile(self.exp_dir / "tensorboard", purge_step=step + 1 if self.continuing else None)
         self.events.summary(text_summary("environment", f"`{json.dumps(statistic['environment'])}`"), step)
         self.events.write()
+        protocol.mark_started(self.exp_dir)  # the launcher's handshake: accepted, and recording
 
     def graph(self, model, example_input):
         """The model's graph in TensorBoard, if it can be traced: optional, so a model the JIT
@@ -268,7 +217,7 @@ class Recorder:
         taken = snapshot(state)  # a copy training can no longer change, for the writer thread
         self.statistic.update(epoch=position[0], step=state["step"], **progress(best, last, list(seconds)))
         self.flush_steps()
-        statistic = stage(self.exp_dir / "statistic.json", json_bytes(self.statistic))
+        statistic = stage(self.exp_dir / STATISTIC, json_bytes(self.statistic))
         self.pending = self.submit(self._persist, position, taken, is_best, statistic)
 
     def _persist(self, position, taken, is_best, statistic):
@@ -284,7 +233,7 @@ class Recorder:
         except BaseException:
             discard(statistic)
             raise
-        publish(statistic, self.exp_dir / "statistic.json")
+        publish(statistic, self.exp_dir / STATISTIC)
 
     def stop(self, epochs, done, step):
         """Stopped on request, its checkpoint written: continuable."""
@@ -294,7 +243,7 @@ class Recorder:
         self.wait()
         self.events.close()
         self.statistic.update(status="stopped", end=now())
-        write_json(self.exp_dir / "statistic.json", self.statistic)
+        write_json(self.exp_dir / STATISTIC, self.statistic)
         name = f"{self.statistic['tag']}/{self.statistic['id']}"
         print(f"stopped after epoch {epochs} and {done} step(s) more (step {step}): "
               f"make continue TAG={self.statistic['tag']} ID={self.statistic['id']} goes on from there ({name})")
@@ -341,4 +290,4 @@ class Recorder:
         statistic = self.statistic
         append_line_once(FINISHED_LIST, f"{statistic['tag']}/{statistic['id']}")
         statistic.update(status="finished", end=now())
-        write_json(self.exp_dir / "statistic.json", statistic)
+        write_json(self.exp_dir / STATISTIC, statistic)

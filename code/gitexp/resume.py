@@ -1,12 +1,13 @@
 """Where a run starts and where it stands (the template's machinery): the checks every rank
-agrees on before training, and the loop's position with every RNG, as one piece that a
+agrees on before training (the checkpoint a continue goes on from, its seed, its data), and the loop's position with every RNG, as one piece that a
 checkpoint saves (state_dict) and a continue restores (load_state_dict).
 """
 from pathlib import Path
 
-from gitexp import contract, datastore, dist, warmstart
-from gitexp.checkpoint import rng_state, set_rng_state
-from gitexp.record import Refused
+from gitexp import contract, datastore, dist, protocol, warmstart
+from gitexp.checkpoint import load_latest, rng_state, set_rng_state
+from gitexp.protocol import Refused
+from gitexp.record import now
 
 
 def agreed(work):
@@ -23,20 +24,74 @@ def agreed(work):
     return answer
 
 
+def resuming(recorder):
+    """Whether this is a recorded continue (or the launcher's look before one)."""
+    return recorder.active and recorder.mode in (protocol.CONTINUE, protocol.CHECK_RESUME)
+
+
+def seed_and_fix(recorder, fallback_seed):
+    """The run's seed and FIX mode, as the launcher recorded them (alone: the fixed seed)."""
+    if recorder.statistic:
+        return recorder.statistic["seed"], recorder.statistic["fix"]
+    return fallback_seed, True
+
+
+def checkpoint_to_resume(recorder, check_fits):
+    """For a continue: (checkpoint, path, skipped) of the newest readable checkpoint, checked
+    by `check_fits(checkpoint, path)`; (None, None, []) to start again from epoch 0."""
+    if not resuming(recorder):
+        return None, None, []
+    record, folder = recorder.statistic, recorder.exp_dir / "checkpoint"
+    checkpoint, path, skipped = load_latest(folder)
+    if checkpoint is None:
+        if skipped:
+            raise Refused(f"no readable checkpoint in {folder}: every epoch_<n>.pth failed to load")
+        if record.get("epoch") or record.get("step"):  # not a silent restart
+            tag, number = record["tag"], record["id"]
+            raise Refused(f"{tag}/{number} is recorded at epoch {record.get('epoch')}, step {record.get('step')}, "
+                          f"but {folder}/ holds no checkpoint: restore them and continue; or make rerun TAG={tag} "
+                          f"ID={number}; or make rm EXP={tag}/{number}")
+        return None, None, []
+    check_fits(checkpoint, path)
+    return checkpoint, path, skipped
+
+
+def data_refusal(recorder, data_record):
+    """A continue goes on with the data its run last ran on, or not at all: the refusal, or
+    None. With ACCEPT_DATA=1 (the user declares changed data the same: a re-sync, a copy) it
+    goes on, and the recorder records that."""
+    recorded = recorder.statistic.get("data") if resuming(recorder) else None
+    if not recorded or data_record is None:
+        return None
+    last = (recorded.get("accepted") or [{}])[-1].get("fingerprint", recorded["fingerprint"])
+    if last == data_record["fingerprint"]:
+        return None
+    record = recorder.statistic
+    if protocol.accepting_data():
+        recorder.accepted = {"fingerprint": data_record["fingerprint"], "epoch": record.get("epoch"),
+                             "step": record.get("step"), "at": now()}
+        return None
+    return (f"the data changed: {record['tag']}/{record['id']} ran on data {last[:12]}"
+            f"{' (' + recorded['key'] + ')' if recorded.get('key') else ''}, the data here now is "
+            f"{data_record['fingerprint'][:12]}: continue it only on its own data (ACCEPT_DATA=1 goes on, "
+            f"recorded, where you know it is the same); make rerun TAG={record['tag']} ID={record['id']} runs it "
+            "again on this data")
+
+
 class Start:
     """What every rank starts from: the seed and FIX mode, the checkpoint to continue from (or a
     warm start's), the prepared data. Rank 0 decides, the others follow, or all refuse."""
 
     def __init__(self, recorder, cfg, data_module, check_fits, seed_file, world_size):
-        self.checkpoint, self.path, self.skipped = agreed(lambda: recorder.checkpoint_to_resume(check_fits))
+        self.checkpoint, self.path, self.skipped = agreed(lambda: checkpoint_to_resume(recorder, check_fits))
         self.refuse(self.other_world(world_size))
-        self.seed, self.fix = dist.broadcast(recorder.seed_and_fix(int(Path(seed_file).read_text())))
+        self.seed, self.fix = dist.broadcast(seed_and_fix(recorder, int(Path(seed_file).read_text())))
         contract.check_config(cfg)
         self.data_dir, self.data_record = datastore.ensure(cfg, data_module)  # prepared once, then found again
         # the data's listing now, to tell at the end whether it changed under the run
         self.data_listing = datastore.listing_fingerprint(self.data_dir) \
             if self.data_dir is not None and dist.rank() == 0 else None
-        agreed(lambda: self.refuse(recorder.check_data(self.data_record)))
+        agreed(lambda: self.refuse(data_refusal(recorder, self.data_record)))
         # a fresh start: from another experiment, if init_from says so
         self.source = agreed(lambda: warmstart.resolve(cfg, warmstart.expected())) if self.checkpoint is None else None
 

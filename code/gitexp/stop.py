@@ -1,8 +1,8 @@
 """Stopping a run cleanly (the template's machinery): SIGTERM, SIGUSR1 (Slurm's warning before
 it ends a job: --signal=USR1@<seconds>) or a first Ctrl+C ask the loop to stop after the current
-step; it writes a checkpoint there, marks the experiment stopped and exits with STOPPED. A
+step; it writes a checkpoint there, marks the experiment stopped and exits with protocol.STOPPED. A
 second Ctrl+C stops at once (the last checkpoint stays the place to continue from). The launcher
-passes on a signal it gets as the file .stop in the experiment's folder, which reaches every
+passes on a signal it gets as the file protocol.STOP in the experiment's folder, which reaches every
 rank under torchrun too. The ranks agree whether to stop at steps fixed in advance, about once
 a second, so all stop at the same step and no other step waits on a collective (and its
 `.item()`, on a GPU, for the device).
@@ -14,9 +14,10 @@ import time
 import torch
 import torch.distributed as dist
 
+from gitexp import protocol
+
 AGREE_SECONDS = 1.0  # under torchrun: how often the ranks agree whether to stop
 MOST_STEPS_BETWEEN = 1000
-STOPPED = 75  # exit status: stopped on request, continuable (EX_TEMPFAIL: try again later)
 
 
 class Stopped(Exception):
@@ -26,10 +27,10 @@ class Stopped(Exception):
 class StopRequest:
     def __init__(self, exp_dir, world_size, device):
         self.asked, self.world_size, self.device = None, world_size, device
-        self.file = exp_dir / ".stop" if exp_dir is not None else None
+        self.file = exp_dir / protocol.STOP if exp_dir is not None else None
         self.next_step, self.since = 1, (0, time.perf_counter())  # the next agreement; the last one
         # make check's runs stop after a step every rank knows in advance: no agreement needed
-        self.stop_at, self.step = int(os.environ.get("GITEXP_STOP_AT") or 0) or None, 0
+        self.stop_at, self.step = int(os.environ.get(protocol.STOP_AT) or 0) or None, 0
         for number in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(number, self.ask)
 

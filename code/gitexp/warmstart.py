@@ -10,16 +10,12 @@ optimizer and schedule. The source's epoch and its checkpoint's sha256 are recor
 starts from the same bytes or is refused.
 """
 import hashlib
-import json
 import os
-import re
-from pathlib import Path
 
-from gitexp.checkpoint import EPOCH_FILE, STEP_FILE, load_checkpoint
-from gitexp.record import Refused
-
-RESULTS = Path("__result__")
-SOURCE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,99})/(0|[1-9][0-9]{0,8})(?:@(best|last|[1-9][0-9]{0,8}))?")
+from gitexp import protocol
+from gitexp.checkpoint import load_checkpoint
+from gitexp.layout import EPOCH_FILE, SOURCE, STEP_FILE, experiment_folder
+from gitexp.protocol import Refused
 
 
 def sha256(path):
@@ -31,9 +27,9 @@ def sha256(path):
 
 
 def expected():
-    """What a rerun must start from (the launcher's GITEXP_INIT): {"epoch", "sha256"}, or None."""
-    given = os.environ.get("GITEXP_INIT")
-    return json.loads(given) if given else None
+    """What a rerun must start from (the launcher's protocol.environment init): {"epoch",
+    "sha256"}, or None."""
+    return protocol.init_expected()
 
 
 def resolve(cfg, must_match=None):
@@ -46,7 +42,7 @@ def resolve(cfg, must_match=None):
     if not match:
         raise Refused(f"init_from = {spec!r} in code/config.py is not \"tag/id\", \"tag/id@last\" or \"tag/id@<epoch>\"")
     tag, number, which = match[1], match[2], match[3] or "best"
-    folder = RESULTS / tag / number
+    folder = experiment_folder(tag, number)
     if not (folder / "statistic.json").is_file():
         raise Refused(f"init_from = {spec!r}: there is no experiment {tag}/{number} (make ls TAG={tag} shows its ids)")
     checkpoints = folder / "checkpoint"
