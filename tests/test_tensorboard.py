@@ -339,7 +339,8 @@ def test_a_continue_starts_the_live_server_only_once_main_py_accepted_it(project
     last.unlink()  # the last epoch goes again
     try:
         accepted = project.make("continue", TAG="accepted", TB="1")
-        assert LIVE_URL.search(accepted.stdout) and len(live_servers(project)) == 1
+        assert LIVE_URL.search(accepted.stdout)
+        wait_for(lambda: len(live_servers(project)) == 1, timeout=60, interval=0.2)  # it registers as it comes up
     finally:
         stop_live(project)
     assert project.statistic("accepted", 0)["status"] == "finished"
