@@ -21,10 +21,6 @@ from repo import (check_runnable, check_tag, check_tag_free, ensure_clean_tree, 
                   snapshot, tag_head, tag_seed)
 from store import RESULTS, existing_experiment, hold, new_folder, read_statistic, runs_of_tag, status_of
 
-# what scripts/slurm.py imports from here, until its import lines name the modules above
-__all__ = ["RESULTS", "UserError", "check_fix", "check_number", "check_runnable", "check_tag", "check_tag_free",
-           "ensure_clean_tree", "env", "fixed_seed", "init_fits", "tag_head", "run_of_job", "read_statistic"]
-
 
 def check_fix(value):
     if value not in ("", "0", "1"):
