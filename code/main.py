@@ -8,7 +8,8 @@ recorded run:
     make continue TAG=x [ID=n]  # resume x/<n> from its last checkpoint
     make check [NPROC=2]        # prove this task's contract and exact resume, recording nothing
 The launcher (scripts/experiment.py) runs this file from the project root with
-GITEXP_DIR=__result__/x/<id>, whose statistic.json already holds the seed and FIX mode.
+the experiment folder __result__/x/<id> (gitexp/protocol.py), whose statistic.json already holds
+the seed and FIX mode.
 `python code/main.py` alone trains once with the fixed seed and records nothing.
 """
 import errno
