@@ -188,19 +188,23 @@ def node():
     variables.update(TAG=env("GITEXP_TAG"), GITEXP_SLURM_JOB=env("SLURM_JOB_ID"))
     # requeued: the run this job recorded (or a new one, where it had not yet); first: a new run
     mode = "continue" if (env("SLURM_RESTART_COUNT") or "0") != "0" else "more"
-    if mode == "continue" and node_rank == "0" and finished_run(env("GITEXP_TAG"), env("SLURM_JOB_ID")):
-        return 0  # the signal came as the run ended: nothing left to do
+    # the signal came as the run ended: nothing left to do, on any node (a node that went on
+    # would wait for node 0 in torchrun's rendezvous until the job's time ran out)
+    if mode == "continue" and finished_run(env("GITEXP_TAG"), env("SLURM_JOB_ID"), say=node_rank == "0"):
+        return 0
     os.execve(sys.executable, [sys.executable, "scripts/experiment.py", mode], dict(os.environ, **variables))
 
 
-def finished_run(tag, job):
-    """Whether the run Slurm job `job` recorded is finished (said so); False where it has none."""
+def finished_run(tag, job, say=True):
+    """Whether the run Slurm job `job` recorded is finished (said so, where `say`); False where it
+    has none."""
     from experiment import run_of_job
     from store import RESULTS as results, read_statistic
     number = run_of_job(tag, job)
     if number is None or read_statistic(results / tag / str(number)).get("status") != "finished":
         return False
-    print(f"{tag}/{number} of job {job} is finished: nothing to continue")
+    if say:
+        print(f"{tag}/{number} of job {job} is finished: nothing to continue")
     return True
 
 

@@ -28,7 +28,7 @@ def cluster(tmp_path_factory):
 def slurm_project(pristine, tmp_path, cluster):
     project = copy_project(pristine, tmp_path)
     project.env["SLURM_CONF"] = str(cluster.conf)
-    project.configure("slower", epochs=3, channels=32)  # long enough for a signal mid-run
+    project.configure("slower", epochs=5, channels=32)  # long enough for a signal mid-run, two nodes too
     return project
 
 
@@ -53,7 +53,7 @@ def output(project, job):
 
 def preempt_when_checkpointed(project, cluster, job, tag, number):
     folder = project.result(tag, number)
-    wait_for(lambda: any((folder / "checkpoint").glob("*")) if (folder / "checkpoint").is_dir() else False, 600, 0.5)
+    wait_for(lambda: any((folder / "checkpoint").glob("*")) if (folder / "checkpoint").is_dir() else False, 600, 0.05)
     assert cluster.run("scancel", "--signal=USR1", "--batch", job) == ""
 
 
@@ -105,7 +105,7 @@ def test_a_job_runs_the_commit_it_was_submitted_at(slurm_project, cluster):
     cluster.run("scontrol", "release", job)
     assert wait_done(cluster, job) == "COMPLETED", output(project, job)
     statistic = project.statistic("pinned", 0)
-    assert statistic["commit"] == submitted and statistic["epoch"] == 3
+    assert statistic["commit"] == submitted and statistic["epoch"] == 5
 
 
 def test_submit_refuses_mistakes_before_sbatch(slurm_project):
