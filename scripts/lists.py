@@ -127,7 +127,6 @@ def expand_list(path, text, grown=None):
     return present, stats, watch, sorted(problems)[:1]
 
 
-
 def present_of(path, names, problems, watch_nearest):
     """(the names whose statistic.json is there, their stat keys), a problem added for each
     missing one a line named by its id; None where a known name (of a list that grew) is gone."""

@@ -83,7 +83,6 @@ def pin(name, values, config):
     return tag
 
 
-
 # ---- running them -------------------------------------------------------------------------------
 
 def check_devices():

@@ -18,7 +18,6 @@ from gitexp.files import publish, symlink
 from gitexp.layout import EPOCH_FILE, STEP_FILE, checkpoint_position
 
 
-
 def seed_everything(seed, fix):
     """Seed every generator; with `fix`, also make the kernels deterministic."""
     random.seed(seed)

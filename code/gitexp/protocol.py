@@ -28,7 +28,6 @@ STOPPED = 75  # stopped on request after a checkpoint: continuable (EX_TEMPFAIL:
 INTERRUPTED = 130  # a second Ctrl+C: at once, the last checkpoint stays the place to go on from
 
 
-
 class Refused(Exception):
     """A problem with the experiment's files that the user must fix; nothing was written: one
     line, and the exit status REFUSED."""
