@@ -125,7 +125,7 @@ def launcher_pid(project, run):
 
 
 @pytest.mark.parametrize("how", [pytest.param("SIGUSR1 to main.py", marks=pytest.mark.slow), "SIGTERM to the launcher",
-                                 "SIGTERM, two processes",
+                                 pytest.param("SIGTERM, two processes", marks=pytest.mark.slow),
                                  pytest.param("SIGUSR1 to one of two processes", marks=pytest.mark.slow)])
 def test_a_signal_stops_after_one_step_with_a_checkpoint(project, how):
     """One step later (two processes: at their next agreement, about a second later), every
@@ -165,6 +165,7 @@ def test_a_signal_stops_after_one_step_with_a_checkpoint(project, how):
     assert project.statistic("sig", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
 
 
+@pytest.mark.slow  # the first Ctrl+C's stop runs in make test (a sweep's, from a script)
 def test_a_second_ctrl_c_stops_at_once_and_the_run_stays_continuable(project):
     project.configure(**project.slow, batch_size=8)
     project.make("run", TAG="whole", FIX="1")

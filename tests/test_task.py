@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TASKS_DIR
+from conftest import HEAVY_TASK_PARAMS, ROOT, TASKS_DIR
 
 sys.path.insert(0, str(ROOT / "code"))
 from gitexp import YOURS  # noqa: E402  (the template's own list of the researcher's files)
@@ -59,6 +59,7 @@ def test_a_monitor_mode_neither_min_nor_max_fails_before_training(project):
     assert "epoch 1/" not in (project.result("mode", 0) / "log").read_text()
 
 
+@pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
 @pytest.mark.parametrize("mode", ["min", "max"])
 def test_the_best_epoch_follows_monitor_and_mode(task_project, mode):
     """Whatever the task and direction: epoch_best.pth and metrics.best are the evaluation
@@ -89,6 +90,7 @@ def test_the_best_epoch_follows_monitor_and_mode(task_project, mode):
     assert float(rows[1].split()[-1]) == pytest.approx(statistic["metrics"]["best"][monitor], abs=1e-4)
 
 
+@pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
 def test_every_scalar_of_the_training_step_is_a_curve(task_project):
     project = task_project
     project.make("run", TAG="curves")

@@ -318,30 +318,32 @@ def test_tb_refuses_a_project_without_experiments(project):
 def test_a_continue_starts_the_live_server_only_once_main_py_accepted_it(project):
     """The handshake of gitexp/protocol.py: a continue's TensorBoard waits for main.py's
     STARTED file, not for its first line of output. Here data.py prints as it loads, before
-    main.py refuses the continue (no readable checkpoint): no server starts. An accepted
-    continue starts one."""
+    main.py refuses the continue (no readable checkpoint): no server starts. Accepted (the
+    checkpoints back), the continue starts one."""
     data = project.path / "code" / "data.py"
     data.write_text('print("data.py loaded")\n' + data.read_text())
     project.git("commit", "-qam", "data.py says when it loads")
-    for tag in ("refused", "accepted"):
-        project.make("run", TAG=tag)
-        folder = project.result(tag, 0)
-        (folder / "statistic.json").write_text(json.dumps(dict(project.statistic(tag, 0), status="failed")))
-    for checkpoint in (project.result("refused", 0) / "checkpoint").glob("epoch_[0-9]*.pth"):
-        checkpoint.write_bytes(b"garbage")
-    refused = project.make("continue", TAG="refused", TB="1", check=False)
+    project.make("run", TAG="h")
+    folder = project.result("h", 0)
+    (folder / "statistic.json").write_text(json.dumps(dict(project.statistic("h", 0), status="failed")))
+    checkpoints = sorted((folder / "checkpoint").glob("epoch_[0-9]*.pth"))
+    kept = {path: path.read_bytes() for path in checkpoints}
+    for path in checkpoints:
+        path.write_bytes(b"garbage")
+    refused = project.make("continue", TAG="h", TB="1", check=False)
     assert_refused(refused, "no readable checkpoint")
     assert "data.py loaded" in refused.stdout  # printed before the refusal, as data preparation can
     assert live_servers(project) == [] and not (project.path / "__statistic__" / "tb").exists()
-    assert not list(project.result("refused", 0).glob(".st*"))  # no handshake file left behind
+    assert not list(folder.glob(".st*"))  # no handshake file left behind
 
-    last = sorted((project.result("accepted", 0) / "checkpoint").glob("epoch_[0-9]*.pth"))[-1]
-    last.unlink()  # the last epoch goes again
+    for path, content in kept.items():
+        path.write_bytes(content)
+    checkpoints[-1].unlink()  # the last epoch goes again
     try:
-        accepted = project.make("continue", TAG="accepted", TB="1")
+        accepted = project.make("continue", TAG="h", TB="1")
         assert LIVE_URL.search(accepted.stdout)
         wait_for(lambda: len(live_servers(project)) == 1, timeout=60, interval=0.2)  # it registers as it comes up
     finally:
         stop_live(project)
-    assert project.statistic("accepted", 0)["status"] == "finished"
-    assert not list(project.result("accepted", 0).glob(".st*")) and not (project.result("accepted", 0) / ".error").exists()
+    assert project.statistic("h", 0)["status"] == "finished"
+    assert not list(folder.glob(".st*")) and not (folder / ".error").exists()
