@@ -71,6 +71,11 @@ def stat_all(names):
     return in_halves(names, stat_part)
 
 
+def key_slice(i):
+    """Where row i's key is in a string of stat keys (to read or to set it)."""
+    return slice(i * STAT.size, (i + 1) * STAT.size)
+
+
 def keys_of(stats):
     """The stat keys in a string of them, one a file."""
     return [stats[i:i + STAT.size] for i in range(0, len(stats), STAT.size)]

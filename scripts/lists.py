@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from gitexp.files import atomic_write
-from cache import MISSING, STAT, indices_of, stat_all, stat_or_none
+from cache import MISSING, indices_of, key_slice, stat_all, stat_or_none
 from cli import UserError, env, run_mode
 from names import NAME, NAME_RULE, NUMBER, parse_run
 from store import RESULTS, expand, ids_of, read_statistic, statistic_path
@@ -147,7 +147,7 @@ def present_of(path, names, problems, watch_nearest):
         return names_list, stats
     gone = set(missing)
     return ([name for i, name in enumerate(names_list) if i not in gone],
-            b"".join(stats[i * STAT.size:(i + 1) * STAT.size] for i in range(len(names_list)) if i not in gone))
+            b"".join(stats[key_slice(i)] for i in range(len(names_list)) if i not in gone))
 
 
 # ---- commands -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ Deleting the .rows file costs one cold read, never a wrong title or table. Stand
 import marshal
 import os
 
-from cache import DAMAGED, DEPS, RACY, STAT, indices_of, read_cache, settled_key, write_cache
+from cache import DAMAGED, DEPS, RACY, STAT, indices_of, key_slice, read_cache, settled_key, write_cache
 from facts import flatten, table_facts
 from parallel import in_parallel
 from scan import list_state
@@ -87,7 +87,7 @@ def save_rows(name, experiments, rows):
 
 def stat_at(rows, i):
     """Row i's stat key: of its file when read (RACY: read too soon after a change to keep)."""
-    return rows["stats"][i * STAT.size:(i + 1) * STAT.size]
+    return rows["stats"][key_slice(i)]
 
 
 def fresh_rows(name):
@@ -104,7 +104,7 @@ def fresh_rows(name):
     else:
         where = {experiment: i for i, experiment in enumerate(names)}
         old = [where.get(e, -1) for e in experiments]
-        old = [o if o >= 0 and stat_at(cached, o) == stats[i * STAT.size:(i + 1) * STAT.size] else -1
+        old = [o if o >= 0 and stat_at(cached, o) == stats[key_slice(i)] else -1
                for i, o in enumerate(old)]
         rows = {"stats": bytearray(stats), "shape": [cached["shape"][o] if o >= 0 else -1 for o in old],
                 "shapes": cached["shapes"], "values": [cached["values"][o] if o >= 0 else None for o in old]}
@@ -112,7 +112,7 @@ def fresh_rows(name):
     stale = sorted(set(stale) | set(indices_of(stats, RACY)))
     shapes = {shape: i for i, shape in enumerate(rows["shapes"])}
     for i, (key, shape, values) in zip(stale, read_all([experiments[i] for i in stale])):
-        rows["stats"][i * STAT.size:(i + 1) * STAT.size] = key
+        rows["stats"][key_slice(i)] = key
         rows["shape"][i] = shapes.setdefault(shape, len(shapes))
         rows["values"][i] = values
     rows["stats"], rows["shapes"] = bytes(rows["stats"]), list(shapes)

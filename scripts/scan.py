@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 
-from cache import DAMAGED, DEPS, MISSING, RACY, RACY_NS, STAT, indices_of, read_cache, stat_all, stat_or_none, write_cache
+from cache import DAMAGED, DEPS, MISSING, RACY, RACY_NS, STAT, indices_of, key_slice, read_cache, stat_all, stat_or_none, write_cache
 from cli import UserError, env, run
 from lists import expand_list, list_name, list_path
 from store import RESULTS
@@ -93,7 +93,7 @@ def list_state(name):
     stats = bytearray(state["stats"])
     for i, name in enumerate(state["names"]) if state["racy"] else ():
         if name in state["racy"]:
-            stats[i * STAT.size:(i + 1) * STAT.size] = RACY
+            stats[key_slice(i)] = RACY
     return state["names"], bytes(stats)
 
 

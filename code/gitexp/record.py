@@ -48,6 +48,12 @@ def now():
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def last_fingerprint(data):
+    """The data fingerprint a run last ran on: its first, or the last one ACCEPT_DATA=1 let a
+    continue go on over."""
+    return (data.get("accepted") or [{}])[-1].get("fingerprint", data["fingerprint"])
+
+
 def progress(best, last, seconds):
     """statistic.json's metrics (numbers only, equal for equal runs) and, apart, the timings."""
     return {"metrics": {"best": best, "last": last},
@@ -260,7 +266,7 @@ class Recorder:
         if not self.active or data_record is None or not self.statistic.get("data"):
             return
         recorded = self.statistic["data"]
-        last = (recorded.get("accepted") or [{}])[-1].get("fingerprint", recorded["fingerprint"])
+        last = last_fingerprint(recorded)
         if data_record["fingerprint"] != last:
             recorded["at_end"] = data_record["fingerprint"]
             print(f"warning: the data changed during the run: {last[:12]} at its start, "

@@ -1,13 +1,14 @@
 """Where a run starts and where it stands (the template's machinery): the checks every rank
-agrees on before training (the checkpoint a continue goes on from, its seed, its data), and the loop's position with every RNG, as one piece that a
-checkpoint saves (state_dict) and a continue restores (load_state_dict).
+agrees on before training (the checkpoint a continue goes on from, its seed, its data), and
+the loop's position with every RNG, as one piece that a checkpoint saves (state_dict) and a
+continue restores (load_state_dict).
 """
 from pathlib import Path
 
 from gitexp import contract, datastore, dist, protocol, warmstart
 from gitexp.checkpoint import load_latest, rng_state, set_rng_state
 from gitexp.protocol import Refused
-from gitexp.record import now
+from gitexp.record import last_fingerprint, now
 
 
 def agreed(work):
@@ -63,7 +64,7 @@ def data_refusal(recorder, data_record):
     recorded = recorder.statistic.get("data") if resuming(recorder) else None
     if not recorded or data_record is None:
         return None
-    last = (recorded.get("accepted") or [{}])[-1].get("fingerprint", recorded["fingerprint"])
+    last = last_fingerprint(recorded)
     if last == data_record["fingerprint"]:
         return None
     record = recorder.statistic
