@@ -22,6 +22,7 @@
 #   A=x/0 B=y/1    make diff: the two experiments to compare (a bare tag: the mean of its distinct runs)
 #   FULL=1         make diff: the whole code diff, not its --stat; make table: every run's row
 #   YES=1          make empty-trash: delete without asking
+#   KEY=k          make data-rm: the prepared data __data__/<k>/ to remove (a unique prefix of 6 or more)
 #   LIST=record    experiment list __statistic__/exper-list/<LIST>.txt for record/title/table
 #   CHANGED=1      make table: show only the columns whose values differ
 #   TAGS="a b/2"   make tb: runs to compare (a bare tag means all its ids; default: all;
@@ -41,7 +42,7 @@ SHELL := /bin/sh
 
 USER_VARIABLES := TAG ID FIX MSG GPUS NPROC ACCEPT_DATA NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
                   EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK BENCH_SCALE NAME JOBS A B FULL YES \
-                  NODES SBATCH SLURM PARALLEL
+                  NODES SBATCH SLURM PARALLEL KEY
 # make expands $(...) in a value wherever the variable is used, so each value is frozen as
 # literal text here and reaches the scripts through the environment, never a recipe's shell text.
 # A value from the environment (`TB=0 make run`, `export GPUS=0`) is ignored, and said so once.
@@ -55,6 +56,16 @@ endef
 $(foreach v,$(USER_VARIABLES),$(eval $(call literal,$(v))))
 export $(USER_VARIABLES)
 export GITEXP_USER_VARIABLES := $(USER_VARIABLES)# so make submit keeps them out of the job's environment
+# Any other NAME=value on the command line would be ignored in silence (make run n_layer=4 would
+# run the committed config): refused before anything is made, the Makefile itself depending on
+# a target that fails (make remakes its makefiles first, even under -n). Make's own pass. Not
+# exported, since make would expand a command-line value for the recipe's environment.
+UNKNOWN_VARIABLES := $(filter-out $(USER_VARIABLES) MAKE% MFLAGS SHELL,$(foreach v,$(.VARIABLES),$(if \
+                       $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(UNKNOWN_VARIABLES),)
+unexport $(UNKNOWN_VARIABLES)
+$(lastword $(MAKEFILE_LIST)): variables-refused
+endif
 
 VENV := .venv
 export PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)
@@ -103,6 +114,14 @@ check: $(PY_READY) ## prove, in seconds, your task's contract and exact resume, 
 .PHONY: data
 data: $(PY_READY) ## prepare the data the working tree's code/ needs, in __data__/<key>/ (a run does it too)
 	@"$$PY" -m gitexp.datastore
+
+.PHONY: data-ls
+data-ls: $(PY_READY) ## list the prepared data __data__/<key>/: size, what made it, the runs that used it
+	@"$$PY" scripts/data.py ls
+
+.PHONY: data-rm
+data-rm: $(PY_READY) ## remove the prepared data KEY=<key> (a unique prefix), which no recorded run used
+	@"$$PY" scripts/data.py rm
 
 .PHONY: venv
 venv: $(PY_READY) ## create .venv from code/requirements.txt (done by any target that needs it)
@@ -208,6 +227,12 @@ report: $(if $(STATISTIC_LIST),$(if $(TAGS),report-tags,$(REPORT)),list-refused)
 report-tags: export STATISTIC_STEM = $(STATISTIC_LIST)
 report-tags: __statistic__/table/$(STATISTIC_LIST).csv | $(PY_READY)
 	@"$$PY" scripts/report.py
+
+.PHONY: variables-refused
+variables-refused: export GIVEN := $(foreach v,$(UNKNOWN_VARIABLES),$(v)=$(value $(v)))
+variables-refused:
+	@printf 'error: %s %s (make help lists them): config values live in code/config.py (commit the change, then make run), or a sweep (code/sweeps/<NAME>.py)\n' \
+	    "$$GIVEN" '$(if $(word 2,$(UNKNOWN_VARIABLES)),are not make variables,is not a make variable)' >&2; exit 2
 
 .PHONY: changed-refused
 changed-refused:

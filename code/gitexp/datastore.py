@@ -2,13 +2,16 @@
 
 Your data.py's `prepare(cfg, folder)` writes a data set into an empty folder. It runs once per
 distinct data set: the folder __data__/<key>/ is named after what its data depends on, namely
-the source of data.py (and of the modules of code/ that data.py imports) and the config values
-prepare() read. That record, with a fingerprint of the files prepare() wrote, is kept in the
+the source of data.py (and of the modules of code/ that data.py imports), the config values
+prepare() read, and the raw files those values name (a value that names an existing file or
+folder, `raw_dir = "/datasets/ptb"`, is keyed by what is there, not only by its text: see
+raw_fingerprint). That record, with a fingerprint of the files prepare() wrote, is kept in the
 folder as .gitexp-data.json. A run whose code and config match a record uses its folder; one that
 matches none prepares a new folder, under a lock, so two runs that need the same new data
 prepare it once. Nothing is ever rebuilt in place: other data is another folder.
 
-    python -m gitexp.datastore      # (make data) prepare the data the working tree's code needs
+    python -m gitexp.datastore            # (make data) prepare the data the working tree's code needs
+    python -m gitexp.datastore existing   # (make data-ls) the key it would use, preparing nothing
 """
 import ast
 import fcntl
@@ -23,6 +26,7 @@ from pathlib import Path
 ROOT = Path("__data__")
 MANIFEST = ".gitexp-data.json"
 LOCK = ROOT / ".lock"
+RAW_HASHED = 64 << 20  # raw files up to this size are keyed by their content; larger ones by size and mtime
 
 
 class ReadRecorder:
@@ -102,6 +106,71 @@ def fingerprint(folder):
     return total.hexdigest()
 
 
+def raw_paths(value):
+    """The existing files and folders a config value names: a str, or a list or tuple of str,
+    relative paths taken from the current directory (a run's is the project's root). A folder
+    that holds __data__ itself is left out: every preparation would change it."""
+    texts = [value] if isinstance(value, str) else list(value) \
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) else []
+    inside = Path.cwd().resolve() / ROOT
+    return [text for text in texts if text and os.path.exists(text)
+            and not (os.path.isdir(text) and inside.is_relative_to(Path(text).resolve()))]
+
+
+def raw_files(top):
+    """(name relative to `top`, path) of every regular file under `top` (or `top` itself, a
+    file), in name order; links to folders followed, each folder once."""
+    if not os.path.isdir(top):
+        return [(os.path.basename(top), top)] if os.path.isfile(top) else []
+    found, seen = [], set()
+    for folder, folders, files in os.walk(top, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:
+            folders[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        found += [(os.path.relpath(os.path.join(folder, name), top), os.path.join(folder, name)) for name in files
+                  if os.path.isfile(os.path.join(folder, name))]
+    return sorted(found)
+
+
+def raw_fingerprint(value):
+    """sha256 over what a config value names (raw_paths), None where it names nothing: each
+    file's relative name and size, and its content's sha256 where it is at most RAW_HASHED
+    (64 MiB); a larger file counts by its size and modification time (mtime_ns) only, so that
+    finding the data again does not read it (a larger file changed in place, its mtime kept,
+    goes unnoticed). The small files are read each time the key is looked for."""
+    paths = raw_paths(value)
+    if not paths:
+        return None
+    total = hashlib.sha256()
+    for text in paths:
+        total.update(f"{text}\0".encode())
+        for name, path in raw_files(text):
+            stat = os.stat(path)
+            if stat.st_size <= RAW_HASHED:
+                with open(path, "rb") as f:
+                    what = hashlib.file_digest(f, "sha256").hexdigest()
+            else:
+                what = f"mtime {stat.st_mtime_ns}"
+            total.update(f"{name}\0{stat.st_size}\0{what}\n".encode())
+    return total.hexdigest()
+
+
+class RawNow:
+    """The raw fingerprints of the config values as they are now, each taken once."""
+
+    def __init__(self, cfg):
+        self.cfg, self.known = cfg, {}
+
+    def of(self, names):
+        """{name: fingerprint} of the names among `names` whose value names a file or folder."""
+        for name in names:
+            if name not in self.known:
+                self.known[name] = raw_fingerprint(getattr(self.cfg, name)) if hasattr(self.cfg, name) else None
+        return {name: self.known[name] for name in sorted(names) if self.known[name] is not None}
+
+
 def manifests():
     """(folder, record) of every prepared data set, oldest first."""
     found = []
@@ -115,23 +184,49 @@ def manifests():
     return sorted(found, key=lambda item: item[1].get("prepared", ""))
 
 
-def matches(record, cfg, files):
-    return record.get("code") == files and all(
-        hasattr(cfg, name) and _canonical(getattr(cfg, name)) == _canonical(value)
-        for name, value in record.get("config", {}).items())
+def config_matches(record, cfg):
+    return all(hasattr(cfg, name) and _canonical(getattr(cfg, name)) == _canonical(value)
+               for name, value in record.get("config", {}).items())
 
 
-def find(cfg, files):
+def matches(record, cfg, files, raw_now=None):
+    """Whether a record is of this code, config and raw data (a record from before raw data was
+    keyed, without "raw", fits where no value it read names a file or folder)."""
+    raw_now = raw_now or RawNow(cfg)
+    return record.get("code") == files and config_matches(record, cfg) and \
+        record.get("raw", {}) == raw_now.of(record.get("config", {}))
+
+
+def find(cfg, files, raw_now=None):
+    raw_now = raw_now or RawNow(cfg)
     for folder, record in manifests():
-        if matches(record, cfg, files):
+        if matches(record, cfg, files, raw_now):
             return folder, record
     return None, None
 
 
-def why_new(cfg, files):
+def raw_changes(record, raw_now):
+    """In words, each value whose files differ from those `record` was prepared from."""
+    old, now = record.get("raw"), raw_now.of(record.get("config", {}))
+    changed = []
+    for name in sorted((old or {}).keys() | now.keys()):
+        if (old or {}).get(name) == now.get(name):
+            continue
+        how = ("its files were not fingerprinted when it was prepared" if old is None else
+               "it names no file or folder now" if name not in now else
+               "it named no file or folder when it was prepared" if name not in old else
+               "its files differ from when it was prepared")
+        changed.append(f"{name} = {getattr(raw_now.cfg, name, None)!r} ({how})")
+    return changed
+
+
+def why_new(cfg, files, raw_now=None):
     """Why no prepared data set fits: the closest record's difference, in words."""
     records = [record for _, record in manifests()]
     same_code = [r for r in records if r.get("code") == files]
+    same_config = [r for r in same_code if config_matches(r, cfg)]
+    if same_config:
+        return "raw data changed: " + ", ".join(raw_changes(same_config[-1], raw_now or RawNow(cfg)))
     if same_code:
         record = same_code[-1]
         changed = [f"{name} = {getattr(cfg, name, None)!r} (prepared with {value!r})"
@@ -145,9 +240,10 @@ def why_new(cfg, files):
     return "no data prepared yet"
 
 
-def prepare_new(cfg, data_module, files):
-    """Run prepare() into a hidden folder, record it, then rename it into place."""
-    reason = why_new(cfg, files)
+def prepare_new(cfg, data_module, files, raw_now=None):
+    """Run prepare() into a hidden folder, record it, then rename it into place. The raw files
+    prepare() read are fingerprinted after it ran (a fresh look: RawNow anew)."""
+    reason = why_new(cfg, files, raw_now)
     building = ROOT / f".preparing-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
@@ -156,8 +252,10 @@ def prepare_new(cfg, data_module, files):
     recorder = ReadRecorder(cfg)
     data_module.prepare(recorder, building)
     read = {name: recorder.read[name] for name in sorted(recorder.read)}
-    key = _digest(_canonical({"code": files, "config": read}).encode())[:16]
-    record = {"key": key, "code": files, "config": read, "fingerprint": fingerprint(building),
+    raw = RawNow(cfg).of(read)
+    keyed = {"code": files, "config": read, **({"raw": raw} if raw else {})}  # without raw: the keys of old
+    key = _digest(_canonical(keyed).encode())[:16]
+    record = {"key": key, "code": files, "config": read, "raw": raw, "fingerprint": fingerprint(building),
               "prepared": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.perf_counter() - began, 3)}
     (building / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
     folder = ROOT / key
@@ -209,31 +307,56 @@ def existing(cfg, data_module):
     return find(cfg, code_files(data_module))[1]
 
 
+def folder_of(record):
+    """The prepared folder of a data record (None for data prepare() did not make)."""
+    return ROOT / record["key"] if record and record.get("key") else None
+
+
+def facts(cfg, data_module, folder):
+    """data.py's facts(cfg, folder): what the model is sized by (a vocabulary size, a number of
+    classes), read from the prepared folder; {} without one. Plain JSON values, recorded."""
+    if not hasattr(data_module, "facts"):
+        return {}
+    answer = data_module.facts(cfg, folder)
+    try:
+        if not isinstance(answer, dict):
+            raise TypeError(type(answer).__name__)
+        return json.loads(json.dumps(answer, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        from gitexp.protocol import ConfigError
+        raise ConfigError(f"data.py's facts() returned {str(error) or type(answer).__name__}: return a dict of plain "
+                          "values (numbers, strings, lists), e.g. {'vocab_size': 10000}") from None
+
+
 def ensure(cfg, data_module):
     """The folder of the data this code and config need, and its record; prepared if missing.
     Where data.py has no prepare(), the data is the user's own: (None, its fingerprint record
     or None)."""
     if not hasattr(data_module, "prepare"):
         return users_own(cfg, data_module)
-    files = code_files(data_module)
-    folder, record = find(cfg, files)
+    files, raw_now = code_files(data_module), RawNow(cfg)
+    folder, record = find(cfg, files, raw_now)
     if folder is not None:
         return folder, record
     ROOT.mkdir(parents=True, exist_ok=True)
     with open(LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # whoever waited here finds what the holder prepared
-        folder, record = find(cfg, files)
+        folder, record = find(cfg, files, raw_now)
         if folder is not None:
             return folder, record
         for stale in ROOT.glob(".preparing-*"):
             shutil.rmtree(stale, ignore_errors=True)  # an interrupted preparation: the lock is ours
-        return prepare_new(cfg, data_module, files)
+        return prepare_new(cfg, data_module, files, raw_now)
 
 
 def main():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import config
     import data
+    if sys.argv[1:] == ["existing"]:
+        record = existing(config, data)
+        print(json.dumps({"key": record and record.get("key"), "prepare": hasattr(data, "prepare")}))
+        return
     folder, record = ensure(config, data)
     if folder is None:
         print("data.py has no prepare(): the data is your own, nothing to prepare"
