@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import traceback
+from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,22 +38,14 @@ from gitexp.record import Recorder, hparams, progress
 import model as model_file
 from model import build_model
 
-def improved(last, best, cfg):
-    """Whether this epoch is the best so far by cfg.monitor, lower or higher as cfg.monitor_mode says."""
-    if cfg.monitor not in last:
-        there = ", ".join(name for name in last if name != "epoch")
-        raise ConfigError(f"monitor = {cfg.monitor!r} is not a metric of epoch {last['epoch']} "
-                          f"(there are: {there}): set monitor in code/config.py to one of them")
-    if best is None:
-        return True
-    if cfg.monitor_mode == "max":
-        return last[cfg.monitor] > best[cfg.monitor]
-    return last[cfg.monitor] < best[cfg.monitor]
+def new_model(facts):
+    """build_model(config, facts) where it takes the data's facts (data.py's facts()), else build_model(config)."""
+    return build_model(config, facts) if contract.takes_facts(build_model) else build_model(config)
 
 
-def model_fits(checkpoint, path):
+def model_fits(checkpoint, path, facts):
     try:
-        build_model(config).load_state_dict(checkpoint["model"])
+        new_model(facts).load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[-1].strip()
         raise Refused(f"{path} was made by a different model ({first_line}); continue needs the model of its own tag")
@@ -79,10 +72,16 @@ def set_up(exp_dir, rank, world_size, device, mode):
     seed_everything(start.seed + rank, start.fix)  # dropout differs by rank; the data order does not
     generator = torch.Generator().manual_seed(start.seed)
     train_batches, eval_sets = data.make_loaders(config, start.data_dir, generator, start.seed, rank, world_size)
-    model = build_model(config).to(device)
-    optimizer, scheduler, interval, extra, rank_extra = contract.optimizers(
+    model = new_model(start.facts).to(device)
+    optimizer, schedules, extra, rank_extra = contract.optimizers(
         task.configure_optimizers(config, model, len(train_batches)))
-    states = Stateful(model, optimizer, scheduler, extra, rank_extra, rank)
+    # several optimizers: the step calls the networks itself (model.G, model.D), which DDP's
+    # wrapper would not see; each optimizer averages its gradients over the ranks instead
+    wrapped = world_size > 1 and not isinstance(optimizer, dict)
+    if world_size > 1 and not wrapped:
+        for one in optimizer.values():
+            dist.average_gradients_before_step(one)
+    states = Stateful(model, optimizer, schedules, extra, rank_extra, rank)
     position = Position(generator, rank)
     checkpoint = start.checkpoint
     if start.source is not None:  # its weights now; with init_resume, its whole state just below
@@ -90,16 +89,20 @@ def set_up(exp_dir, rank, world_size, device, mode):
     if checkpoint is not None:
         states.load_state_dict(checkpoint)
         position.load_state_dict(checkpoint)  # after the model and optimizer, whose init drew from the RNG
-    recorder.start((position.epoch, position.done, len(train_batches)), position.step, start.path, start.skipped,
-                   world_size, device, start.data_record, progress(position.best, position.last, position.seconds)
+    if world_size > 1 and not wrapped:
+        dist.broadcast_model(model)  # rank 0's start on every rank, as DDP's wrapper does
+    epoch_steps = len(train_batches) if protocol.check_epoch() is None else min(len(train_batches), protocol.check_epoch())
+    recorder.start((position.epoch, position.done, epoch_steps), position.step, start.path, start.skipped,
+                   world_size, device, start.data_record and dict(start.data_record, facts=start.facts), progress(position.best, position.last, position.seconds)
                    if checkpoint is not None else None, start.source)
     warmstart.note_epochs(start.source, checkpoint, config, rank)
     if position.step == 0 and hasattr(model_file, "example_input"):  # drawn once, by the run's first start
         recorder.graph(model, lambda: contract.on_device(model_file.example_input(), device))
     return SimpleNamespace(
         recorder=recorder, start=start, train_batches=train_batches, eval_sets=contract.eval_sets(eval_sets),
-        model=model, net=DistributedDataParallel(model) if world_size > 1 else model, optimizer=optimizer,
-        scheduler=scheduler, interval=interval, states=states, position=position,
+        model=model, net=DistributedDataParallel(model) if wrapped else model, optimizer=optimizer,
+        schedules=schedules, states=states, position=position, epoch_steps=epoch_steps,
+        broadcast_buffers=world_size > 1 and not wrapped,
         with_state={"state": extra | rank_extra} if extra or rank_extra else {},  # declared: passed on
         stop=StopRequest(exp_dir, world_size, device), rank=rank, world_size=world_size, device=device,
         eval_every=getattr(config, "eval_every", 0) or 0, checkpoint_every=getattr(config, "checkpoint_every", 0) or 0)
@@ -114,7 +117,9 @@ def evaluation(run, began=None):
     run.model.eval()  # the bare model: evaluation shards differ in length, and DDP must not sync here
     with torch.no_grad():
         for split, batches in run.eval_sets.items():
-            results[split] = contract.floats(task.evaluate(run.model, batches, run.device, **run.with_state), "evaluate")
+            told = contract.keywords(task.evaluate, split=split, step=position.step)
+            results[split] = contract.floats(task.evaluate(run.model, batches, run.device, **run.with_state, **told),
+                                             f"evaluate ({split})")
     run.net.train()
     at = {"epoch": position.epoch + 1} | ({"step": position.step} if run.eval_every else {})
     position.last = at | {f"{split}_{k}": v for split, r in results.items() for k, v in r.items()}
@@ -127,59 +132,99 @@ def evaluation(run, began=None):
               + "  ".join(f"{k} {v:.4f}" for k, v in position.last.items() if k not in at)
               + (f"  ({position.seconds[-1]:.1f}s)" if began is not None else ""))
     run.recorder.log_epoch(position.step, results)
-    if improved(position.last, position.best, config):
-        position.best = position.last
-        return True
-    return False
+    is_best = position.judge(config)
+    after_evaluation(run, at_epoch_end=began is not None)
+    if began is not None and position.epoch + 1 >= config.epochs:
+        position.early_stop = None  # the last evaluation ends the run anyway: nothing stopped early
+    return is_best
+
+
+def after_evaluation(run, at_epoch_end):
+    """What the metrics drive, on every rank before the checkpoint: the task's
+    after_evaluation (annealing, its own stopping rule), then the schedules that monitor a
+    metric (ReduceLROnPlateau): "epoch" ones after every frequency-th epoch's end, "step" ones
+    after every frequency-th evaluation."""
+    position = run.position
+    if hasattr(task, "after_evaluation"):
+        reason = task.after_evaluation(dict(position.last), run.optimizer, **run.with_state)
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigError(f"after_evaluation returned {type(reason).__name__}: return None to go on, or a str "
+                              "saying why the run stops early")
+        if reason and position.early_stop is None:
+            position.stop_early(reason)
+    for schedule in run.schedules:
+        if schedule.monitor is None:
+            continue
+        count = position.epoch + 1 if schedule.interval == "epoch" else position.evaluations
+        if (at_epoch_end or schedule.interval == "step") and count % schedule.frequency == 0:
+            if schedule.monitor not in position.last:
+                there = ", ".join(name for name in position.last if name not in ("epoch", "step"))
+                raise ConfigError(f"configure_optimizers' schedule monitors {schedule.monitor!r}, not a metric (there "
+                                  f"are: {there}): return one of them as its 'monitor'")
+            schedule.step(position.last)
 
 
 def save(run, is_best=False):
     """Everything a continue needs, taken now; rank 0 writes it (every rank takes part)."""
     position = run.position
     state = run.states.state_dict() | position.state_dict() | {"hparams": hparams(config)}
-    run.recorder.save((position.epoch, position.done), state, is_best, position.best, position.last, position.seconds)
+    run.recorder.save((position.epoch, position.done), state, is_best, position.best, position.last, position.seconds,
+                      final=position.early_stop is not None)
 
 
 def due(every, step):
     return every and step % every == 0
 
 
+def step_schedules(schedules, interval, count):
+    """The schedules without a monitor that step at this interval, at every frequency-th one."""
+    for schedule in schedules:
+        if schedule.monitor is None and schedule.interval == interval and count % schedule.frequency == 0:
+            schedule.step()
+
+
 def train(exp_dir, rank, world_size, device, mode=protocol.RUN):
     """The training loop. Records into `exp_dir` on rank 0; with exp_dir None, records nothing."""
     run = set_up(exp_dir, rank, world_size, device, mode)
-    position, recorder, scheduler = run.position, run.recorder, run.scheduler
+    position, recorder = run.position, run.recorder
     # disable is left to tqdm's default where a bar is wanted, so TQDM_DISABLE=1 can still hide it
     bar = {} if rank == 0 else {"disable": True}
     loop_began = time.perf_counter()
     for epoch in range(position.epoch, config.epochs):
+        if position.early_stop is not None:  # a continue from the checkpoint the early stop wrote
+            break
         began = time.perf_counter()
         position.begin_epoch()
         dist.set_epoch(run.train_batches, epoch)
         run.net.train()
-        batches = resume_at(run.train_batches, position.done)
+        batches = islice(resume_at(run.train_batches, position.done), run.epoch_steps - position.done)
         position.order_drawn()
-        for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=len(run.train_batches),
+        for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=run.epoch_steps,
                           initial=position.done, mininterval=1.0,  # a redraw costs the loop; once a second will do
                           leave=False, file=sys.stderr, **bar):
             scalars = detached(task.train_step(run.net, batch, run.optimizer, device, **run.with_state))
-            if scheduler is not None and run.interval == "step":
-                scheduler.step()
+            if run.broadcast_buffers:
+                dist.broadcast_buffers(run.model)  # as DDP's wrapper would at the next forward
             position.add(scalars)
+            step_schedules(run.schedules, "step", position.step)
             recorder.log_step(position.step, scalars)
             stopping = run.stop.agreed(position.step)
-            if position.done < len(run.train_batches) and (
+            if position.done < run.epoch_steps and (
                     stopping or due(run.checkpoint_every, position.step) or due(run.eval_every, position.step)):
                 save(run, evaluation(run) if due(run.eval_every, position.step) else False)
                 if stopping:
                     recorder.stop(epoch, position.done, position.step)
                     raise Stopped
-        if scheduler is not None and run.interval == "epoch":
-            scheduler.step()
+                if position.early_stop is not None:
+                    break
+        if position.early_stop is not None:
+            break  # inside the epoch, at an eval_every evaluation
+        step_schedules(run.schedules, "epoch", epoch + 1)
         is_best = evaluation(run, began)
         position.epoch, position.done = epoch + 1, 0
         save(run, is_best)
-        if epoch + 1 < config.epochs and run.stop.agreed():  # asked during the last step or the evaluation
-            recorder.stop(epoch + 1, 0, position.step)
+        if position.early_stop is None and epoch + 1 < config.epochs and run.stop.agreed():
+            recorder.stop(epoch + 1, 0, position.step)  # asked during the last step or the evaluation
             raise Stopped
     finish(run, loop_began)
 
@@ -189,12 +234,24 @@ def finish(run, loop_began):
     position, start = run.position, run.start
     if run.rank == 0:
         run.recorder.data_at_end(datastore.at_end(config, data, start.data_dir, start.data_record, start.data_listing))
-    run.recorder.finish(position.best, position.last, position.step)
-    best, last = position.best, position.last
+    run.recorder.finish(position.best, position.last, position.step, position.early_stop)
+    best, last, monitor = position.best, position.last, config.monitor
+    if run.rank == 0 and position.early_stop is not None:
+        print(f"stopped early in epoch {position.early_stop['epoch']} (step {position.early_stop['step']}): "
+              f"{position.early_stop['reason']}")
     if run.rank == 0 and best is not None:
-        monitor = config.monitor
-        print(f"best epoch {best['epoch']}: {monitor} {best[monitor]:.4f}  |  last epoch {last['epoch']}: "
-              f"{monitor} {last[monitor]:.4f}  |  trained in {time.perf_counter() - loop_began:.3f}s")
+        said = f"best epoch {best['epoch']}: {monitor} {best[monitor]:.4f}  |  " if monitor else ""
+        print(f"{said}last epoch {last['epoch']}" + (f": {monitor} {last[monitor]:.4f}" if monitor else "")
+              + f"  |  trained in {time.perf_counter() - loop_began:.3f}s")
+
+
+def facts_found(record):
+    """The data's facts where the data is there to read them; None where the run prepares it first
+    (and looks then)."""
+    folder = datastore.folder_of(record)
+    if folder is None and hasattr(data, "prepare"):
+        return None
+    return datastore.facts(config, data, folder)
 
 
 def check(mode, exp_dir):
@@ -203,14 +260,20 @@ def check(mode, exp_dir):
     processes; CHECK_INIT before a run whose config has init_from."""
     if mode == protocol.CHECK_RESUME:
         recorder = Recorder(exp_dir, 0, config, mode)
-        resume.checkpoint_to_resume(recorder, model_fits)
-        refusal = resume.data_refusal(recorder, datastore.existing(config, data))
+        existing = datastore.existing(config, data)
+        refusal = resume.data_refusal(recorder, existing)
         if refusal:
             raise Refused(refusal)
+        checkpoint, path, _ = resume.checkpoint_to_resume(recorder)
+        facts = facts_found(existing)
+        if checkpoint is not None and facts is not None:
+            model_fits(checkpoint, path, facts)
         return
     source = warmstart.resolve(config, warmstart.expected())
     if source is not None:
-        warmstart.source_weights(source, build_model(config), config)
+        facts = facts_found(datastore.existing(config, data))
+        if facts is not None:
+            warmstart.source_weights(source, new_model(facts), config)
         if source["resume"] and getattr(config, "init_skip", None):
             raise Refused("init_resume = True takes the source's whole state: it cannot skip parameters (init_skip)")
 

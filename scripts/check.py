@@ -10,8 +10,10 @@ tree's own task, in a temp folder, recording nothing (no tag, no experiment, no 
      with its fix;
   3. the same across NPROC processes (torchrun, gloo);
   4. with FIX=1, two uninterrupted runs equal.
-Exit 0 only when all hold; one line per finding. The steps: an epoch of at most 64 steps is
-crossed (restore at its middle, end in the middle of the next), a longer one checked over 16.
+Exit 0 only when all hold; one line per finding. The steps: epochs cut to 12 steps
+(protocol.CHECK_EPOCH_STEPS); the restore in the middle of the second, after the first
+epoch's evaluation, the end in the middle of the third, after the second's; after each step and
+evaluation every optimizer's hyperparameters are compared too, and with NPROC=2 the ranks' models.
 """
 import json
 import os
@@ -101,36 +103,105 @@ def latest_checkpoint(folder):
     return load_latest(folder / "checkpoint")[0]
 
 
+def first_change(a, b):
+    """(optimizer name, group, key, a's value, b's value) of the first hyperparameter that
+    differs between two notes of every optimizer's param_groups; None where they are equal."""
+    for name in a:
+        for group, (x, y) in enumerate(zip(a[name], b.get(name, []))):
+            for key in x:
+                if x[key] != y.get(key) and not (x[key] != x[key] and y.get(key) != y.get(key)):
+                    return name, group, key, x[key], y.get(key)
+    return None
+
+
+def optimizer_words(change):
+    name, group, key = change[:3]
+    return f"the optimizer{'' if name == 'optimizer' else ' ' + repr(name)}'s {key}{f' (group {group})' if group else ''}"
+
+
 def compare_steps(first, second, start, what, end=None):
-    """The first step from `start` (to `end`) whose batch or scalars differ between two runs'
-    notes, in words."""
+    """The first step from `start` (to `end`) whose batch, scalars or optimizer hyperparameters
+    differ between two runs' notes: (kind, words, step, rank), or (None, None, None, None).
+    Rank 0 first, so a difference on another rank alone is one of that rank's state."""
+    found = []
     for rank, (a, b) in enumerate(zip(first, second)):
         if len(a["seen"]) != len(b["seen"]):
-            return "batch", f"the runs {what} took {len(a['seen'])} and {len(b['seen'])} steps"
+            return "batch", f"the runs {what} took {len(a['seen'])} and {len(b['seen'])} steps", None, rank
         for n, (x, y) in enumerate(zip(a["seen"][start:end], b["seen"][start:end]), start + 1):
             on = f" on rank {rank}" if len(first) > 1 else ""
             if x["batch"] != y["batch"]:
-                return "batch", f"the batches {what} differ (step {n}{on})"
+                found.append(("batch", f"the batches {what} differ (step {n}{on})", n, rank))
+                break
+            change = first_change(x.get("hyper", {}), y.get("hyper", {}))
+            if change:  # before the scalars: it says more (the lr itself, not the loss it changed)
+                found.append(("hyper", f"after step {n}{on} {optimizer_words(change)} is {change[4]!r} against "
+                                       f"{change[3]!r} in the uninterrupted run", n, rank))
+                break
             if x["scalars"] != y["scalars"]:
                 name = next(k for k in x["scalars"] if x["scalars"][k] != y["scalars"].get(k))
-                return "scalars", (f"the training step {what} differs (step {n}{on}: {name} {x['scalars'][name]!r} "
-                                   f"vs {y['scalars'].get(name)!r}) though its batch is the same")
-    return None, None
+                found.append(("scalars", f"the training step {what} differs (step {n}{on}: {name} "
+                                         f"{x['scalars'][name]!r} vs {y['scalars'].get(name)!r}) though its batch is "
+                                         "the same", n, rank))
+                break
+    return min(found, key=lambda f: (f[2], f[3])) if found else (None, None, None, None)
+
+
+def evaluation_before(whole, step):
+    """The last evaluation of the uninterrupted run at or before `step`: (its step, the change
+    of an optimizer's hyperparameters it made, or None), preferring the last one that made a
+    change (in its own note, or at the step right after it); (None, None) without one."""
+    notes, seen = whole[0].get("evaluations", []), whole[0]["seen"]
+    last = (None, None)
+    for note in (note for note in notes if 1 <= note["step"] <= step):
+        before = seen[note["step"] - 1]["hyper"]
+        after = seen[note["step"]]["hyper"] if note["step"] < len(seen) else note["hyper"]
+        change = first_change(before, note["hyper"]) or first_change(before, after)
+        last = (note["step"], change) if change or last[1] is None else last
+    return last
+
+
+def drift(notes):
+    """Where a rank's model parts from rank 0's after a step, in words; None where they stay one."""
+    if len(notes) < 2:
+        return None
+    for n, steps in enumerate(zip(*(rank["seen"] for rank in notes)), 1):
+        apart = [rank for rank, note in enumerate(steps) if note.get("model") != steps[0].get("model")]
+        if apart:
+            return (f"after step {n} rank {apart[0]}'s model differs from rank 0's: the ranks train apart, so their "
+                    "gradients are not averaged: call the model train_step is given (DDP averages through its "
+                    "forward), or return each network's optimizer by name ({'G': opt_g, 'D': opt_d}) and the loop "
+                    "averages each one's gradients")
+    return None
 
 
 def resume_findings(temp, whole, resumed, half):
     """What differs between the uninterrupted run and the restored one, first divergence first."""
-    kind, said = compare_steps(whole, resumed, 0, "before the checkpoint", half)
+    apart = drift(whole)
+    if apart:
+        return [apart]
+    kind, said, _, _ = compare_steps(whole, resumed, 0, "before the checkpoint", half)
     if kind:
         return [f"{said}: two fresh starts differ, so nothing can resume exactly: draw every random number from "
                 "torch, numpy or random (seeded by the loop) or from `generator`, never from the time or os.urandom"]
-    kind, said = compare_steps(whole, resumed, half, "after the restore")
+    kind, said, step, rank = compare_steps(whole, resumed, half, "after the restore")
     if kind == "batch":
         return [f"{said}: your batch source does not draw its order from `generator` (or the global torch RNG), or "
                 "draws it lazily after the loop restored the RNG, or its workers persist (persistent_workers)"]
-    if kind == "scalars":
-        return [f"{said}: a state train_step uses is not in the checkpoint: declare it in configure_optimizers' "
-                "\"state\" (an EMA, a GradScaler, a counter), or keep it in the model or optimizer"]
+    if kind:
+        evaluated, change = evaluation_before(whole, half)
+        if rank:
+            fix = ("a state of rank " f"{rank}'s is not in the checkpoint (rank 0's is): declare what differs by "
+                   "rank in configure_optimizers' \"rank_state\"")
+        elif change:
+            said = (f"after the evaluation at step {evaluated} {optimizer_words(change)} went from {change[3]!r} to "
+                    f"{change[4]!r}; after the restore {said}")
+            fix = "a state changed at evaluation is not in the checkpoint: declare it in configure_optimizers' \"state\""
+        else:
+            fix = ("a state train_step uses is not in the checkpoint: declare it in configure_optimizers' \"state\" "
+                   "(an EMA, a GradScaler, a counter), or keep it in the model or optimizer"
+                   + (f"; one an evaluation changes counts too (the last before the restore: step {evaluated})"
+                      if evaluated else ""))
+        return [f"{said}: {fix}"]
     a, b = latest_checkpoint(temp / "whole"), latest_checkpoint(temp / "resumed")
     for part in ("model", "optimizer", "scheduler", "extra", "rng", "last", "best", "step", "epoch"):
         where = first_difference(a.get(part), b.get(part), part)
@@ -165,7 +236,7 @@ def check():
         findings = resume_findings(temp, whole, resumed, whole[0]["half"])
         if fix and not findings:
             error, again = one_run(temp, "again", "full", nproc, seed=seed)
-            kind, said = compare_steps(whole, again, 0, "of two FIX=1 runs") if not error else (None, error)
+            kind, said, _, _ = compare_steps(whole, again, 0, "of two FIX=1 runs") if not error else (None, error, 0, 0)
             if said:
                 findings.append(f"{said}: with FIX=1 two runs must be equal: something draws from an unseeded "
                                 "source (the time, os.urandom, a fresh torch.Generator()) or a kernel is not "
@@ -176,8 +247,13 @@ def check():
             return 1
     info = whole[0]
     key_files = ", ".join(info.get("data_key_files") or ["nothing (no prepare)"])
-    print(f"check passed: the contract; exact resume (restored at step {info['half']}, equal through step "
-          f"{info['whole']}, {info['steps_per_epoch']} steps an epoch) in {nproc} process{'es' if nproc > 1 else ''}"
+    evaluated = [note["step"] for note in info.get("evaluations", [])]
+    before = [step for step in evaluated if step <= info["half"]]
+    after = [step for step in evaluated if step > info["half"]]
+    restored = f"restored at step {info['half']}" + (f" after the evaluation at step {before[-1]}" if before else "")
+    through = f"equal through step {info['whole']}" + (f" across the evaluation at step {after[0]}" if after else "")
+    print(f"check passed: the contract; exact resume ({restored}, {through}; {info['steps_per_epoch']} steps an "
+          f"epoch, cut to {min(info['steps_per_epoch'], protocol.CHECK_EPOCH_STEPS)}) in {nproc} process{'es' if nproc > 1 else ''}"
           f"{'; two FIX=1 runs equal' if fix else ''}; the data key follows {key_files}"
           f" ({time.perf_counter() - began:.1f}s)")
     return 0

@@ -75,11 +75,11 @@ def test_an_ema_kept_outside_the_checkpoint_is_named(request, tmp_path):
 
 
 @pytest.mark.parametrize("file, old, new, fragment", [
-    ("task.py", '"interval": "epoch"}', '"interval": "epoch", "frequency": 1}',
+    ("task.py", '"interval": "epoch"}', '"interval": "epoch", "gradient_clip": 1}',
      "configure_optimizers returned the keys"),
     ("data.py", '{"val": shard(val), "test"', '{"train": shard(val), "test"', "evaluation set named 'train'"),
     ("task.py", 'return {"loss": loss_sum / count, "acc": correct / count}', 'return {"loss": [loss_sum]}',
-     "evaluate returned a value that is not a number"),
+     "evaluate (val) returned 'loss' that is not a number"),
     ("config.py", 'monitor = "val_acc"', 'monitor = "val_accuracy"', "monitor = 'val_accuracy' is not a metric"),
     ("task.py", "def evaluate(", "def evaluation(", "task.py has no evaluate()"),
 ])

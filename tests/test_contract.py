@@ -69,26 +69,43 @@ def test_a_dict_model_lightning_schedule_and_tensor_metrics_run_through(project)
     assert events.Tags()["graph"]  # the dict output drawn
 
 
+def shapes(answer):
+    """contract.optimizers' answer with each schedule as (scheduler, interval, frequency, monitor)."""
+    optimizer, schedules, state, rank_state = contract.optimizers(answer)
+    return optimizer, [(s.scheduler, s.interval, s.frequency, s.monitor) for s in schedules], state, rank_state
+
+
 def test_configure_optimizers_answers_in_every_shape():
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    other = torch.optim.Adam(model.parameters())
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
-    assert contract.optimizers(optimizer) == (optimizer, None, "epoch", {}, {})
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    assert shapes(optimizer) == (optimizer, [], {}, {})
     lightning = {"optimizer": optimizer, "lr_scheduler": scheduler}
-    assert contract.optimizers(lightning) == (optimizer, scheduler, "epoch", {}, {})
+    assert shapes(lightning) == (optimizer, [(scheduler, "epoch", 1, None)], {}, {})
     counter = torch.optim.lr_scheduler.StepLR(optimizer, 2)  # any object with state_dict/load_state_dict
-    assert contract.optimizers({"optimizer": optimizer, "scheduler": scheduler, "interval": "step",
-                                "state": {"counter": counter}}) == (optimizer, scheduler, "step", {"counter": counter}, {})
-    assert contract.optimizers({"optimizer": optimizer, "rank_state": {"loader": counter}}) == \
-        (optimizer, None, "epoch", {}, {"loader": counter})
+    assert shapes({"optimizer": optimizer, "scheduler": scheduler, "interval": "step", "state": {"counter": counter}}) \
+        == (optimizer, [(scheduler, "step", 1, None)], {"counter": counter}, {})
+    assert shapes({"optimizer": optimizer, "rank_state": {"loader": counter}}) == (optimizer, [], {}, {"loader": counter})
+    # Lightning's metric-driven schedule, and several named optimizers with a list of schedules
+    assert shapes({"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss",
+                                                            "interval": "epoch", "frequency": 2}}) == \
+        (optimizer, [(plateau, "epoch", 2, "val_loss")], {}, {})
+    assert shapes({"optimizer": {"G": optimizer, "D": other}, "scheduler": [scheduler, {"scheduler": counter,
+                                                                                          "interval": "step"}]}) == \
+        ({"G": optimizer, "D": other}, [(scheduler, "epoch", 1, None), (counter, "step", 1, None)], {}, {})
     for bad in ({"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "batch"}},
                 {"optimizer": optimizer, "state": {"ema": 3}}, {"scheduler": scheduler},
                 {"optimizer": optimizer, "rank_state": {"loader": 3}},
+                {"optimizer": optimizer, "lr_scheduler": plateau},  # its step() needs the metric: no monitor
+                {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "frequency": 0}},
+                {"optimizer": {"G": optimizer, "D": 3}},
                 {"optimizer": optimizer, "state": {"c": counter}, "rank_state": {"c": counter}}):
         with pytest.raises(ConfigError):
             contract.optimizers(bad)
     assert contract.floats({"a": torch.tensor(0.5), "b": 2}, "evaluate") == {"a": 0.5, "b": 2.0}
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="'a' that is not a number"):
         contract.floats({"a": torch.ones(3)}, "evaluate")
 
 

@@ -5,9 +5,11 @@ notes every step's batch (a digest) and scalars, for scripts/check.py to compare
     python <temp>/code/gitexp/check.py      # GITEXP_DIR, GITEXP_MODE, GITEXP_CHECK=full|half
 """
 import hashlib
+import inspect
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # code/: main.py and your files
@@ -23,17 +25,19 @@ from gitexp import contract, datastore, dist, protocol  # noqa: E402
 from gitexp.protocol import ConfigError, Refused  # noqa: E402
 from gitexp.stop import Stopped  # noqa: E402
 
-SHORT_EPOCH = 64  # steps: an epoch this short is crossed; a longer one is checked over 16 steps
 NEEDED = {data: ("make_loaders",), task: ("configure_optimizers", "train_step", "evaluate")}
+PHASES = {data: ("make_loaders", "facts"), task: ("configure_optimizers", "train_step", "evaluate", "after_evaluation")}
 
 
 def stop_steps(steps_per_epoch, epochs):
-    """(the step a check stops at first, the step it ends at): the restore inside the first
-    epoch and, for a short epoch, the end inside the next, so the epoch's end is crossed."""
-    half, whole = (max(1, (steps_per_epoch + 1) // 2), steps_per_epoch + max(1, (steps_per_epoch + 1) // 2)) \
-        if steps_per_epoch <= SHORT_EPOCH else (8, 16)
-    whole = min(whole, steps_per_epoch * epochs)
-    return min(half, max(1, whole - 1)), whole
+    """(the step a check stops at first, the step it ends at), epochs cut to protocol.CHECK_EPOCH_STEPS:
+    the restore in the middle of the second epoch, after the first's end and its evaluation;
+    the end in the middle of the third, after the second's; fewer epochs, as far as they go."""
+    steps = min(steps_per_epoch, protocol.CHECK_EPOCH_STEPS)
+    middle = max(1, (steps + 1) // 2)
+    if epochs == 1:
+        return min(middle, max(1, steps - 1)), steps
+    return steps + middle, min(2 * steps + middle, steps * epochs)
 
 
 def digest(tree):
@@ -67,9 +71,39 @@ def missing_functions():
             if not callable(getattr(module, name, None))]
 
 
-def watch(seen, captured):
-    """Wrap your functions (in this process only) to note what each step saw."""
-    make_loaders, train_step, evaluate = data.make_loaders, task.train_step, task.evaluate
+def hyperparameters(optimizer):
+    """Every optimizer's hyperparameters (lr, momentum, ...: its param_groups less the
+    parameters), by name."""
+    return {name: [{key: value for key, value in group.items() if key != "params"} for group in one.param_groups]
+            for name, one in contract.named_optimizers(optimizer).items()}
+
+
+def plain(value):
+    """A value as JSON can hold it (a tensor lr as its number)."""
+    if torch.is_tensor(value):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+
+
+def exact_scalars(scalars):
+    """The step's scalars less those config.time_scalars declares as measuring time."""
+    timed = set(getattr(config, "time_scalars", None) or ())
+    return {name: value for name, value in contract.floats(scalars, "train_step").items() if name not in timed}
+
+
+def watch(seen, captured, evaluations, world_size):
+    """Wrap your functions (in this process only) to note what each step and each evaluation
+    saw, and in which phase an error came."""
+    for module, names in PHASES.items():
+        for name in names:
+            if callable(getattr(module, name, None)):
+                setattr(module, name, in_phase(getattr(module, name), name, captured))
+    loop.build_model = in_phase(loop.build_model, "build_model", captured)
+    make_loaders, train_step, evaluation = data.make_loaders, task.train_step, loop.evaluation
 
     def noted_loaders(*args, **kwargs):
         train_batches, eval_sets = make_loaders(*args, **kwargs)
@@ -81,15 +115,33 @@ def watch(seen, captured):
     def noted_step(model, batch, optimizer, device, **state):
         before = digest(batch)
         scalars = train_step(model, batch, optimizer, device, **state)
-        captured.update(model=getattr(model, "module", model), device=device, state=state)
-        seen.append({"batch": before, "scalars": contract.floats(scalars, "train_step")})
+        bare = getattr(model, "module", model)
+        captured.update(model=bare, device=device, state=state)
+        note = {"batch": before, "scalars": exact_scalars(scalars), "hyper": plain(hyperparameters(optimizer))}
+        if world_size > 1:  # do the ranks' models stay one model?
+            note["model"] = digest(list(bare.parameters()))
+        seen.append(note)
         return scalars
 
-    def noted_evaluate(*args, **kwargs):
+    def noted_evaluation(run, began=None):
         captured["evaluated"] = True
-        return evaluate(*args, **kwargs)
+        is_best = evaluation(run, began)
+        evaluations.append({"step": run.position.step, "hyper": plain(hyperparameters(run.optimizer)),
+                            "state": digest({name: obj.state_dict() for name, obj in run.states.extra.items()})})
+        return is_best
 
-    data.make_loaders, task.train_step, task.evaluate = noted_loaders, noted_step, noted_evaluate
+    data.make_loaders, task.train_step, loop.evaluation = noted_loaders, noted_step, noted_evaluation
+
+
+def in_phase(function, name, captured):
+    """`function`, noting while it runs that an error now is one of `name`'s."""
+    def called(*args, **kwargs):
+        outer, captured["phase"] = captured.get("phase"), name
+        answer = function(*args, **kwargs)
+        captured["phase"] = outer
+        return answer
+    called.__signature__ = inspect.signature(function)  # the loop reads what it takes (evaluate's split)
+    return called
 
 
 def evaluate_once(captured, scalars):
@@ -99,37 +151,51 @@ def evaluate_once(captured, scalars):
     names = {f"train_{name}" for name in scalars}
     with torch.no_grad():
         for split, batches in contract.eval_sets(captured["eval_sets"]).items():
-            answer = task.evaluate(model, batches, captured["device"], **captured["state"])
-            metrics = contract.floats(answer, "evaluate")
+            told = contract.keywords(task.evaluate, split=split, step=0)
+            answer = task.evaluate(model, batches, captured["device"], **captured["state"], **told)
+            metrics = contract.floats(answer, f"evaluate ({split})")
             names |= {f"{split}_{name}" for name in metrics}
-    if config.monitor not in names:
+    if config.monitor is not None and config.monitor not in names:
         raise ConfigError(f"monitor = {config.monitor!r} is not a metric (there are: {', '.join(sorted(names))}): "
                           "set monitor in code/config.py to one of them")
 
 
-def run(exp_dir, rank, world_size, device):
-    seen, captured = [], {}
+def run(exp_dir, rank, world_size, device, captured):
+    seen, evaluations = [], []
     problems = missing_functions()
     if problems:
         raise ConfigError("; ".join(problems))
-    watch(seen, captured)
+    watch(seen, captured, evaluations, world_size)
     try:
         loop.train(exp_dir, rank, world_size, device, protocol.mode())
     except Stopped:
         pass
+    captured["phase"] = None
     if os.environ[protocol.CHECK] == "full" and not captured.get("evaluated") and seen:
         evaluate_once(captured, seen[-1]["scalars"])
-    answer = {"seen": seen, "steps_per_epoch": captured.get("steps_per_epoch"), "half": captured.get("half"),
-              "whole": captured.get("whole")}
+    answer = {"seen": seen, "evaluations": evaluations, "steps_per_epoch": captured.get("steps_per_epoch"),
+              "half": captured.get("half"), "whole": captured.get("whole")}
     if rank == 0 and hasattr(data, "prepare"):
         answer["data_key_files"] = sorted(datastore.code_files(data))
     (exp_dir / f"seen_{rank}_{os.environ[protocol.CHECK]}.json").write_text(json.dumps(answer))
 
 
+def where_it_came(error, captured):
+    """The error's phase (which of your functions, in the first run or after the restore) and
+    the last line of your code (or the library's) it came from."""
+    frames = traceback.extract_tb(error.__traceback__)
+    place = next((f"{Path(frame.filename).name}:{frame.lineno}" for frame in reversed(frames)
+                  if "gitexp" not in frame.filename), "")
+    leg = "after the restore" if protocol.mode() == protocol.CONTINUE else "in the first run"
+    phase = captured.get("phase")
+    return f"in {phase}, {leg}: " if phase else f"{leg}: ", f" ({place})" if place else ""
+
+
 def main():
     rank, world_size, device = dist.setup()
+    captured = {}
     try:
-        run(protocol.folder(), rank, world_size, device)
+        run(protocol.folder(), rank, world_size, device, captured)
         dist.barrier()
         dist.teardown()
     except (ConfigError, Refused) as problem:
@@ -137,11 +203,9 @@ def main():
             loop.report_error(protocol.folder(), str(problem), sys.stderr)
         os._exit(protocol.FAILED)
     except Exception as error:
-        where = next((f"{Path(frame.filename).name}:{frame.lineno}" for frame in reversed(
-            __import__("traceback").extract_tb(error.__traceback__)) if "gitexp" not in frame.filename), "")
-        loop.report_error(protocol.folder(), f"{type(error).__name__}: "
-                          f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-                          f"{f' ({where})' if where else ''}", sys.stderr)
+        phase, place = where_it_came(error, captured)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        loop.report_error(protocol.folder(), f"{phase}{type(error).__name__}: {first}{place}", sys.stderr)
         os._exit(protocol.FAILED)
     sys.stdout.flush()
     os._exit(0)

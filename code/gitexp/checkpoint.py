@@ -132,17 +132,17 @@ def checkpoint_path(folder, position):
     return folder / (f"epoch_{epochs}.pth" if steps == 0 else f"step_{epochs}_{steps}.pth")
 
 
-def save_checkpoint(folder, position, staged, is_best, keep=None):
+def save_checkpoint(folder, position, staged, is_best, keep=None, final=False):
     """Put the checkpoint of `position`, written into `staged` (files.stage), in place atomically.
 
-    At an epoch's end epoch_last points at it; epoch_best wherever it is the best (inside an
-    epoch too, with eval_every). Epoch files beyond `keep` are pruned; of the step files only
+    At an epoch's end (and at the `final` one of a run stopped early) epoch_last points at it;
+    epoch_best wherever it is the best (inside an epoch too, with eval_every). Epoch files beyond `keep` are pruned; of the step files only
     the newest and the best are kept."""
     path = checkpoint_path(folder, position)
     publish(staged, path)
     if is_best:
         symlink(path.name, folder / "epoch_best.pth")
-    if not position[1]:
+    if not position[1] or final:
         symlink(path.name, folder / "epoch_last.pth")
     protected = {os.readlink(folder / link) for link in ("epoch_last.pth", "epoch_best.pth")
                  if (folder / link).is_symlink()}

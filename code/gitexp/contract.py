@@ -1,25 +1,51 @@
 """What the loop expects back from your functions (the template's machinery): each answer read
 in one place, so a wrong shape is one line naming the fix, not a crash an epoch later.
 """
+import inspect
+
 import torch
 
 from gitexp.protocol import ConfigError
 
-SCHEDULER_KEYS = {"scheduler", "interval"}  # of Lightning's lr_scheduler dict, the keys the loop obeys
+SCHEDULE_KEYS = {"scheduler", "interval", "frequency", "monitor"}  # of Lightning's lr_scheduler dict: all obeyed
+ANSWER_KEYS = {"optimizer", "scheduler", "lr_scheduler", "interval", "frequency", "monitor", "state", "rank_state"}
+
+
+class Schedule:
+    """One schedule and when the loop steps it: after every `frequency`-th step ("step") or
+    epoch ("epoch"); with `monitor`, with that metric after the evaluations (at an epoch's end
+    for "epoch", every evaluation for "step")."""
+
+    def __init__(self, scheduler, interval="epoch", frequency=1, monitor=None):
+        self.scheduler, self.interval, self.frequency, self.monitor = scheduler, interval, frequency, monitor
+
+    def step(self, metrics=None):
+        if self.monitor is None:
+            self.scheduler.step()
+        else:
+            self.scheduler.step(metrics[self.monitor])
 
 
 def check_config(cfg):
     """The values the loop itself reads, checked before training starts."""
-    for name in ("epochs", "monitor", "monitor_mode", "keep_checkpoints"):
+    needed = ("epochs", "monitor", "keep_checkpoints") + (("monitor_mode",) if getattr(cfg, "monitor", None) else ())
+    for name in needed:
         if not hasattr(cfg, name):
             raise ConfigError(f"code/config.py has no `{name} = ...` line: the loop needs it (see README, Make it yours)")
-    if cfg.monitor_mode not in ("min", "max"):
+    if cfg.monitor is not None and cfg.monitor_mode not in ("min", "max"):
         raise ConfigError(f"monitor_mode = {cfg.monitor_mode!r} in code/config.py is neither 'min' nor 'max': "
                           "say whether a lower or a higher monitor is better")
-    for name in ("eval_every", "checkpoint_every"):
+    for name in ("eval_every", "checkpoint_every", "patience"):
         value = getattr(cfg, name, 0)
         if not (value is None or isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-            raise ConfigError(f"{name} = {value!r} in code/config.py is not a number of steps: 0 for none")
+            raise ConfigError(f"{name} = {value!r} in code/config.py is not a number of "
+                              f"{'evaluations' if name == 'patience' else 'steps'}: 0 for none")
+    if getattr(cfg, "patience", 0) and cfg.monitor is None:
+        raise ConfigError("patience in code/config.py stops a run whose monitor stops improving, and monitor = None: "
+                          "set monitor (and monitor_mode), or patience = 0")
+    if not isinstance(getattr(cfg, "min_delta", 0.0), (int, float)) or getattr(cfg, "min_delta", 0.0) < 0:
+        raise ConfigError(f"min_delta = {cfg.min_delta!r} in code/config.py is not a number >= 0: the improvement "
+                          "of monitor that resets patience")
 
 
 def is_stateful(obj):
@@ -28,35 +54,95 @@ def is_stateful(obj):
 
 
 def optimizers(answer):
-    """configure_optimizers' answer as (optimizer, scheduler or None, "step" or "epoch",
-    {name: extra stateful object}, {name: per-rank stateful object}). Accepted: the optimizer
-    alone; {"optimizer", "scheduler", "interval", "state", "rank_state"}; Lightning's
-    {"optimizer", "lr_scheduler": scheduler or {"scheduler", "interval"}}. Any other key is an
+    """configure_optimizers' answer as (optimizer: one, or {name: optimizer}; [Schedule];
+    {name: extra stateful object}; {name: per-rank stateful object}). Accepted: the optimizer
+    alone; {"optimizer", "scheduler", "interval", "frequency", "monitor", "state",
+    "rank_state"}; Lightning's {"optimizer", "lr_scheduler"}. A schedule is a scheduler, a dict
+    {"scheduler", "interval", "frequency", "monitor"} or a list of those. Any other key is an
     error: a key the loop ignored would be a schedule never stepped nor saved."""
     if not isinstance(answer, dict):
         answer = {"optimizer": answer}
-    unknown = sorted(set(answer) - {"optimizer", "scheduler", "interval", "lr_scheduler", "state", "rank_state"})
+    unknown = sorted(set(answer) - ANSWER_KEYS)
     if unknown or "optimizer" not in answer or ("scheduler" in answer and "lr_scheduler" in answer):
         raise ConfigError(f"configure_optimizers returned the keys {sorted(answer)}: return {{'optimizer': o}} with "
-                          "'scheduler' and 'interval' (or Lightning's 'lr_scheduler'), 'state' and 'rank_state', "
-                          "nothing else")
-    scheduler, interval = answer.get("scheduler"), answer.get("interval", "epoch")
-    if "lr_scheduler" in answer:
-        scheduler = answer["lr_scheduler"]
-        if isinstance(scheduler, dict):
-            unknown = sorted(set(scheduler) - SCHEDULER_KEYS)
-            if unknown or "scheduler" not in scheduler:
-                raise ConfigError(f"configure_optimizers' lr_scheduler has the keys {sorted(scheduler)}: the loop "
-                                  "obeys only 'scheduler' and 'interval' (step the schedule yourself in train_step "
-                                  "for anything else)")
-            scheduler, interval = scheduler["scheduler"], scheduler.get("interval", "epoch")
-    if interval not in ("step", "epoch"):
-        raise ConfigError(f"configure_optimizers returned interval {interval!r}: use 'step' or 'epoch'")
+                          "'scheduler' (or Lightning's 'lr_scheduler'), 'interval', 'frequency', 'monitor', 'state' "
+                          "and 'rank_state', nothing else")
+    optimizer = answer["optimizer"]
+    named = optimizer if isinstance(optimizer, dict) else {"optimizer": optimizer}
+    bad = [name for name, o in named.items() if not (is_stateful(o) and hasattr(o, "param_groups"))]
+    if bad or not named:
+        raise ConfigError(f"configure_optimizers' optimizer {bad or '{}'} is not a torch optimizer: return one, or "
+                          "{'name': optimizer, ...} for several")
+    given = answer.get("scheduler", answer.get("lr_scheduler"))
+    defaults = {key: answer[key] for key in ("interval", "frequency", "monitor") if key in answer}
+    schedules = [schedule(item, defaults) for item in (given if isinstance(given, (list, tuple)) else [given])
+                 if item is not None]
     state, rank_state = (stateful(answer, key) for key in ("state", "rank_state"))
     if set(state) & set(rank_state):
         raise ConfigError(f"configure_optimizers names {sorted(set(state) & set(rank_state))} in both 'state' and "
                           "'rank_state': give each object one name")
-    return answer["optimizer"], scheduler, interval, state, rank_state
+    return optimizer, schedules, state, rank_state
+
+
+def schedule(item, defaults):
+    """One schedule of configure_optimizers' answer, checked: a scheduler or Lightning's dict."""
+    if isinstance(item, dict):
+        unknown = sorted(set(item) - SCHEDULE_KEYS)
+        if unknown or "scheduler" not in item:
+            raise ConfigError(f"configure_optimizers' schedule has the keys {sorted(item)}: the loop obeys "
+                              f"{sorted(SCHEDULE_KEYS)} ('scheduler' needed)")
+        item = defaults | item
+    else:
+        item = defaults | {"scheduler": item}
+    interval, frequency, monitor = item.get("interval", "epoch"), item.get("frequency", 1), item.get("monitor")
+    if interval not in ("step", "epoch"):
+        raise ConfigError(f"configure_optimizers returned interval {interval!r}: use 'step' or 'epoch'")
+    if not (isinstance(frequency, int) and not isinstance(frequency, bool) and frequency >= 1):
+        raise ConfigError(f"configure_optimizers returned frequency {frequency!r}: a number of "
+                          f"{interval}s from 1")
+    if not callable(getattr(item["scheduler"], "step", None)) or not is_stateful(item["scheduler"]):
+        raise ConfigError(f"configure_optimizers' scheduler {type(item['scheduler']).__name__} has no step(), "
+                          "state_dict() and load_state_dict(): return a torch.optim.lr_scheduler")
+    if monitor is None and needs_metric(item["scheduler"]):
+        raise ConfigError(f"{type(item['scheduler']).__name__}.step() takes a metric: return "
+                          "{'optimizer': o, 'lr_scheduler': {'scheduler': s, 'monitor': 'val_loss'}} and the loop "
+                          "steps it with that metric after each evaluation")
+    if monitor is not None and not isinstance(monitor, str):
+        raise ConfigError(f"configure_optimizers returned monitor {monitor!r}: a metric's name, e.g. 'val_loss'")
+    return Schedule(item["scheduler"], interval, frequency, monitor)
+
+
+def needs_metric(scheduler):
+    """Whether scheduler.step() has a parameter without a default (ReduceLROnPlateau's metrics)."""
+    try:
+        parameters = inspect.signature(scheduler.step).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
+
+
+def takes_facts(build_model):
+    """Whether build_model takes the data's facts beside cfg: build_model(cfg, facts)."""
+    try:
+        return len(inspect.signature(build_model).parameters) >= 2
+    except (TypeError, ValueError):
+        return False
+
+
+def named_optimizers(optimizer):
+    """{name: optimizer}: several as the task named them, one as "optimizer"."""
+    return optimizer if isinstance(optimizer, dict) else {"optimizer": optimizer}
+
+
+def keywords(function, **offered):
+    """Of the keywords offered, those `function`'s signature names (evaluate's split and step)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return offered
+    return {name: value for name, value in offered.items() if name in parameters}
 
 
 def stateful(answer, key):
@@ -73,11 +159,14 @@ def floats(metrics, who):
     """A dict of metrics (numbers or one-element tensors) as floats, for statistic.json."""
     if not isinstance(metrics, dict):
         raise ConfigError(f"{who} returned {type(metrics).__name__}, not a dict of metrics: return {{'loss': ...}}")
-    try:
-        return {name: float(value) for name, value in metrics.items()}
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise ConfigError(f"{who} returned a value that is not a number ({str(error).splitlines()[0]}): "
-                          "return numbers or 0-dim tensors") from None
+    answer = {}
+    for name, value in metrics.items():
+        try:
+            answer[name] = float(value)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ConfigError(f"{who} returned {name!r} that is not a number ({str(error).splitlines()[0]}): "
+                              "return numbers or 0-dim tensors") from None
+    return answer
 
 
 def eval_sets(sets):

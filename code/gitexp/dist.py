@@ -86,6 +86,33 @@ def set_epoch(batches, epoch):
             source.set_epoch(epoch)
 
 
+def average_gradients_before_step(optimizer):
+    """Before every step() of `optimizer`, its parameters' gradients averaged over the ranks:
+    what DDP's wrapper does in backward, for a step that calls several networks itself (a GAN's
+    G and D, each with its optimizer). A parameter must have a gradient on every rank or none."""
+    def average(optimizer, args, kwargs):
+        world = dist.get_world_size()
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is not None:
+                    dist.all_reduce(parameter.grad)
+                    parameter.grad.div_(world)
+    optimizer.register_step_pre_hook(average)
+
+
+def broadcast_model(model):
+    """Rank 0's parameters and buffers on every rank (DDP's wrapper does it when built)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(tensor.data, 0)
+
+
+def broadcast_buffers(model):
+    """Rank 0's buffers (BatchNorm's running statistics) on every rank, after each step: DDP's
+    wrapper does it before each forward."""
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, 0)
+
+
 def barrier():
     if dist.is_initialized():
         dist.barrier()

@@ -46,6 +46,12 @@ ERROR = ".error"
 _FOLDER, _MODE, _INIT, _CONDITIONS, _ACCEPT_DATA = (
     "GITEXP_DIR", "GITEXP_MODE", "GITEXP_INIT", "GITEXP_CONDITIONS", "GITEXP_ACCEPT_DATA")
 CHECK, STOP_AT = "GITEXP_CHECK", "GITEXP_STOP_AT"
+CHECK_EPOCH_STEPS = 12  # make check cuts longer epochs to this, so it crosses epochs' ends in seconds
+
+
+def check_epoch():
+    """In make check's runs, the steps an epoch is cut to; None in a real run."""
+    return CHECK_EPOCH_STEPS if os.environ.get(CHECK) else None
 
 
 def environment(folder, mode, init=None, conditions=None, accept_data=False):

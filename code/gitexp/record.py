@@ -129,6 +129,8 @@ class Recorder:
         statistic.update(status="running", hparams=hparams(self.cfg), world_size=world_size, end=None)
         if data_record is not None and not (self.continuing and statistic.get("data")):
             statistic["data"] = {"key": data_record.get("key"), "fingerprint": data_record["fingerprint"]}
+            if data_record.get("facts"):  # what the model was sized by (data.py's facts())
+                statistic["data"]["facts"] = data_record["facts"]
         changed = protocol.changed_conditions() if self.continuing else None  # the launcher let it go on
         if changed:
             statistic.setdefault("conditions", {}).setdefault("changed", []).append(
@@ -211,7 +213,7 @@ class Recorder:
             self.queued.remove(future)
             future.result()
 
-    def save(self, position, state, is_best, best, last, seconds):
+    def save(self, position, state, is_best, best, last, seconds, final=False):
         """Save the checkpoint of `position` (epochs done, steps into the next) and
         statistic.json; they reach the disk on the writer thread. The curves up to its step
         reach the events file before it, so a continue from it neither loses nor repeats a
@@ -224,9 +226,9 @@ class Recorder:
         self.statistic.update(epoch=position[0], step=state["step"], **progress(best, last, list(seconds)))
         self.flush_steps()
         statistic = stage(self.exp_dir / STATISTIC, json_bytes(self.statistic))
-        self.pending = self.submit(self._persist, position, taken, is_best, statistic)
+        self.pending = self.submit(self._persist, position, taken, is_best, statistic, final)
 
-    def _persist(self, position, taken, is_best, statistic):
+    def _persist(self, position, taken, is_best, statistic, final):
         """What waits for the disk: the checkpoint (serialised here first), then
         statistic.json, each in place once it is on disk; so statistic.json never claims an
         epoch not yet on disk. The curves up to it were written before (a checkpoint never
@@ -235,7 +237,7 @@ class Recorder:
         path = checkpoint_path(folder, position)
         try:
             staged = stage(path, serialize(taken))
-            save_checkpoint(folder, position, staged, is_best, self.cfg.keep_checkpoints)
+            save_checkpoint(folder, position, staged, is_best, self.cfg.keep_checkpoints, final)
         except BaseException:
             discard(statistic)
             raise
@@ -272,7 +274,7 @@ class Recorder:
             print(f"warning: the data changed during the run: {last[:12]} at its start, "
                   f"{data_record['fingerprint'][:12]} at its end (statistic.json: data.at_end)")
 
-    def finish(self, best, last, step):
+    def finish(self, best, last, step, early_stop=None):
         """Mark the experiment finished. finished.txt is written first and only once, so a kill
         between the two steps leaves an experiment that `make continue` finishes cleanly.
 
@@ -294,6 +296,8 @@ class Recorder:
         self.events.close()  # its fsync while the writer thread's is on the last checkpoint
         self.wait()  # finished means every checkpoint is on disk
         statistic = self.statistic
+        if early_stop is not None:
+            statistic["early_stop"] = early_stop
         append_line_once(FINISHED_LIST, f"{statistic['tag']}/{statistic['id']}")
         statistic.update(status="finished", end=now())
         write_json(self.exp_dir / STATISTIC, statistic)

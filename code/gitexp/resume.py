@@ -37,9 +37,9 @@ def seed_and_fix(recorder, fallback_seed):
     return fallback_seed, True
 
 
-def checkpoint_to_resume(recorder, check_fits):
-    """For a continue: (checkpoint, path, skipped) of the newest readable checkpoint, checked
-    by `check_fits(checkpoint, path)`; (None, None, []) to start again from epoch 0."""
+def checkpoint_to_resume(recorder):
+    """For a continue: (checkpoint, path, skipped) of the newest readable checkpoint; (None,
+    None, []) to start again from epoch 0."""
     if not resuming(recorder):
         return None, None, []
     record, folder = recorder.statistic, recorder.exp_dir / "checkpoint"
@@ -53,7 +53,6 @@ def checkpoint_to_resume(recorder, check_fits):
                           f"but {folder}/ holds no checkpoint: restore them and continue; or make rerun TAG={tag} "
                           f"ID={number}; or make rm EXP={tag}/{number}")
         return None, None, []
-    check_fits(checkpoint, path)
     return checkpoint, path, skipped
 
 
@@ -81,10 +80,12 @@ def data_refusal(recorder, data_record):
 
 class Start:
     """What every rank starts from: the seed and FIX mode, the checkpoint to continue from (or a
-    warm start's), the prepared data. Rank 0 decides, the others follow, or all refuse."""
+    warm start's), the prepared data and its facts (data.py's facts(): what the model is sized
+    by). Rank 0 decides, the others follow, or all refuse. `check_fits(checkpoint, path, facts)`
+    refuses a checkpoint of another model."""
 
     def __init__(self, recorder, cfg, data_module, check_fits, seed_file, world_size):
-        self.checkpoint, self.path, self.skipped = agreed(lambda: checkpoint_to_resume(recorder, check_fits))
+        self.checkpoint, self.path, self.skipped = agreed(lambda: checkpoint_to_resume(recorder))
         self.refuse(self.other_world(world_size))
         self.seed, self.fix = dist.broadcast(seed_and_fix(recorder, int(Path(seed_file).read_text())))
         contract.check_config(cfg)
@@ -93,6 +94,9 @@ class Start:
         self.data_listing = datastore.listing_fingerprint(self.data_dir) \
             if self.data_dir is not None and dist.rank() == 0 else None
         agreed(lambda: self.refuse(data_refusal(recorder, self.data_record)))
+        self.facts = datastore.facts(cfg, data_module, self.data_dir)  # on every rank: the same folder
+        if self.checkpoint is not None:
+            agreed(lambda: check_fits(self.checkpoint, self.path, self.facts))
         # a fresh start: from another experiment, if init_from says so
         self.source = agreed(lambda: warmstart.resolve(cfg, warmstart.expected())) if self.checkpoint is None else None
 
@@ -112,21 +116,26 @@ class Start:
 
 
 class Stateful:
-    """The model, the optimizer, the schedule and every extra state the task declares: each
+    """The model, the optimizers, the schedules and every extra state the task declares: each
     object's state_dict() in a checkpoint, its load_state_dict() on a continue (the Stateful
     protocol of torch.distributed.checkpoint). The checkpoint keeps them flat: "model",
-    "optimizer", "scheduler" (None without one), "extra" ({name: state}, rank 0's: the same on
-    every rank) and, where the task declares state that differs by rank (a data loader's
-    position), "rank_extra" (every rank's {name: state}, by rank)."""
+    "optimizer" (one optimizer's state, or {name: state} for several), "scheduler" (None
+    without one, one's state, or a list of states for several), "extra" ({name: state}, rank
+    0's: the same on every rank) and, where the task declares state that differs by rank (a
+    data loader's position), "rank_extra" (every rank's {name: state}, by rank)."""
 
-    def __init__(self, model, optimizer, scheduler, extra, rank_extra, rank):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+    def __init__(self, model, optimizer, schedules, extra, rank_extra, rank):
+        self.model, self.optimizer, self.schedules = model, optimizer, schedules
         self.extra, self.rank_extra, self.rank = extra, rank_extra, rank
 
     def state_dict(self):
         """Taken by every rank together (the per-rank states are gathered)."""
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+        optimizer = self.optimizer
+        schedules = [s.scheduler.state_dict() for s in self.schedules]
+        state = {"model": self.model.state_dict(),
+                 "optimizer": {name: o.state_dict() for name, o in optimizer.items()}
+                 if isinstance(optimizer, dict) else optimizer.state_dict(),
+                 "scheduler": schedules[0] if len(schedules) == 1 else schedules or None,
                  "extra": {name: obj.state_dict() for name, obj in self.extra.items()}}
         if self.rank_extra:
             state["rank_extra"] = dist.gather({name: obj.state_dict() for name, obj in self.rank_extra.items()})
@@ -134,9 +143,23 @@ class Stateful:
 
     def load_state_dict(self, checkpoint):
         self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if isinstance(self.optimizer, dict):
+            saved = checkpoint["optimizer"]
+            if not (isinstance(saved, dict) and saved.keys() == self.optimizer.keys()):
+                raise protocol.ConfigError(
+                    f"the checkpoint holds the optimizers {sorted(saved) if isinstance(saved, dict) else 'one'}, "
+                    f"configure_optimizers returns {sorted(self.optimizer)}: continue with the code that wrote it")
+            for name, optimizer in self.optimizer.items():
+                optimizer.load_state_dict(saved[name])
+        else:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        saved = checkpoint["scheduler"]
+        saved = [] if saved is None else [saved] if isinstance(saved, dict) else saved
+        if len(saved) != len(self.schedules):
+            raise protocol.ConfigError(f"the checkpoint holds {len(saved)} schedule(s), configure_optimizers returns "
+                                       f"{len(self.schedules)}: continue with the code that wrote it")
+        for schedule, state in zip(self.schedules, saved):
+            schedule.scheduler.load_state_dict(state)
         contract.load_extra(self.extra, checkpoint.get("extra", {}))
         if self.rank_extra:
             by_rank = checkpoint.get("rank_extra") or [{}]
@@ -149,9 +172,14 @@ class Position:
     also keeps the epoch's starting RNG, so a continue draws the same batch order, then sets
     the RNG as it was at the checkpoint."""
 
+    EVALUATION_STATE = {"evaluations": 0, "stale": 0, "reference": None, "early_stop": None}
+
     def __init__(self, generator, rank):
         self.generator, self.rank = generator, rank
         self.epoch, self.done, self.step, self.best, self.last, self.seconds = 0, 0, 0, None, None, []
+        # evaluations so far; of them, those since monitor last improved by more than min_delta
+        # (on `reference`); why the run stopped early, once it did
+        self.evaluations, self.stale, self.reference, self.early_stop = 0, 0, None, None
         self.sums, self.counted = {}, 0  # the step scalars' sums since the last evaluation
         self.epoch_rng = self.rng_at_checkpoint = None
 
@@ -159,6 +187,7 @@ class Position:
         """Taken now, by every rank together (each rank's RNG is gathered)."""
         state = {"epoch": self.epoch, "done": self.done, "step": self.step, "best": self.best, "last": self.last,
                  "seconds": self.seconds, "rng": dist.gather(rng_state(self.generator))}
+        state.update({name: getattr(self, name) for name in self.EVALUATION_STATE})
         if self.done or self.counted:
             state.update(epoch_rng=dist.gather(self.epoch_rng), counted=self.counted,
                          sums=dist.gather({k: float(v) for k, v in self.sums.items()}))
@@ -168,6 +197,8 @@ class Position:
         """Restore after building the model and optimizer, whose init drew from the RNG."""
         for name in ("epoch", "step", "best", "last", "seconds"):
             setattr(self, name, checkpoint[name])
+        for name, default in self.EVALUATION_STATE.items():  # a checkpoint written before them: their start
+            setattr(self, name, checkpoint.get(name, default))
         self.done = checkpoint.get("done", 0)
         mine = self.rank % len(checkpoint["rng"])  # each rank its own generators
         if "sums" in checkpoint:
@@ -177,6 +208,37 @@ class Position:
             set_rng_state(checkpoint["epoch_rng"][mine], self.generator)
         else:
             set_rng_state(checkpoint["rng"][mine], self.generator)
+
+    def judge(self, cfg):
+        """After an evaluation (self.last): whether it is the best so far by cfg.monitor (without
+        a monitor, the last is the best); with cfg.patience, whether monitor went `patience`
+        evaluations without improving on its reference by more than cfg.min_delta."""
+        self.evaluations += 1
+        monitor = cfg.monitor
+        if monitor is None:
+            self.best = self.last
+            return True
+        if monitor not in self.last:
+            there = ", ".join(name for name in self.last if name not in ("epoch", "step"))
+            raise protocol.ConfigError(f"monitor = {monitor!r} is not a metric of epoch {self.last['epoch']} "
+                                       f"(there are: {there}): set monitor in code/config.py to one of them")
+        value, sign = self.last[monitor], 1 if cfg.monitor_mode == "max" else -1
+        is_best = self.best is None or sign * (value - self.best[monitor]) > 0
+        if is_best:
+            self.best = self.last
+        patience, min_delta = getattr(cfg, "patience", 0) or 0, getattr(cfg, "min_delta", 0.0) or 0.0
+        if patience:
+            if self.reference is None or sign * (value - self.reference) > min_delta:
+                self.reference, self.stale = value, 0
+            else:
+                self.stale += 1
+            if self.stale >= patience and self.early_stop is None:
+                self.stop_early(f"{monitor} did not improve on {self.reference:.6g} by more than {min_delta:g} in "
+                                f"{patience} evaluation{'s' if patience > 1 else ''} (patience)")
+        return is_best
+
+    def stop_early(self, reason):
+        self.early_stop = {"epoch": self.last["epoch"], "step": self.step, "reason": reason}
 
     def begin_epoch(self):
         """At an epoch's start: the RNG a checkpoint inside it restores first."""

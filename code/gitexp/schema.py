@@ -36,6 +36,8 @@ FIELDS = {
                                "at_end (where it changed during the run)"),
     "init_from": (dict, False, "R", "a warm start's source: experiment, epoch, file, sha256, resume"),
     "error": (str, False, "L", "a failed run's first error line, whichever rank had it"),
+    "early_stop": (dict, False, "R", "a run that stopped early (patience, or after_evaluation's reason): epoch, "
+                                     "step, reason"),
     "rerun_of": (str, False, "L", "make rerun: the tag/id it reproduces"),
     "repeat_of": (TEXT_OR_NONE, False, "L", "a FIX=1 run of a seed already recorded: that run's tag/id"),
     "sweep": (str, False, "L", "make sweep: the sweep's name"),
@@ -52,7 +54,8 @@ PARTS = {
     "metrics": {"best": ((dict, type(None)), False), "last": ((dict, type(None)), False)},
     "durations": {"epoch_seconds": (list, False), "total_seconds": (NUMBER, False)},
     "data": {"key": (TEXT_OR_NONE, True), "fingerprint": (str, True), "accepted": (list, False),
-             "at_end": (str, False)},
+             "at_end": (str, False), "facts": (dict, False)},
+    "early_stop": {"epoch": (int, True), "step": (int, True), "reason": (str, True)},
     "init_from": {"experiment": (str, True), "epoch": (int, True), "file": (str, True), "sha256": (str, True),
                   "resume": (bool, True)},
 }
