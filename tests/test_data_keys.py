@@ -3,7 +3,9 @@ value names are part of the data's key; make data-ls lists the folders and the r
 each, make data-rm removes one no run names; a NAME=value make does not know is refused."""
 import json
 import os
+import shutil
 import sys
+import types
 
 from conftest import ROOT, assert_refused
 
@@ -21,34 +23,22 @@ def prepared_key(out):
 
 
 def read_raw_folder(project):
-    """data.py's prepare() also reads raw/notes.txt through the config value raw_dir = "raw"."""
+    """A data.py whose prepare() reads raw/notes.txt through the config value raw_dir = "raw"
+    (and nothing else: make data alone runs it, in a fraction of a second)."""
     (project.path / "raw").mkdir()
     (project.path / "raw" / "notes.txt").write_text("first\n")
     with open(project.path / "code" / "config.py", "a") as f:
         f.write('raw_dir = "raw"  # raw files prepare() reads\n')
-    data_py = project.path / "code" / "data.py"
-    text = data_py.read_text()
-    saved = '    np.save(folder / "labels.npy", digits.target.astype(np.int64))\n'
-    assert saved in text
-    data_py.write_text(text.replace(saved, saved + '    (folder / "notes.txt").write_text(open(f"{cfg.raw_dir}/notes.txt").read())\n'))
+    (project.path / "code" / "data.py").write_text(
+        'def prepare(cfg, folder):\n'
+        '    (folder / "notes.txt").write_text(open(f"{cfg.raw_dir}/notes.txt").read())\n')
 
 
 def test_edited_raw_files_are_prepared_anew_and_unchanged_ones_reused(project):
-    # a record from before raw data was keyed (no "raw") stays valid where no value names a path
-    (old,) = [p for p in (project.path / "__data__").iterdir() if (p / ".gitexp-data.json").exists()]
-    record = json.loads((old / ".gitexp-data.json").read_text())
-    record.pop("raw", None)
-    (old / ".gitexp-data.json").write_text(json.dumps(record))
-    assert "preparing" not in project.make("data").stdout
-
     read_raw_folder(project)
     out = project.make("data").stdout
     assert "preparing data (code changed: data.py)" in out
     first = prepared_key(out)
-    assert set(manifest(project, first)["raw"]) == {"raw_dir"}
-    assert manifest(project, first)["config"] == {"raw_dir": "raw"}
-    out = project.make("data").stdout
-    assert "preparing" not in out and prepared_key(out) == first  # unchanged: reused
 
     notes = project.path / "raw" / "notes.txt"
     notes.write_text("second\n")  # the same size, other content
@@ -57,9 +47,11 @@ def test_edited_raw_files_are_prepared_anew_and_unchanged_ones_reused(project):
     second = prepared_key(out)
     assert second != first and (project.path / "__data__" / second / "notes.txt").read_text() == "second\n"
 
-    notes.write_text("first\n")  # as it was: the first folder again
+    notes.write_text("first\n")  # as it was when the first was prepared: that folder again
     out = project.make("data").stdout
     assert "preparing" not in out and prepared_key(out) == first
+    assert manifest(project, first)["config"] == {"raw_dir": "raw"}
+    assert set(manifest(project, first)["raw"]) == set(manifest(project, second)["raw"]) == {"raw_dir"}
 
 
 def test_the_raw_fingerprint_follows_names_sizes_and_small_files_contents(tmp_path, monkeypatch):
@@ -90,27 +82,47 @@ def test_the_raw_fingerprint_follows_names_sizes_and_small_files_contents(tmp_pa
     assert datastore.raw_fingerprint(".") is None  # the project itself: every preparation would change it
 
 
-def test_data_ls_names_the_runs_of_each_folder_and_data_rm_removes_only_an_unused_one(project):
-    project.make("run", TAG="x")
-    key = project.statistic("x", 0)["data"]["key"]
-    data_py = project.path / "code" / "data.py"
-    data_py.write_text(data_py.read_text() + "# another data.py: another folder\n")
-    unused = prepared_key(project.make("data").stdout)
-    project.git("checkout", "--", "code/data.py")
+def test_a_record_from_before_raw_data_was_keyed_fits_where_no_value_names_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raw").mkdir()
+    cfg, code = types.SimpleNamespace(n_files=3, raw_dir="raw"), {"data.py": "0" * 64}
+    assert datastore.matches({"code": code, "config": {"n_files": 3}}, cfg, code)  # no "raw" field
+    old = {"code": code, "config": {"raw_dir": "raw"}}
+    assert not datastore.matches(old, cfg, code)
+    assert datastore.raw_changes(old, datastore.RawNow(cfg)) == [
+        "raw_dir = 'raw' (its files were not fingerprinted when it was prepared)"]
 
+
+def recorded_run(project, tag, number, key):
+    """A finished run's statistic.json as far as data-ls and data-rm read it (that a run records
+    the key of the folder it used, test_data.py shows; a run here would cost seconds)."""
+    folder = project.result(tag, number)
+    folder.mkdir(parents=True)
+    (folder / "statistic.json").write_text(json.dumps(
+        {"tag": tag, "id": number, "status": "finished", "data": {"key": key, "fingerprint": "0" * 64}}))
+
+
+def test_data_ls_names_the_runs_of_each_folder_and_data_rm_removes_only_an_unused_one(project):
+    (key,) = [p.name for p in (project.path / "__data__").iterdir() if (p / ".gitexp-data.json").exists()]
+    recorded_run(project, "x", 0, key)
+    recorded_run(project, "y", 0, key)
+    unused = "0123456789abcdef"  # a folder as another data.py would have prepared
+    shutil.copytree(project.path / "__data__" / key, project.path / "__data__" / unused)
+    record = dict(manifest(project, key), key=unused, code={"data.py": "0" * 64})
+    (project.path / "__data__" / unused / ".gitexp-data.json").write_text(json.dumps(record))
+
+    before = project.snapshot()
+    assert_refused(project.make("data-rm", KEY=key, check=False), "is the data of 2 recorded run(s): x/0 y/0:",
+                   "nothing was removed")
+    assert project.snapshot() == before
+    project.make("rm", EXP="x/0")
     lines = project.make("data-ls").stdout.splitlines()
     (mine,) = [n for n, line in enumerate(lines) if line.split()[:2] == ["*", key]]  # the one used now
-    assert lines[mine + 1].split() == ["runs", "(1):", "x/0"]
+    assert lines[mine + 1].split() == ["runs", "(2):", "y/0", "x/0", "(in", "the", "trash)"]
     (other,) = [n for n, line in enumerate(lines) if line.split()[:1] == [unused]]
     assert f"no recorded run (make data-rm KEY={unused} removes it)" in lines[other + 1]
     assert lines[-1] == f"* the working tree's code/config uses {key} now"
 
-    before = project.snapshot()
-    assert_refused(project.make("data-rm", KEY=key, check=False), "is the data of 1 recorded run(s): x/0",
-                   "nothing was removed")
-    assert project.snapshot() == before
-    project.make("rm", EXP="x/0")
-    assert "runs (1): x/0 (in the trash)" in project.make("data-ls").stdout
     before = project.snapshot()
     assert_refused(project.make("data-rm", KEY=key[:8], check=False), "x/0 (in the trash)", "nothing was removed")
     missing = next(k for k in ("abcdef01", "fedcba98") if not unused.startswith(k) and not key.startswith(k))
