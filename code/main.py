@@ -29,7 +29,7 @@ import config
 import data
 import task
 from gitexp import contract, datastore, dist, protocol, resume, warmstart
-from gitexp.batches import resume_at
+from gitexp.batches import endless, resume_at
 from gitexp.checkpoint import seed_everything
 from gitexp.resume import Position, Start, Stateful
 from gitexp.stop import Stopped, StopRequest
@@ -73,8 +73,10 @@ def set_up(exp_dir, rank, world_size, device, mode):
     generator = torch.Generator().manual_seed(start.seed)
     train_batches, eval_sets = data.make_loaders(config, start.data_dir, generator, start.seed, rank, world_size)
     model = new_model(start.facts).to(device)
+    max_steps = getattr(config, "max_steps", None)  # a run counted in steps: one span over a stream of batches
+    epoch_steps = max_steps or len(train_batches)
     optimizer, schedules, extra, rank_extra = contract.optimizers(
-        task.configure_optimizers(config, model, len(train_batches)))
+        task.configure_optimizers(config, model, epoch_steps))
     # several optimizers: the step calls the networks itself (model.G, model.D), which DDP's
     # wrapper would not see; each optimizer averages its gradients over the ranks instead
     wrapped = world_size > 1 and not isinstance(optimizer, dict)
@@ -91,7 +93,12 @@ def set_up(exp_dir, rank, world_size, device, mode):
         position.load_state_dict(checkpoint)  # after the model and optimizer, whose init drew from the RNG
     if world_size > 1 and not wrapped:
         dist.broadcast_model(model)  # rank 0's start on every rank, as DDP's wrapper does
-    epoch_steps = len(train_batches) if protocol.check_epoch() is None else min(len(train_batches), protocol.check_epoch())
+    eval_every = getattr(config, "eval_every", 0) or 0
+    if protocol.check_epoch() is not None:  # make check: epochs, or a stream's evaluations, a few steps apart
+        if max_steps:
+            eval_every = min(eval_every or protocol.check_epoch(), protocol.check_epoch())
+        else:
+            epoch_steps = min(epoch_steps, protocol.check_epoch())
     recorder.start((position.epoch, position.done, epoch_steps), position.step, start.path, start.skipped,
                    world_size, device, start.data_record and dict(start.data_record, facts=start.facts), progress(position.best, position.last, position.seconds)
                    if checkpoint is not None else None, start.source)
@@ -101,11 +108,12 @@ def set_up(exp_dir, rank, world_size, device, mode):
     return SimpleNamespace(
         recorder=recorder, start=start, train_batches=train_batches, eval_sets=contract.eval_sets(eval_sets),
         model=model, net=DistributedDataParallel(model) if wrapped else model, optimizer=optimizer,
-        schedules=schedules, states=states, position=position, epoch_steps=epoch_steps,
+        schedules=schedules, states=states, position=position, epoch_steps=epoch_steps, max_steps=max_steps,
+        epochs=1 if max_steps else config.epochs,
         broadcast_buffers=world_size > 1 and not wrapped,
         with_state={"state": extra | rank_extra} if extra or rank_extra else {},  # declared: passed on
         stop=StopRequest(exp_dir, world_size, device), rank=rank, world_size=world_size, device=device,
-        eval_every=getattr(config, "eval_every", 0) or 0, checkpoint_every=getattr(config, "checkpoint_every", 0) or 0)
+        eval_every=eval_every, checkpoint_every=getattr(config, "checkpoint_every", 0) or 0)
 
 
 def evaluation(run, began=None):
@@ -121,20 +129,23 @@ def evaluation(run, began=None):
             results[split] = contract.floats(task.evaluate(run.model, batches, run.device, **run.with_state, **told),
                                              f"evaluate ({split})")
     run.net.train()
-    at = {"epoch": position.epoch + 1} | ({"step": position.step} if run.eval_every else {})
+    at = {"step": position.step} if run.max_steps else \
+        {"epoch": position.epoch + 1} | ({"step": position.step} if run.eval_every else {})
     position.last = at | {f"{split}_{k}": v for split, r in results.items() for k, v in r.items()}
     if began is not None:
         position.seconds.append(round(time.perf_counter() - began, 3))
-    if run.rank == 0:  # "epoch <n>/<epochs>" once an epoch, at its end
-        where = f"epoch {position.epoch + 1}/{config.epochs}" if began is not None else \
+    if run.rank == 0:  # "epoch <n>/<epochs>" once an epoch, at its end; "step <n>/<max_steps>"
+        where = f"step {position.step}/{run.max_steps}" if run.max_steps else \
+            f"epoch {position.epoch + 1}/{config.epochs}" if began is not None else \
             f"step {position.step} in epoch {position.epoch + 1}"
-        print(where + (f" (step {position.step})" if run.eval_every and began is not None else "") + "  "
+        print(where + (f" (step {position.step})" if run.eval_every and began is not None and not run.max_steps
+                       else "") + "  "
               + "  ".join(f"{k} {v:.4f}" for k, v in position.last.items() if k not in at)
               + (f"  ({position.seconds[-1]:.1f}s)" if began is not None else ""))
     run.recorder.log_epoch(position.step, results)
     is_best = position.judge(config)
     after_evaluation(run, at_epoch_end=began is not None)
-    if began is not None and position.epoch + 1 >= config.epochs:
+    if began is not None and position.epoch + 1 >= run.epochs:
         position.early_stop = None  # the last evaluation ends the run anyway: nothing stopped early
     return is_best
 
@@ -190,16 +201,21 @@ def train(exp_dir, rank, world_size, device, mode=protocol.RUN):
     # disable is left to tqdm's default where a bar is wanted, so TQDM_DISABLE=1 can still hide it
     bar = {} if rank == 0 else {"disable": True}
     loop_began = time.perf_counter()
-    for epoch in range(position.epoch, config.epochs):
+    for epoch in range(position.epoch, run.epochs):
         if position.early_stop is not None:  # a continue from the checkpoint the early stop wrote
             break
         began = time.perf_counter()
         position.begin_epoch()
         dist.set_epoch(run.train_batches, epoch)
         run.net.train()
-        batches = islice(resume_at(run.train_batches, position.done), run.epoch_steps - position.done)
-        position.order_drawn()
-        for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", total=run.epoch_steps,
+        if run.max_steps:  # a stream: drawn on from the checkpoint's RNG, nothing to skip
+            position.order_drawn()
+            batches = islice(endless(run.train_batches), run.epoch_steps - position.done)
+        else:
+            batches = islice(resume_at(run.train_batches, position.done), run.epoch_steps - position.done)
+            position.order_drawn()
+        for batch in tqdm(batches, desc="steps" if run.max_steps else f"epoch {epoch + 1}/{config.epochs}",
+                          total=run.epoch_steps,
                           initial=position.done, mininterval=1.0,  # a redraw costs the loop; once a second will do
                           leave=False, file=sys.stderr, **bar):
             scalars = detached(task.train_step(run.net, batch, run.optimizer, device, **run.with_state))
@@ -213,7 +229,7 @@ def train(exp_dir, rank, world_size, device, mode=protocol.RUN):
                     stopping or due(run.checkpoint_every, position.step) or due(run.eval_every, position.step)):
                 save(run, evaluation(run) if due(run.eval_every, position.step) else False)
                 if stopping:
-                    recorder.stop(epoch, position.done, position.step)
+                    recorder.stop(epoch, position.done, position.step, run.max_steps)
                     raise Stopped
                 if position.early_stop is not None:
                     break
@@ -223,10 +239,15 @@ def train(exp_dir, rank, world_size, device, mode=protocol.RUN):
         is_best = evaluation(run, began)
         position.epoch, position.done = epoch + 1, 0
         save(run, is_best)
-        if position.early_stop is None and epoch + 1 < config.epochs and run.stop.agreed():
-            recorder.stop(epoch + 1, 0, position.step)  # asked during the last step or the evaluation
+        if position.early_stop is None and epoch + 1 < run.epochs and run.stop.agreed():
+            recorder.stop(epoch + 1, 0, position.step, run.max_steps)  # asked during the last step or the evaluation
             raise Stopped
     finish(run, loop_began)
+
+
+def when(metrics):
+    """Where an evaluation's metrics were taken, in words: "epoch 3", or "step 500" in a run counted in steps."""
+    return f"epoch {metrics['epoch']}" if "epoch" in metrics else f"step {metrics['step']}"
 
 
 def finish(run, loop_began):
@@ -237,11 +258,11 @@ def finish(run, loop_began):
     run.recorder.finish(position.best, position.last, position.step, position.early_stop)
     best, last, monitor = position.best, position.last, config.monitor
     if run.rank == 0 and position.early_stop is not None:
-        print(f"stopped early in epoch {position.early_stop['epoch']} (step {position.early_stop['step']}): "
+        print(f"stopped early at step {position.early_stop['step']} (epoch {position.early_stop['epoch']}): "
               f"{position.early_stop['reason']}")
     if run.rank == 0 and best is not None:
-        said = f"best epoch {best['epoch']}: {monitor} {best[monitor]:.4f}  |  " if monitor else ""
-        print(f"{said}last epoch {last['epoch']}" + (f": {monitor} {last[monitor]:.4f}" if monitor else "")
+        said = f"best {when(best)}: {monitor} {best[monitor]:.4f}  |  " if monitor else ""
+        print(f"{said}last {when(last)}" + (f": {monitor} {last[monitor]:.4f}" if monitor else "")
               + f"  |  trained in {time.perf_counter() - loop_began:.3f}s")
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from cli import UserError, run
 from gitexp import protocol
 
-SHARED = ("__data__", "__result__")  # read where they are: prepared data, init_from's sources
+RUNS = ("whole", "resumed", "again")  # the check's own runs' folders in the temp folder
 FIXES = {
     "model": "a parameter or buffer the model changes outside its state_dict (a plain tensor attribute?)",
     "optimizer": "the optimizer state is not restored: return the optimizer configure_optimizers steps",
@@ -45,12 +45,14 @@ def processes():
 
 
 def prepared_copy(root, temp):
-    """The working tree's code/ (uncommitted changes and all), and links to the shared folders."""
+    """The working tree's code/ (uncommitted changes and all), and links to everything else at
+    the project's root, read where it is: prepared data, init_from's sources, raw data that a
+    config value names relative to the project (raw/train.txt)."""
     shutil.copytree(root / "code", temp / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (root / "__data__").mkdir(exist_ok=True)  # data a check prepares is kept for the runs
-    for name in SHARED:
-        if (root / name).exists():
-            (temp / name).symlink_to((root / name).resolve())
+    for path in root.iterdir():
+        if path.name not in ("code", ".git", *RUNS):
+            (temp / path.name).symlink_to(path.resolve())
 
 
 def one_run(temp, name, how, nproc, mode="run", seed=None):
@@ -174,6 +176,15 @@ def drift(notes):
     return None
 
 
+def without_time(checkpoint, time_scalars):
+    """A checkpoint less the metrics of the scalars that measure time (train_tokens_per_s)."""
+    timed = {f"train_{name}" for name in time_scalars}
+    for part in ("last", "best"):
+        if isinstance(checkpoint.get(part), dict):
+            checkpoint[part] = {k: v for k, v in checkpoint[part].items() if k not in timed}
+    return checkpoint
+
+
 def resume_findings(temp, whole, resumed, half):
     """What differs between the uninterrupted run and the restored one, first divergence first."""
     apart = drift(whole)
@@ -202,7 +213,7 @@ def resume_findings(temp, whole, resumed, half):
                    + (f"; one an evaluation changes counts too (the last before the restore: step {evaluated})"
                       if evaluated else ""))
         return [f"{said}: {fix}"]
-    a, b = latest_checkpoint(temp / "whole"), latest_checkpoint(temp / "resumed")
+    a, b = (without_time(latest_checkpoint(temp / name), whole[0]["time_scalars"]) for name in ("whole", "resumed"))
     for part in ("model", "optimizer", "scheduler", "extra", "rng", "last", "best", "step", "epoch"):
         where = first_difference(a.get(part), b.get(part), part)
         if where:
@@ -252,8 +263,10 @@ def check():
     after = [step for step in evaluated if step > info["half"]]
     restored = f"restored at step {info['half']}" + (f" after the evaluation at step {before[-1]}" if before else "")
     through = f"equal through step {info['whole']}" + (f" across the evaluation at step {after[0]}" if after else "")
-    print(f"check passed: the contract; exact resume ({restored}, {through}; {info['steps_per_epoch']} steps an "
-          f"epoch, cut to {min(info['steps_per_epoch'], protocol.CHECK_EPOCH_STEPS)}) in {nproc} process{'es' if nproc > 1 else ''}"
+    steps = info["steps_per_epoch"]
+    span = f"{steps} steps an epoch, cut to {min(steps, protocol.CHECK_EPOCH_STEPS)}" if steps else \
+        f"a stream of steps, evaluated every {min(evaluated[:1] or [protocol.CHECK_EPOCH_STEPS])}"
+    print(f"check passed: the contract; exact resume ({restored}, {through}; {span}) in {nproc} process{'es' if nproc > 1 else ''}"
           f"{'; two FIX=1 runs equal' if fix else ''}; the data key follows {key_files}"
           f" ({time.perf_counter() - began:.1f}s)")
     return 0

@@ -148,7 +148,9 @@ def do_continue():
     folder = existing_experiment(tag, number)
     statistic = read_statistic(folder)
     if statistic.get("status") == "finished":
-        raise UserError(f"{tag}/{number} is already finished: make rerun TAG={tag} ID={number} reproduces it")
+        early = statistic.get("early_stop")
+        how = f" (it stopped early at epoch {early['epoch']}, step {early['step']}: {early['reason']})" if early else ""
+        raise UserError(f"{tag}/{number} is already finished{how}: make rerun TAG={tag} ID={number} reproduces it")
     check_same_code(folder, statistic, commit)
     devices, threads = devices_and_threads(statistic, given)
     held = lock(folder)
@@ -177,7 +179,14 @@ def compare(original, rerun):
         print(f"{name} did not finish ({original.get('status')}): no metrics to compare")
         return
     before, after = (flatten(s.get("metrics", {}), "", {}) for s in (original, rerun))
-    differ = [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+    timed = {f"train_{name}" for name in original.get("hparams", {}).get("time_scalars") or ()}
+    differ = [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)
+              and k.rpartition(".")[2] not in timed]  # a time measured differs every run
+    early = [s.get("early_stop") or {} for s in (original, rerun)]
+    if early[0].get("step") != early[1].get("step"):
+        print(f"stopped early: {name} at step {early[0].get('step')}, this rerun at step {early[1].get('step')}")
+    elif early[0]:
+        print(f"stopped early at the same step as {name}: step {early[0]['step']}")
     if not differ:
         print(f"metrics equal to {name}: all {len(before)} values identical")
         return

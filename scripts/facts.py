@@ -5,7 +5,8 @@ diff all take them from here. Standard library only.
 """
 
 # the facts the table shows as run.<name> columns, in this order (where a run records them)
-TABLE_FACTS = ("status", "seed", "fix", "world_size", "threads", "data", "data_at_end", "repeat_of", "torch", "host")
+TABLE_FACTS = ("status", "stopped_early", "seed", "fix", "world_size", "threads", "data", "data_at_end", "repeat_of",
+               "torch", "host")
 # the facts make rerun and make diff compare, by the words they say them in, in this order
 COMPARED_FACTS = {"data": "data fingerprint", "data_changed": "data changed during the run", "python": "python",
                   "torch": "torch", "cuda": "CUDA", "cudnn": "cuDNN", "world_size": "world size", "nodes": "nodes",
@@ -22,8 +23,10 @@ def run_facts(statistic, missing=None):
     """Every run fact of one statistic.json by name; `missing` where the record has none (an
     older template's record, or a run on CPU: no GPU names)."""
     data, environment, conditions = (part(statistic, key) for key in ("data", "environment", "conditions"))
+    early = part(statistic, "early_stop")
     fingerprint, at_end, gpus = data.get("fingerprint"), data.get("at_end"), environment.get("gpus", missing)
     return {"status": statistic.get("status"), "seed": statistic.get("seed"), "fix": statistic.get("fix"),
+            "stopped_early": f"step {early['step']}" if isinstance(early.get("step"), int) else missing,
             "world_size": statistic.get("world_size"), "threads": conditions.get("threads", missing),
             "data": fingerprint[:12] if isinstance(fingerprint, str) and fingerprint else missing,
             "data_at_end": at_end[:12] if isinstance(at_end, str) and at_end else missing,

@@ -53,9 +53,15 @@ def essentials(statistic):
     best = ((statistic.get("metrics") or {}).get("best") or {}).get(monitor) if isinstance(monitor, str) else None
     data = statistic.get("data") if isinstance(statistic.get("data"), dict) else {}
     notes = [f"{key} {statistic[key]}" for key in ("rerun_of", "repeat_of") if isinstance(statistic.get(key), str)]
+    early = statistic.get("early_stop") if isinstance(statistic.get("early_stop"), dict) else {}
+    if early:
+        notes.insert(0, f"stopped early at step {early.get('step')}")
     if data.get("at_end") or data.get("accepted"):
         notes.append("data changed during the run" if data.get("at_end") else "data accepted as unchanged")
-    return [statistic.get(k) for k in ("id", "status", "epoch", "seed", "start", "commit")] + [
+    counted_in_steps = isinstance(statistic.get("hparams"), dict) and statistic["hparams"].get("max_steps")
+    progress = f"step {statistic.get('step', 0)}" if counted_in_steps else statistic.get("epoch")
+    return [statistic.get(k) for k in ("id", "status")] + [progress] + [
+        statistic.get(k) for k in ("seed", "start", "commit")] + [
         monitor if isinstance(monitor, str) else None, best if isinstance(best, (int, float)) else None,
         "; ".join(notes)]
 

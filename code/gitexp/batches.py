@@ -1,6 +1,24 @@
 """Resuming inside an epoch (the template's machinery): the epoch's batches from a step on."""
 from torch.utils.data import DataLoader
 
+from gitexp import dist
+from gitexp.protocol import ConfigError
+
+
+def endless(batches):
+    """A run counted in steps (max_steps): its training batches as one stream, begun again from
+    their start whenever they end (a finite loader), each pass told its number (set_epoch)."""
+    passes = 0
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ConfigError("make_loaders' training batches are empty: a run of max_steps needs at least one batch")
+        passes += 1
+        dist.set_epoch(batches, passes)
+
 
 def resume_at(batches, done):
     """An iterator over an epoch's batches from batch `done` on, in the order a whole epoch

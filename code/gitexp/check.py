@@ -107,9 +107,16 @@ def watch(seen, captured, evaluations, world_size):
 
     def noted_loaders(*args, **kwargs):
         train_batches, eval_sets = make_loaders(*args, **kwargs)
-        half, whole = stop_steps(len(train_batches), config.epochs)
+        max_steps = getattr(config, "max_steps", None)
+        if max_steps:  # a stream: its evaluations, cut to a few steps apart, stand for the epochs' ends
+            every = min(getattr(config, "eval_every", 0) or protocol.CHECK_EPOCH_STEPS, protocol.CHECK_EPOCH_STEPS)
+            half, whole = stop_steps(every, -(-max_steps // every))
+            half, whole = min(half, max(1, max_steps - 1)), min(whole, max_steps)
+        else:
+            half, whole = stop_steps(len(train_batches), config.epochs)
         os.environ[protocol.STOP_AT] = str(half if os.environ[protocol.CHECK] == "half" else whole)
-        captured.update(eval_sets=eval_sets, steps_per_epoch=len(train_batches), half=half, whole=whole)
+        captured.update(eval_sets=eval_sets, half=half, whole=whole,
+                        steps_per_epoch=None if max_steps else len(train_batches))
         return train_batches, eval_sets
 
     def noted_step(model, batch, optimizer, device, **state):
@@ -174,7 +181,8 @@ def run(exp_dir, rank, world_size, device, captured):
     if os.environ[protocol.CHECK] == "full" and not captured.get("evaluated") and seen:
         evaluate_once(captured, seen[-1]["scalars"])
     answer = {"seen": seen, "evaluations": evaluations, "steps_per_epoch": captured.get("steps_per_epoch"),
-              "half": captured.get("half"), "whole": captured.get("whole")}
+              "half": captured.get("half"), "whole": captured.get("whole"),
+              "time_scalars": list(getattr(config, "time_scalars", None) or [])}
     if rank == 0 and hasattr(data, "prepare"):
         answer["data_key_files"] = sorted(datastore.code_files(data))
     (exp_dir / f"seen_{rank}_{os.environ[protocol.CHECK]}.json").write_text(json.dumps(answer))

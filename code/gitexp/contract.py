@@ -28,10 +28,17 @@ class Schedule:
 
 def check_config(cfg):
     """The values the loop itself reads, checked before training starts."""
-    needed = ("epochs", "monitor", "keep_checkpoints") + (("monitor_mode",) if getattr(cfg, "monitor", None) else ())
+    needed = ("monitor", "keep_checkpoints") + (("monitor_mode",) if getattr(cfg, "monitor", None) else ())
     for name in needed:
         if not hasattr(cfg, name):
             raise ConfigError(f"code/config.py has no `{name} = ...` line: the loop needs it (see README, Make it yours)")
+    epochs, max_steps = getattr(cfg, "epochs", None), getattr(cfg, "max_steps", None)
+    if (epochs is None) == (max_steps is None):
+        raise ConfigError("code/config.py needs one of `epochs = n` (passes over the training batches) and "
+                          f"`max_steps = n` (steps over a stream of batches), not {'both' if epochs else 'neither'}")
+    for name, value in (("epochs", epochs), ("max_steps", max_steps)):
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ConfigError(f"{name} = {value!r} in code/config.py is not a whole number from 1")
     if cfg.monitor is not None and cfg.monitor_mode not in ("min", "max"):
         raise ConfigError(f"monitor_mode = {cfg.monitor_mode!r} in code/config.py is neither 'min' nor 'max': "
                           "say whether a lower or a higher monitor is better")
@@ -46,6 +53,10 @@ def check_config(cfg):
     if not isinstance(getattr(cfg, "min_delta", 0.0), (int, float)) or getattr(cfg, "min_delta", 0.0) < 0:
         raise ConfigError(f"min_delta = {cfg.min_delta!r} in code/config.py is not a number >= 0: the improvement "
                           "of monitor that resets patience")
+    timed = getattr(cfg, "time_scalars", None) or []
+    if not (isinstance(timed, (list, tuple)) and all(isinstance(name, str) for name in timed)):
+        raise ConfigError(f"time_scalars = {timed!r} in code/config.py is not a list of train_step's scalar names "
+                          "(those that measure time: tokens_per_s, mfu)")
 
 
 def is_stateful(obj):

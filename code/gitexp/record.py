@@ -243,7 +243,7 @@ class Recorder:
             raise
         publish(statistic, self.exp_dir / STATISTIC)
 
-    def stop(self, epochs, done, step):
+    def stop(self, epochs, done, step, max_steps=None):
         """Stopped on request, its checkpoint written: continuable."""
         if not self.active:
             return
@@ -253,8 +253,9 @@ class Recorder:
         self.statistic.update(status="stopped", end=now())
         write_json(self.exp_dir / STATISTIC, self.statistic)
         name = f"{self.statistic['tag']}/{self.statistic['id']}"
-        print(f"stopped after epoch {epochs} and {done} step(s) more (step {step}): "
-              f"make continue TAG={self.statistic['tag']} ID={self.statistic['id']} goes on from there ({name})")
+        where = f"step {step} of {max_steps}" if max_steps else \
+            f"epoch {epochs} and {done} step(s) more (step {step})"
+        print(f"stopped after {where}: make continue TAG={self.statistic['tag']} ID={self.statistic['id']} goes on from there ({name})")
 
     def wait(self):
         """Until every write handed to the writer thread is done; the first error surfaces."""

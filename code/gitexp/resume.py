@@ -220,7 +220,8 @@ class Position:
             return True
         if monitor not in self.last:
             there = ", ".join(name for name in self.last if name not in ("epoch", "step"))
-            raise protocol.ConfigError(f"monitor = {monitor!r} is not a metric of epoch {self.last['epoch']} "
+            at = f"epoch {self.last['epoch']}" if "epoch" in self.last else f"step {self.last['step']}"
+            raise protocol.ConfigError(f"monitor = {monitor!r} is not a metric of {at} "
                                        f"(there are: {there}): set monitor in code/config.py to one of them")
         value, sign = self.last[monitor], 1 if cfg.monitor_mode == "max" else -1
         is_best = self.best is None or sign * (value - self.best[monitor]) > 0
@@ -238,7 +239,7 @@ class Position:
         return is_best
 
     def stop_early(self, reason):
-        self.early_stop = {"epoch": self.last["epoch"], "step": self.step, "reason": reason}
+        self.early_stop = {"epoch": self.epoch + 1, "step": self.step, "reason": reason}
 
     def begin_epoch(self):
         """At an epoch's start: the RNG a checkpoint inside it restores first."""
