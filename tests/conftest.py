@@ -39,8 +39,15 @@ TASKS = {
     "digits": {"short": {"epochs": 3, "channels": 8, "hidden": 32}, "slow": {"epochs": 4, "channels": 32}},
     "charlm": {"short": {"epochs": 3, "steps_per_epoch": 10}, "slow": {"epochs": 4, "steps_per_epoch": 150}},
     "vision": {"short": {"epochs": 3}, "slow": {"epochs": 4}},
+    "annealing": {"short": {"epochs": 3, "steps_per_epoch": 10}, "slow": {"epochs": 4, "steps_per_epoch": 100}},
+    "gan": {"short": {"epochs": 3, "steps_per_epoch": 10}, "slow": {"epochs": 4, "steps_per_epoch": 100}},
+    "stream": {"short": {"max_steps": 30, "eval_every": 10}, "slow": {"max_steps": 400, "eval_every": 100}},
 }
 SLOW_TASKS = {"vision"}
+# annealing (word_language_model's shape: lr annealed after evaluation, early stopping) and gan
+# (dcgan's: two optimizers, no monitor): the shapes of real scripts, tested by test_shapes.py
+# alone; the guarantee tests' task_project does not take them
+SHAPE_TASKS = {"annealing", "gan", "stream"}  # stream: nanoGPT's shape (max_steps), test_stream.py
 TEST_IDENTITY = ["-c", "user.name=gitexp tests", "-c", "user.email=tests@localhost"]
 
 
@@ -190,6 +197,21 @@ def pristine_vision(tmp_path_factory):
     return build_pristine(tmp_path_factory.mktemp("pristine-vision"), "vision")
 
 
+@pytest.fixture(scope="session")
+def pristine_annealing(tmp_path_factory):
+    return build_pristine(tmp_path_factory.mktemp("pristine-annealing"), "annealing")
+
+
+@pytest.fixture(scope="session")
+def pristine_gan(tmp_path_factory):
+    return build_pristine(tmp_path_factory.mktemp("pristine-gan"), "gan")
+
+
+@pytest.fixture(scope="session")
+def pristine_stream(tmp_path_factory):
+    return build_pristine(tmp_path_factory.mktemp("pristine-stream"), "stream")
+
+
 def pristine_of(request, task):
     return request.getfixturevalue("pristine" if task == "digits" else f"pristine_{task}")
 
@@ -207,12 +229,14 @@ def project(pristine, tmp_path):
 
 
 # each task, the slow ones under the slow mark (make test-faults runs them)
-TASK_PARAMS = [pytest.param(task, marks=pytest.mark.slow) if task in SLOW_TASKS else task for task in TASKS]
+TASK_PARAMS = [pytest.param(task, marks=pytest.mark.slow) if task in SLOW_TASKS else task for task in TASKS
+               if task not in SHAPE_TASKS]
 # the heavy tests (kills, two processes: tens of seconds a task): the example in make test, every
 # task in make test-faults, for make test's budget of 20 minutes on 2 cores. Use:
 # @pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True), or
 # params=HEAVY_TASK_PARAMS for a fixture of its own.
-HEAVY_TASK_PARAMS = [task if task == "digits" else pytest.param(task, marks=pytest.mark.slow) for task in TASKS]
+HEAVY_TASK_PARAMS = [task if task == "digits" else pytest.param(task, marks=pytest.mark.slow) for task in TASKS
+                     if task not in SHAPE_TASKS]
 
 
 @pytest.fixture(params=TASK_PARAMS)
