@@ -92,6 +92,7 @@ def test_an_error_inside_your_code_names_its_phase(project):
 ])
 def test_two_ranks_that_part_are_named(project, old, new, fragments):
     edit(project, "task.py", (old, new), ("def configure_optimizers(", COUNTER + "def configure_optimizers("),
+         ("optimizer, device):", "optimizer, device, state=None):"), ("batches, device):", "batches, device, state=None):"),
          ('"lr": optimizer.param_groups[0]["lr"]}', '"lr": optimizer.param_groups[0]["lr"], "calls": CALLS.add()}'))
     before = project.snapshot()
     result = project.make("check", NPROC="2", check=False)

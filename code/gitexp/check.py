@@ -191,9 +191,11 @@ def run(exp_dir, rank, world_size, device, captured):
 def where_it_came(error, captured):
     """The error's phase (which of your functions, in the first run or after the restore) and
     the last line of your code (or the library's) it came from."""
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if "gitexp" not in frame.filename]
-    code = str(Path(__file__).resolve().parents[1])
-    yours = [frame for frame in frames if frame.filename.startswith(code) and Path(frame.filename).name != "main.py"]
+    ours, code = Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if ours not in Path(frame.filename).resolve().parents]
+    yours = [frame for frame in frames if Path(frame.filename).resolve().parent == code
+             and Path(frame.filename).name != "main.py"]
     places = [f"{Path(frame.filename).name}:{frame.lineno}" for frame in (yours[-1:] + frames[-1:])]
     place = "; ".join(dict.fromkeys(places))  # your line first, then the library's where it differs
     leg = "after the restore" if protocol.mode() == protocol.CONTINUE else "in the first run"
