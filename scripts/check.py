@@ -199,18 +199,18 @@ def resume_findings(temp, whole, resumed, half):
         return [f"{said}: your batch source does not draw its order from `generator` (or the global torch RNG), or "
                 "draws it lazily after the loop restored the RNG, or its workers persist (persistent_workers)"]
     if kind:
-        evaluated, change = evaluation_before(whole, half)
+        evaluated, change = evaluation_before(whole, step - 1)  # the one nearest the first difference
         if rank:
             fix = ("a state of rank " f"{rank}'s is not in the checkpoint (rank 0's is): declare what differs by "
                    "rank in configure_optimizers' \"rank_state\"")
         elif change:
             said = (f"after the evaluation at step {evaluated} {optimizer_words(change)} went from {change[3]!r} to "
-                    f"{change[4]!r}; after the restore {said}")
+                    f"{change[4]!r} in the uninterrupted run; after the restore {said}")
             fix = "a state changed at evaluation is not in the checkpoint: declare it in configure_optimizers' \"state\""
         else:
             fix = ("a state train_step uses is not in the checkpoint: declare it in configure_optimizers' \"state\" "
                    "(an EMA, a GradScaler, a counter), or keep it in the model or optimizer"
-                   + (f"; one an evaluation changes counts too (the last before the restore: step {evaluated})"
+                   + (f"; one an evaluation changes counts too (the last before: step {evaluated})"
                       if evaluated else ""))
         return [f"{said}: {fix}"]
     a, b = (without_time(latest_checkpoint(temp / name), whole[0]["time_scalars"]) for name in ("whole", "resumed"))
