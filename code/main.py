@@ -83,6 +83,8 @@ def set_up(exp_dir, rank, world_size, device, mode):
     if world_size > 1 and not wrapped:
         for one in optimizer.values():
             dist.average_gradients_before_step(one)
+    if extra or rank_extra:
+        contract.check_takes_state([task.train_step, task.evaluate, getattr(task, "after_evaluation", None)])
     states = Stateful(model, optimizer, schedules, extra, rank_extra, rank)
     position = Position(generator, rank)
     checkpoint = start.checkpoint

@@ -185,9 +185,24 @@ def without_time(checkpoint, time_scalars):
     return checkpoint
 
 
+def ranks_disagree(notes):
+    """Where an evaluation's metrics differ between ranks, in words; None where they agree."""
+    for evaluations in zip(*(rank.get("evaluations", []) for rank in notes)):
+        first = evaluations[0]["metrics"]
+        for rank, note in enumerate(evaluations[1:], 1):
+            name = next((k for k in first if first[k] != note["metrics"].get(k)), None)
+            if name:
+                return (f"the evaluation at step {evaluations[0]['step']} gave {name} {first[name]!r} on rank 0 and "
+                        f"{note['metrics'].get(name)!r} on rank {rank}: evaluate must answer the same on every rank "
+                        "(what follows an evaluation decides on it): sum over the shards with "
+                        "gitexp.dist.sum_over_ranks, and draw random evaluation batches alike on every rank (from a "
+                        "torch.Generator seeded the same, not the global RNG, which is seeded by rank)")
+    return None
+
+
 def resume_findings(temp, whole, resumed, half):
     """What differs between the uninterrupted run and the restored one, first divergence first."""
-    apart = drift(whole)
+    apart = drift(whole) or ranks_disagree(whole)
     if apart:
         return [apart]
     kind, said, _, _ = compare_steps(whole, resumed, 0, "before the checkpoint", half)
@@ -240,6 +255,9 @@ def check():
         error, first = one_run(temp, "resumed", "half", nproc, seed=seed)
         if not error:
             error, second = one_run(temp, "resumed", "full", nproc, mode="continue")
+            if error:  # the uninterrupted run went through the same steps: what the restore lost
+                error += (": the uninterrupted run did not fail here, so a continue lost something your code keeps "
+                          "outside the checkpoint (a module global?): declare it in configure_optimizers' \"state\"")
         if error:
             print(error, file=sys.stderr)
             return 1

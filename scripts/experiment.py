@@ -188,7 +188,9 @@ def compare(original, rerun):
     elif early[0]:
         print(f"stopped early at the same step as {name}: step {early[0]['step']}")
     if not differ:
-        print(f"metrics equal to {name}: all {len(before)} values identical")
+        left_out = sum(k.rpartition(".")[2] in timed for k in before)
+        print(f"metrics equal to {name}: all {len(before) - left_out} values identical"
+              + (f" ({left_out} of time_scalars, which measure time, left out)" if left_out else ""))
         return
     print(f"metrics differ from {name} in {len(differ)} of {len(before)} values:")
     for key in differ:

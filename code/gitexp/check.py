@@ -4,8 +4,8 @@ notes every step's batch (a digest) and scalars, for scripts/check.py to compare
 
     python <temp>/code/gitexp/check.py      # GITEXP_DIR, GITEXP_MODE, GITEXP_CHECK=full|half
 """
+import functools
 import hashlib
-import inspect
 import json
 import os
 import sys
@@ -119,6 +119,7 @@ def watch(seen, captured, evaluations, world_size):
                         steps_per_epoch=None if max_steps else len(train_batches))
         return train_batches, eval_sets
 
+    @functools.wraps(train_step)
     def noted_step(model, batch, optimizer, device, **state):
         before = digest(batch)
         scalars = train_step(model, batch, optimizer, device, **state)
@@ -134,6 +135,7 @@ def watch(seen, captured, evaluations, world_size):
         captured["evaluated"] = True
         is_best = evaluation(run, began)
         evaluations.append({"step": run.position.step, "hyper": plain(hyperparameters(run.optimizer)),
+                            "metrics": dict(run.position.last),
                             "state": digest({name: obj.state_dict() for name, obj in run.states.extra.items()})})
         return is_best
 
@@ -142,12 +144,12 @@ def watch(seen, captured, evaluations, world_size):
 
 def in_phase(function, name, captured):
     """`function`, noting while it runs that an error now is one of `name`'s."""
+    @functools.wraps(function)  # its name and signature: the loop reads what it takes (evaluate's split)
     def called(*args, **kwargs):
         outer, captured["phase"] = captured.get("phase"), name
         answer = function(*args, **kwargs)
         captured["phase"] = outer
         return answer
-    called.__signature__ = inspect.signature(function)  # the loop reads what it takes (evaluate's split)
     return called
 
 
@@ -184,7 +186,8 @@ def run(exp_dir, rank, world_size, device, captured):
               "half": captured.get("half"), "whole": captured.get("whole"),
               "time_scalars": list(getattr(config, "time_scalars", None) or [])}
     if rank == 0 and hasattr(data, "prepare"):
-        answer["data_key_files"] = sorted(datastore.code_files(data))
+        raw = (datastore.existing(config, data) or {}).get("raw") or {}
+        answer["data_key_files"] = sorted(datastore.code_files(data)) + [f"the files of {name}" for name in sorted(raw)]
     (exp_dir / f"seen_{rank}_{os.environ[protocol.CHECK]}.json").write_text(json.dumps(answer))
 
 

@@ -140,6 +140,15 @@ def takes_facts(build_model):
         return False
 
 
+def check_takes_state(functions):
+    """With "state" declared, each function the loop passes it to names a `state` parameter."""
+    for function in functions:
+        if function is not None and "state" not in keywords(function, state=None):
+            raise ConfigError(f"configure_optimizers declares \"state\", and {function.__name__}() takes none: add "
+                              f"the parameter, def {function.__name__}(..., state): the loop passes it to "
+                              "train_step, evaluate and after_evaluation")
+
+
 def named_optimizers(optimizer):
     """{name: optimizer}: several as the task named them, one as "optimizer"."""
     return optimizer if isinstance(optimizer, dict) else {"optimizer": optimizer}

@@ -119,8 +119,9 @@ class Recorder:
             how = "its whole training state (init_resume)" if source["resume"] else "its weights"
             print(f"--- {now()}: starting from {source['experiment']}, epoch {source['epoch']}: {how}")
         if self.continuing:
-            where = f"epoch {start_epoch + 1}, step {done} of {steps_per_epoch} " \
-                    f"({path if path else 'no checkpoint yet'})"
+            where = f"step {done} of {steps_per_epoch}" if getattr(self.cfg, "max_steps", None) else \
+                f"epoch {start_epoch + 1}, step {done} of {steps_per_epoch}"
+            where += f" ({path if path else 'no checkpoint yet'})"
             for bad, error in skipped:
                 print(f"warning: {bad} is unreadable ({type(error).__name__}): using an older checkpoint")
             print(f"--- {now()}: continuing {statistic['tag']}/{statistic['id']} from {where}")
