@@ -83,9 +83,11 @@ help: ## list the targets (variables: see the top of the Makefile)
 	@printf '\nvariables:\n'
 	@sed -n 's/^#   /  /p' $(MAKEFILE_LIST)
 
+# exec: the launcher is make's own child, so a SIGTERM to make (which make passes on to its
+# children, then waits for them) stops the run with a checkpoint, not make alone
 .PHONY: run
 run: $(PY_READY) ## tag HEAD as TAG and run it as TAG/<id> (FIX=1 GPUS=0,1 NPROC=n MSG="...")
-	@"$$PY" scripts/experiment.py run
+	@exec "$$PY" scripts/experiment.py run
 
 .PHONY: submit
 submit: $(PY_READY) ## check, tag HEAD as TAG and submit it as a Slurm job (FIX=1 NPROC=n|GPUS=0,1 NODES=n SBATCH="...")
@@ -93,19 +95,19 @@ submit: $(PY_READY) ## check, tag HEAD as TAG and submit it as a Slurm job (FIX=
 
 .PHONY: more
 more: $(PY_READY) ## another run of tag TAG's code as TAG/<id>, wherever HEAD is: a new seed (FIX=1: the tag's)
-	@"$$PY" scripts/experiment.py more
+	@exec "$$PY" scripts/experiment.py more
 
 .PHONY: sweep
 sweep: $(PY_READY) ## run the grid of code/sweeps/NAME.py, each point its own tag (GPUS=0,1 or JOBS=n; FIX=1)
-	@"$$PY" scripts/sweep.py
+	@exec "$$PY" scripts/sweep.py
 
 .PHONY: continue
 continue: $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint, with its code and recorded devices
-	@"$$PY" scripts/experiment.py continue
+	@exec "$$PY" scripts/experiment.py continue
 
 .PHONY: rerun
 rerun: $(PY_READY) ## reproduce TAG/ID (default 0) from its tag as a new id, then compare metrics
-	@"$$PY" scripts/experiment.py rerun
+	@exec "$$PY" scripts/experiment.py rerun
 
 .PHONY: check
 check: $(PY_READY) ## prove, in seconds, your task's contract and exact resume, recording nothing (NPROC=2 FIX=1)

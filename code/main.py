@@ -32,7 +32,7 @@ from gitexp import contract, datastore, dist, protocol, resume, warmstart
 from gitexp.batches import endless, resume_at
 from gitexp.checkpoint import seed_everything
 from gitexp.resume import Position, Start, Stateful
-from gitexp.stop import Stopped, StopRequest
+from gitexp.stop import Stopped, StopRequest, held, quiet_workers
 from gitexp.protocol import ConfigError, Refused
 from gitexp.record import Recorder, hparams, progress
 import model as model_file
@@ -72,6 +72,8 @@ def set_up(exp_dir, rank, world_size, device, mode):
     seed_everything(start.seed + rank, start.fix)  # dropout differs by rank; the data order does not
     generator = torch.Generator().manual_seed(start.seed)
     train_batches, eval_sets = data.make_loaders(config, start.data_dir, generator, start.seed, rank, world_size)
+    for loader in [train_batches, *(eval_sets.values() if isinstance(eval_sets, dict) else [])]:
+        quiet_workers(loader)
     model = new_model(start.facts).to(device)
     max_steps = getattr(config, "max_steps", None)  # a run counted in steps: one span over a stream of batches
     epoch_steps = max_steps or len(train_batches)
@@ -125,7 +127,7 @@ def evaluation(run, began=None):
     position = run.position
     results = {"train": position.train_means(run.world_size, run.device)}
     run.model.eval()  # the bare model: evaluation shards differ in length, and DDP must not sync here
-    with torch.no_grad():
+    with torch.no_grad(), held():  # evaluation loaders' workers start in evaluate: signals are the loop's
         for split, batches in run.eval_sets.items():
             told = contract.keywords(task.evaluate, split=split, step=position.step)
             results[split] = contract.floats(task.evaluate(run.model, batches, run.device, **run.with_state, **told),
@@ -214,7 +216,8 @@ def train(exp_dir, rank, world_size, device, mode=protocol.RUN):
             position.order_drawn()
             batches = islice(endless(run.train_batches), run.epoch_steps - position.done)
         else:
-            batches = islice(resume_at(run.train_batches, position.done), run.epoch_steps - position.done)
+            with held():  # a DataLoader's workers start here: the stop signals are the loop's alone
+                batches = islice(resume_at(run.train_batches, position.done), run.epoch_steps - position.done)
             position.order_drawn()
         for batch in tqdm(batches, desc="steps" if run.max_steps else f"epoch {epoch + 1}/{config.epochs}",
                           total=run.epoch_steps,

@@ -13,10 +13,10 @@ import subprocess
 import sys
 
 from cli import UserError, check_switch, env, run
-from facts import compared_facts, flatten
+from facts import compared_facts, flatten, parting_words
 from lists import parse_word
 from repo import commit_of
-from store import read_statistic, runs_of_tag, statistic_path
+from store import RESULTS, read_statistic, runs_of_tag, statistic_path
 
 
 def side(name, text):
@@ -104,6 +104,10 @@ def main():
           f"\nrun facts: the same ({', '.join(facts_of(runs_a, runs_a))})")
     if facts:
         table([("", "A", "B")] + facts)
+    if len(runs_a) == len(runs_b) == 1 and not facts:  # the same seed and conditions: should they be equal?
+        where = parting_words(*((run, RESULTS / run["tag"] / str(run["id"])) for run in (runs_a[0], runs_b[0])))
+        if where:
+            print(f"\n{where}")
 
     commit_a, commit_b = runs_a[0].get("commit"), runs_b[0].get("commit")
     if commit_a == commit_b:

@@ -13,7 +13,7 @@ import secrets
 
 from cli import UserError, env, run_mode
 from conditions import check_resumable, devices_and_threads, devices_given, parse_devices, thread_count
-from facts import compared_facts, flatten
+from facts import compared_facts, flatten, parting_words
 from gitexp import protocol
 from launch import accepting_data, conclude, execute, follow, init_fits, resume_accepted, start
 from names import check_number
@@ -204,6 +204,10 @@ def compare(original, rerun):
         print(f"the two runs differ in none of {checked}: {name} ran without FIX=1, so kernels need not be deterministic")
     else:
         print(f"the two runs differ in none of {checked}")
+    where = parting_words((original, RESULTS / original["tag"] / str(original["id"])),
+                          (rerun, RESULTS / rerun["tag"] / str(rerun["id"])))
+    if where:
+        print(where)
 
 
 def do_rerun():

@@ -1,8 +1,10 @@
 """What statistic.json says of a run, read in one place: its run facts (what it ran with besides
 its code and hparams: seed, data, versions, world size, threads, host, GPU) and its hparams and
 metrics flattened to dotted keys. The table's run.* columns, make rerun's comparison and make
-diff all take them from here. Standard library only.
+diff all take them from here, and where two runs' step curves part (first_parting, which borrows
+the loop's events reader). Standard library only, but for that reader.
 """
+from pathlib import Path
 
 # the facts the table shows as run.<name> columns, in this order (where a run records them)
 TABLE_FACTS = ("status", "stopped_early", "seed", "fix", "world_size", "threads", "data", "data_at_end", "repeat_of",
@@ -39,6 +41,38 @@ def run_facts(statistic, missing=None):
             "deterministic": environment.get("deterministic", missing), "device": environment.get("device", missing),
             "conditions_changed": len(conditions.get("changed", [])), "host": statistic.get("host"),
             "gpu": ", ".join(gpus) or "none" if isinstance(gpus, list) else gpus}
+
+
+def first_parting(a, b):
+    """(step, curve, a's value, b's value) where the step curves (step/<name>) of two runs, given
+    as (statistic, folder), first differ, the time_scalars left out; None where they agree."""
+    from gitexp.events import scalars  # the events files' own reader: tensorboard's protobufs
+
+    timed = {f"step/{name}" for name in (a[0].get("hparams") or {}).get("time_scalars") or ()}
+    curves_a, curves_b = (scalars(Path(folder) / "tensorboard") for _, folder in (a, b))
+    for name, step in sorted(curves_a.keys() & curves_b.keys(), key=lambda key: (key[1], key[0])):
+        if name not in timed and curves_a[name, step] != curves_b[name, step]:
+            return step, name, curves_a[name, step], curves_b[name, step]
+    return None
+
+
+def parting_words(a, b):
+    """Where two runs that should be equal part, in words, and a continue just before it as the
+    likely cause; None where their step curves agree."""
+    parting = first_parting(a, b)
+    if parting is None:
+        return None
+    step, name, value_a, value_b = parting
+    words = f"their step curves first differ at step {step} ({name} {value_a!r} against {value_b!r})"
+    for statistic, _ in (a, b):
+        starts = [leg["from_step"] for leg in (statistic.get("legs") or [])[1:]
+                  if isinstance(leg.get("from_step"), int) and leg["from_step"] < step]
+        if starts:
+            before = step - max(starts) - 1
+            words += (f"; {statistic['tag']}/{statistic['id']} was continued from step {max(starts)}, "
+                      f"{'right before it' if before == 0 else f'{before} step(s) before it'}: the likely cause is a "
+                      "state its checkpoint lacks, which make check finds")
+    return words
 
 
 def table_facts(statistic):

@@ -77,7 +77,11 @@ def command(folder, processes, nodes, node_rank):
     main = str(folder / "code" / "main.py")
     if processes == 1 and nodes == 1 and not env("NNODES"):  # NNODES=1: torchrun even for one process
         return [python(), main]
-    launcher = [python(), "-m", "torch.distributed.run", f"--nproc-per-node={processes}", f"--nnodes={nodes}"]
+    # torchrun, less its traceback where the run stopped on request: the run's own
+    # gitexp/torchrun.py (a run recorded before it had one: torchrun itself)
+    wrapper = folder / "code" / "gitexp" / "torchrun.py"
+    launcher = [python(), *([str(wrapper)] if wrapper.exists() else ["-m", "torch.distributed.run"]),
+                f"--nproc-per-node={processes}", f"--nnodes={nodes}"]
     if nodes == 1:
         launcher.append("--standalone")  # picks a free port itself
     else:
@@ -128,6 +132,7 @@ def execute(folder, mode, devices, threads, init=None, changed=False):
     def ask_stop(*_):  # SIGTERM, SIGUSR1: every rank reads the file at its next step
         stop_file.touch()
     handlers = {number: signal.signal(number, ask_stop) for number in (signal.SIGTERM, signal.SIGUSR1)}
+    stop_with_parent()
     with open(folder / "log", "ab") as log:
         child = subprocess.Popen(command(folder, processes, nodes, node_rank), stdout=subprocess.PIPE, env=child_env,
                                  preexec_fn=ignore_usr1)
@@ -171,15 +176,19 @@ def conclude(folder, status):
     stopped = interrupted or status in (protocol.STOPPED, protocol.INTERRUPTED, -signal.SIGINT)
     cause = None if stopped else protocol.first_error(folder)
     protocol.clear(folder)
+    said = statistic.get("status") == "stopped"  # the loop stopped it at a step, and said so
     if status != 0 and statistic.get("status") == "running":
         statistic.update(status="stopped" if stopped else "failed", end=now())
+        leg = (statistic.get("legs") or [{}])[-1]
+        leg.update(end=statistic["end"], ended=statistic["status"], **({"error": cause} if cause else {}))
         if cause:
             statistic["error"] = cause
         write_statistic(folder, statistic)
     name = f"{statistic['tag']}/{statistic['id']}"
     if status != 0 and (stopped or statistic.get("status") == "stopped"):
-        print(f"stopped: experiment {name} goes on from its last checkpoint with make continue "
-              f"TAG={statistic['tag']} ID={statistic['id']}", file=sys.stderr)
+        if not said:  # stopped at once (a second Ctrl+C): from the last checkpoint
+            print(f"stopped: {name} at once: make continue TAG={statistic['tag']} ID={statistic['id']} goes on from "
+                  f"its last checkpoint (step {statistic.get('step', 0)})", file=sys.stderr)
         return statistic
     if status != 0:
         print(f"error: experiment {name} failed (exit status {status}){': ' + cause if cause else ''}; "
@@ -220,6 +229,19 @@ def follow(tag, devices):
         snapshot(tag, Path(folder))
         return subprocess.run(command(Path(folder), processes, nodes, node_rank), preexec_fn=ignore_usr1,
                               env=child_environment(visible, thread_count(processes))).returncode
+
+
+def stop_with_parent():
+    """Where whoever started the launcher ends (make killed, a supervisor's script gone), a
+    SIGTERM asks the run to stop (Linux's PR_SET_PDEATHSIG): nothing of a run outlives its make
+    by more than the stop takes."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it ended before the request
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def ignore_usr1():

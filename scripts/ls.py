@@ -56,6 +56,9 @@ def essentials(statistic):
     early = statistic.get("early_stop") if isinstance(statistic.get("early_stop"), dict) else {}
     if early:
         notes.insert(0, f"stopped early at step {early.get('step')}")
+    legs = statistic.get("legs") if isinstance(statistic.get("legs"), list) else []
+    if len(legs) > 1:
+        notes.insert(0, f"continued {len(legs) - 1}x")
     if data.get("at_end") or data.get("accepted"):
         notes.append("data changed during the run" if data.get("at_end") else "data accepted as unchanged")
     counted_in_steps = isinstance(statistic.get("hparams"), dict) and statistic["hparams"].get("max_steps")

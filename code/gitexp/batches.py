@@ -3,6 +3,7 @@ from torch.utils.data import DataLoader
 
 from gitexp import dist
 from gitexp.protocol import ConfigError
+from gitexp.stop import held
 
 
 def endless(batches):
@@ -11,7 +12,9 @@ def endless(batches):
     passes = 0
     while True:
         empty = True
-        for batch in batches:
+        with held():  # a DataLoader's workers start here: the stop signals are the loop's alone
+            iterator = iter(batches)
+        for batch in iterator:
             empty = False
             yield batch
         if empty:

@@ -21,6 +21,8 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from gitexp.files import publish, stage
+
 FILES_OPENED = itertools.count()  # tells apart two files one process opens in the same second
 
 
@@ -45,6 +47,50 @@ def tfrecord(data):
     """One record of an events file."""
     length = struct.pack("<Q", len(data))
     return b"".join((length, struct.pack("<I", masked_crc32c(length)), data, struct.pack("<I", masked_crc32c(data))))
+
+
+def records(data):
+    """(start, end) of each whole record in an events file's bytes; a torn last one (a write a
+    kill cut short) is left out."""
+    offset = 0
+    while offset + 12 <= len(data):
+        end = offset + 12 + struct.unpack_from("<Q", data, offset)[0] + 4
+        if end > len(data):
+            return
+        yield offset, end
+        offset = end
+
+
+def drop_past(folder, step):
+    """Rewrite the events files in `folder` without the summaries logged past `step` (and a torn
+    last record): what a killed run wrote after the checkpoint a continue goes on from. So every
+    reader (pandas over tbparse, the report), not only TensorBoard's purge, sees one point per
+    curve and step."""
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        kept = [data[start:end] for start, end in records(data) if not logged_past(data[start:end], step)]
+        if sum(map(len, kept)) != len(data):
+            publish(stage(path, b"".join(kept)), path)
+
+
+def scalars(folder, prefix="step/"):
+    """{(name, step): value} of the scalars whose names start with `prefix` in a run's events
+    files, read in the files' order (a later point of a name and step replaces an earlier one)."""
+    found = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        for start, end in records(data):
+            event = Event.FromString(data[start + 12:end - 4])
+            for value in event.summary.value if event.WhichOneof("what") == "summary" else ():
+                if value.tag.startswith(prefix) and value.WhichOneof("value") == "simple_value":
+                    found[value.tag, event.step] = value.simple_value
+    return found
+
+
+def logged_past(record, step):
+    """Whether a record is a summary (scalars, text) of a step after `step`."""
+    event = Event.FromString(record[12:-4])
+    return event.step > step and event.WhichOneof("what") == "summary"
 
 
 class EventFile:

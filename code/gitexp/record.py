@@ -28,7 +28,7 @@ from torch.utils.tensorboard.summary import text as text_summary
 
 from gitexp import protocol
 from gitexp.checkpoint import checkpoint_path, save_checkpoint, serialize, snapshot
-from gitexp.events import EventFile, hparams_summary, tensorboard_hparams
+from gitexp.events import EventFile, drop_past, hparams_summary, tensorboard_hparams
 from gitexp.files import append_line_once, discard, json_bytes, publish, read_json, stage, write_json
 from gitexp.layout import FINISHED_LIST, STATISTIC
 
@@ -127,6 +127,7 @@ class Recorder:
             print(f"--- {now()}: continuing {statistic['tag']}/{statistic['id']} from {where}")
             for stale in [*self.exp_dir.glob(".*.tmp*"), *self.exp_dir.glob("checkpoint/.*.tmp*")]:
                 stale.unlink()  # a temp file of a write that the interruption cut short
+        self.begin_leg(step)
         statistic.update(status="running", hparams=hparams(self.cfg), world_size=world_size, end=None)
         if data_record is not None and not (self.continuing and statistic.get("data")):
             statistic["data"] = {"key": data_record.get("key"), "fingerprint": data_record["fingerprint"]}
@@ -148,10 +149,30 @@ class Recorder:
         # a new events file each start; purge_step hides what a killed run logged past the
         # checkpoint (steps above `step`). Every scalar is logged at the global step, so the
         # purge covers them all.
+        if self.continuing:  # what the last leg logged past its checkpoint: gone from the files
+            drop_past(self.exp_dir / "tensorboard", step)
         self.events = EventFile(self.exp_dir / "tensorboard", purge_step=step + 1 if self.continuing else None)
         self.events.summary(text_summary("environment", f"`{json.dumps(statistic['environment'])}`"), step)
         self.events.write()
         protocol.mark_started(self.exp_dir)  # the launcher's handshake: accepted, and recording
+
+    def begin_leg(self, step):
+        """A new leg of the run in statistic.json's legs: how it started (run; continue; requeue,
+        a Slurm job requeued), from which step, where. A leg before it that never said how it
+        ended was killed (kill -9, a lost node). The run's error is its last leg's: a continue
+        starts without one."""
+        legs = self.statistic.setdefault("legs", [])
+        if legs and legs[-1].get("ended") is None:
+            legs[-1]["ended"] = "killed"
+        requeued = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+        how = ("requeue" if requeued else "continue") if self.continuing else "run"
+        legs.append({"how": how, "from_step": step, "start": now(), "host": socket.gethostname(),
+                     "slurm_job": os.environ.get("SLURM_JOB_ID"), "end": None, "ended": None})
+        self.statistic.pop("error", None)
+
+    def end_leg(self, ended):
+        leg = (self.statistic.get("legs") or [{}])[-1]
+        leg.update(end=now(), ended=ended)
 
     def graph(self, model, example_input):
         """The model's graph in TensorBoard, if it can be traced: optional, so a model the JIT
@@ -252,11 +273,12 @@ class Recorder:
         self.wait()
         self.events.close()
         self.statistic.update(status="stopped", end=now())
+        self.end_leg("stopped")
         write_json(self.exp_dir / STATISTIC, self.statistic)
-        name = f"{self.statistic['tag']}/{self.statistic['id']}"
-        where = f"step {step} of {max_steps}" if max_steps else \
-            f"epoch {epochs} and {done} step(s) more (step {step})"
-        print(f"stopped after {where}: make continue TAG={self.statistic['tag']} ID={self.statistic['id']} goes on from there ({name})")
+        tag, number = self.statistic["tag"], self.statistic["id"]
+        where = f"step {step} of {max_steps}" if max_steps else f"epoch {epochs} and {done} step(s) more"
+        print(f"stopped: {tag}/{number} after {where}: make continue TAG={tag} ID={number} goes on from step {step}",
+              flush=True)
 
     def wait(self):
         """Until every write handed to the writer thread is done; the first error surfaces."""
@@ -302,4 +324,5 @@ class Recorder:
             statistic["early_stop"] = early_stop
         append_line_once(FINISHED_LIST, f"{statistic['tag']}/{statistic['id']}")
         statistic.update(status="finished", end=now())
+        self.end_leg("finished")
         write_json(self.exp_dir / STATISTIC, statistic)

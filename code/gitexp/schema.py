@@ -36,6 +36,9 @@ FIELDS = {
                                "at_end (where it changed during the run)"),
     "init_from": (dict, False, "R", "a warm start's source: experiment, epoch, file, sha256, resume"),
     "error": (str, False, "L", "a failed run's first error line, whichever rank had it"),
+    "legs": (list, False, "RL", "each start of the run: how (run, continue, requeue), from_step, start, host, "
+                                "slurm_job, end, ended (finished, stopped, killed, failed; None while it runs) and "
+                                "a failed leg's error"),
     "early_stop": (dict, False, "R", "a run that stopped early (patience, or after_evaluation's reason): epoch, "
                                      "step, reason"),
     "rerun_of": (str, False, "L", "make rerun: the tag/id it reproduces"),

@@ -7,17 +7,54 @@ rank under torchrun too. The ranks agree whether to stop at steps fixed in advan
 a second, so all stop at the same step and no other step waits on a collective (and its
 `.item()`, on a GPU, for the device).
 """
+import contextlib
+import functools
 import os
 import signal
 import time
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader
 
-from gitexp import protocol
+from gitexp import dist as ranks, protocol
 
 AGREE_SECONDS = 1.0  # under torchrun: how often the ranks agree whether to stop
 MOST_STEPS_BETWEEN = 1000
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def held():
+    """The stop signals blocked in this thread while the `with` runs. The processes it starts (a
+    DataLoader's workers, forked or spawned) inherit them blocked: a signal sent to every process
+    of the run (scancel, killall, a supervisor, Ctrl+C) stops the run here at a step, and never
+    kills a worker under it first. One that comes meanwhile is handled when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def quiet_workers(loader):
+    """A DataLoader's workers (forked, spawned or from a forkserver) ignore the stop signals and
+    end with the process that started them, even when it is killed: its worker_init_fn, wrapped.
+    The loop stops the run at a step; a worker a signal killed first would be the run's error,
+    and a worker of a killed run would go on for seconds, until it next looks at its parent."""
+    if isinstance(loader, DataLoader) and loader.num_workers > 0 and \
+            getattr(loader.worker_init_fn, "func", None) is not worker_started:
+        loader.worker_init_fn = functools.partial(worker_started, loader.worker_init_fn)
+
+
+def worker_started(init, worker_id):
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    ranks.die_with_parent()
+    if init is not None:
+        init(worker_id)
 
 
 class Stopped(Exception):
@@ -31,7 +68,7 @@ class StopRequest:
         self.next_step, self.since = 1, (0, time.perf_counter())  # the next agreement; the last one
         # make check's runs stop after a step every rank knows in advance: no agreement needed
         self.stop_at, self.step = int(os.environ.get(protocol.STOP_AT) or 0) or None, 0
-        for number in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        for number in STOP_SIGNALS:
             signal.signal(number, self.ask)
 
     def ask(self, number, frame):
