@@ -157,7 +157,6 @@ def test_a_rerun_that_differs_says_where_and_names_the_continue(project):
                               "CALLS = [0]\n\n\ndef train_step(model, batch, optimizer, device):\n"
                               "    CALLS[0] += 1\n    optimizer.param_groups[0]['lr'] = 0.002 * 0.5 ** (CALLS[0] // 20)\n"))
     project.git("commit", "-qam", "an lr outside the checkpoint")
-    project.configure(epochs=3)
     run = project.start("run", TAG="hidden", FIX="1")
     folder = project.result("hidden", 0) / "checkpoint"
     wait_for(lambda: (folder / "epoch_1.pth").exists() or run.poll() is not None, interval=0.001)
