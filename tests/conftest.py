@@ -149,6 +149,24 @@ def wait_for(condition, timeout=120, interval=0.02):
     raise AssertionError(f"timed out waiting for {condition}")
 
 
+def process_tree(pid):
+    """pid and every process under it (make, the launcher, main.py or torchrun and its ranks,
+    their DataLoader workers, forked or spawned), from /proc."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [pid], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def kill_group(process):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import process_tree, wait_for
 
 TAGS = ("a", "b")
 
@@ -61,19 +61,36 @@ class Sequence:
     def interrupted(self, how):
         process = self.project.start("run", TAG=self.rng.choice(TAGS), FIX="1")
         time.sleep(self.rng.uniform(0.3, 3.5))
+        everything = process_tree(process.pid)
         if process.poll() is None:
             if how == "kill":
                 os.killpg(process.pid, signal.SIGKILL)
-            else:
+            elif how == "term":
                 os.killpg(process.pid, signal.SIGTERM)
-        process.communicate(timeout=300)
+            elif how == "term every process":  # scancel, systemd, killall: each process its own SIGTERM
+                for pid in everything:
+                    os.kill(pid, signal.SIGTERM)
+            else:  # a supervisor signals the command it started: make alone
+                os.kill(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=300)
         self.log.append(f"run, {how} -> {process.returncode}")
+        if how != "kill":  # make waited for all of the run, which stopped (or failed for a reason of its own)
+            alive = [pid for pid in everything if os.path.exists(f"/proc/{pid}") and
+                     open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+            assert not alive, self.where(f"processes outlived make: {alive}")
+            assert "Traceback" not in err, self.where(err)
 
     def op_kill(self):
         self.interrupted("kill")
 
     def op_term(self):
         self.interrupted("term")
+
+    def op_term_every(self):
+        self.interrupted("term every process")
+
+    def op_term_make(self):
+        self.interrupted("term make")
 
     def op_beside(self):
         """A second command while a run runs: another run of its tag, a continue or an rm of it."""
@@ -145,6 +162,10 @@ class Sequence:
         assert statistic["conditions"]["world_size"] == statistic["world_size"] == 1, self.where(name)
         if statistic["epoch"]:
             assert f"epoch_{statistic['epoch']}.pth" in files, self.where(f"{name}: epoch {statistic['epoch']} {files}")
+        legs = statistic.get("legs") or []
+        if legs and statistic["status"] != "running":  # the last leg ended as the run stands
+            assert legs[-1]["ended"] == statistic["status"], self.where(f"{name}: {legs[-1]} {statistic['status']}")
+        assert "error" not in statistic or statistic["status"] == "failed", self.where(f"{name}: {statistic['error']}")
         if statistic["status"] == "finished":
             assert statistic["epoch"] == statistic["hparams"]["epochs"] and "epoch_last.pth" in files, self.where(name)
             assert statistic["data"]["fingerprint"] and "at_end" not in statistic["data"], self.where(name)
@@ -198,8 +219,8 @@ class Sequence:
         return found
 
 
-OPERATIONS = ["run", "run", "more", "kill", "term", "continue", "continue", "rerun", "rm", "restore", "sweep",
-              "record", "table", "table", "beside"]
+OPERATIONS = ["run", "run", "more", "kill", "term", "term_every", "term_make", "continue", "continue", "rerun", "rm",
+              "restore", "sweep", "record", "table", "table", "beside"]
 
 
 def play(project, seed, steps):

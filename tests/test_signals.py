@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import copy_project, kill_group, wait_for
+from conftest import copy_project, kill_group, process_tree, wait_for
 from test_contract import edit
 
 SPAWN = ("generator=generator, num_workers=cfg.num_workers)",
@@ -24,30 +24,8 @@ def vision(pristine_vision, tmp_path):
     return project
 
 
-def children_by_parent():
-    children = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    return children
-
-
-def tree_of(pid):
-    """pid and every process under it: make, the launcher, main.py (or torchrun and its ranks)
-    and their DataLoader workers, forked or spawned."""
-    tree, found, todo = children_by_parent(), [pid], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def launcher_of(make_pid):
-    return next(pid for pid in tree_of(make_pid)[1:]
+    return next(pid for pid in process_tree(make_pid)[1:]
                 if b"scripts/experiment.py" in open(f"/proc/{pid}/cmdline", "rb").read())
 
 
@@ -61,7 +39,7 @@ def signalled(project, route, tag="sig", **variables):
     assert run.poll() is None, "the run ended before the signal"
     sent = time.monotonic()
     if route == "every process":  # what scancel, systemd or a killall does
-        for pid in tree_of(run.pid):
+        for pid in process_tree(run.pid):
             os.kill(pid, signal.SIGTERM)
     elif route == "make":
         os.kill(run.pid, signal.SIGTERM)
@@ -83,12 +61,12 @@ def assert_stopped(project, status, out, err, tag="sig"):
     assert statistic["legs"][-1]["ended"] == "stopped"
 
 
-@pytest.mark.parametrize("route", ["every process", "make", pytest.param("launcher", marks=pytest.mark.slow),
-                                   pytest.param("group, Ctrl+C", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("route", ["every process", "make", "launcher",
+                                   "group, Ctrl+C"])
 def test_a_signal_stops_a_run_whose_loader_has_workers(vision, route):
     status, out, err, _ = signalled(vision, route)
     assert_stopped(vision, status, out, err)
-    assert not [pid for pid in tree_of(os.getpid()) if b"__result__/sig/" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert not [pid for pid in process_tree(os.getpid()) if b"__result__/sig/" in open(f"/proc/{pid}/cmdline", "rb").read()]
     if route == "every process":
         vision.make("run", TAG="whole", FIX="1")
         result = vision.make("continue", TAG="sig")
@@ -101,8 +79,8 @@ def test_a_signal_stops_a_run_whose_loader_has_workers(vision, route):
         assert "Traceback" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("variant", [pytest.param("two processes", marks=pytest.mark.slow),
-                                     pytest.param("spawned, persistent workers", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("variant", ["two processes",
+                                     "spawned, persistent workers"])
 def test_sigterm_to_every_process_stops_every_variant(vision, variant):
     variables = {"NPROC": "2"} if variant == "two processes" else {}
     if variant.startswith("spawned"):
@@ -118,7 +96,7 @@ def test_the_workers_of_a_killed_run_end_with_it(vision):
     folder = vision.result("k", 0) / "checkpoint"
     wait_for(lambda: any(folder.glob("*.pth")) if folder.is_dir() else run.poll() is not None, interval=0.001)
     time.sleep(0.2)
-    everything = tree_of(run.pid)
+    everything = process_tree(run.pid)
     assert len(everything) >= 5  # make, the launcher, main.py, two workers
     kill_group(run)
     time.sleep(1)
