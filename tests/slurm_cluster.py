@@ -5,7 +5,9 @@ Debian's slurm-wlm is built without --enable-multiple-slurmd, but two slurmd wit
 NodeName (-N), port, spool and pid file run side by side on 127.0.0.1 all the same. Each node
 claims the host's CPUs (SlurmdParameters=config_overrides); task/affinity binds each job to its CPUs,
 so the thread count (a share of the CPUs a process may use) follows --cpus-per-task. AuthInfo=cred_expire=5: a requeued
-job is held until the job credential expires (BeginTime, 121 s by default), here 6 s.
+job is held until the job credential expires (BeginTime, 121 s by default), here 6 s. A job of the
+partition urgent preempts the default partition's jobs: SIGTERM to every process of theirs, 20 s
+of grace, then SIGKILL and a requeue (PreemptMode=REQUEUE), as a cluster's preemption does.
 """
 import os
 import shutil
@@ -60,8 +62,11 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 KillWait=10
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 {nodes}
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO PriorityTier=1 GraceTime=20
+PartitionName=urgent Nodes=ALL MaxTime=INFINITE State=UP OverSubscribe=NO PriorityTier=2 PreemptMode=OFF
 """
 
 
@@ -91,10 +96,11 @@ class Cluster:
             self.pids.append(self.folder / f"slurmd-{name}.pid")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            states = self.run("sinfo", "-h", "-N", "-o", "%t").split()
+            states = self.run("sinfo", "-h", "-N", "-p", "debug", "-o", "%t").split()  # a node a line
             if len(states) == len(NODES) and all(s in ("idle", "mix", "alloc") for s in states):
                 return self
             time.sleep(0.5)
+        self.stop()  # no daemon left behind for the next try
         raise AssertionError(f"Slurm's nodes did not come up: {self.run('sinfo', '-N')}\n{self.log()}")
 
     def run(self, *command, check=False):

@@ -32,6 +32,15 @@ def slurm_project(pristine, tmp_path, cluster):
     return project
 
 
+@pytest.fixture
+def slurm_vision(pristine_vision, tmp_path, cluster):
+    """The vision task (a DataLoader with two workers) on the cluster."""
+    project = copy_project(pristine_vision, tmp_path, "vision")
+    project.env["SLURM_CONF"] = str(cluster.conf)
+    project.configure("longer", epochs=6)
+    return project
+
+
 def submit(project, **variables):
     out = project.make("submit", **variables).stdout
     job = out.split("submitted job ")[1].split(":")[0]
@@ -138,3 +147,46 @@ def test_a_sweep_is_one_job_array_and_a_preempted_task_continues(slurm_project, 
             assert ours[k]["metrics"] == theirs[k]["metrics"], (tag, k)
     assert "requeueing job" in (project.path / "__result__" / ".slurm" / f"{array}_0.out").read_text()
     assert "nothing to submit" in project.make("sweep", NAME="grid", SLURM="1").stdout
+
+
+def test_scancel_of_a_job_with_loader_workers_stops_its_run_which_continues_exactly(slurm_vision, cluster):
+    """scancel without --signal: SIGTERM to every process of the job, workers included, then
+    SIGKILL after KillWait. The run stops at a step with a checkpoint (not failed by a worker's
+    death) and a make continue ends where an uninterrupted run does."""
+    project = slurm_vision
+    whole = submit(project, TAG="whole", FIX="1")
+    assert wait_done(cluster, whole) == "COMPLETED", output(project, whole) + cluster.log()
+    job = submit(project, TAG="cut", FIX="1")
+    folder = project.result("cut", 0) / "checkpoint"
+    wait_for(lambda: any(folder.glob("*.pth")) if folder.is_dir() else False, 600, 0.05)
+    assert cluster.run("scancel", job) == ""
+    assert wait_done(cluster, job) == "CANCELLED", output(project, job)
+    statistic = project.statistic("cut", 0)
+    assert statistic["status"] == "stopped" and "error" not in statistic, output(project, job)
+    assert "killed by signal" not in output(project, job) and "Traceback" not in output(project, job)
+    project.make("continue", TAG="cut")
+    cut = project.statistic("cut", 0)
+    assert cut["status"] == "finished" and cut["metrics"] == project.statistic("whole", 0)["metrics"]
+    assert [leg["ended"] for leg in cut["legs"]] == ["stopped", "finished"]
+
+
+def test_a_job_preempted_with_a_grace_time_is_requeued_and_continues_exactly(slurm_vision, cluster):
+    """PreemptMode=REQUEUE with GraceTime: a job of a higher partition takes the nodes; the
+    preempted job gets SIGTERM everywhere, stops at a step, is requeued by Slurm, and its next
+    start continues its own run to the uninterrupted metrics."""
+    project = slurm_vision
+    whole = submit(project, TAG="whole", FIX="1")
+    assert wait_done(cluster, whole) == "COMPLETED", output(project, whole) + cluster.log()
+    job = submit(project, TAG="cut", FIX="1")
+    folder = project.result("cut", 0) / "checkpoint"
+    wait_for(lambda: any(folder.glob("*.pth")) if folder.is_dir() else False, 600, 0.05)
+    urgent = cluster.run("sbatch", "--parsable", "--partition=urgent", "--nodes=2", "--exclusive",
+                         f"--output={project.path}/urgent.out", "--wrap=sleep 2").strip()
+    assert wait_done(cluster, urgent) == "COMPLETED", cluster.log()
+    assert wait_done(cluster, job) == "COMPLETED", output(project, job) + cluster.log()
+    text = output(project, job)
+    assert text.count("gitexp: job ") == 2 and "Traceback" not in text, text  # preempted, then requeued
+    cut = project.statistic("cut", 0)
+    assert cut["status"] == "finished" and cut["metrics"] == project.statistic("whole", 0)["metrics"]
+    assert [leg["how"] for leg in cut["legs"]] == ["run", "requeue"]
+    assert cut["legs"][0]["ended"] == "stopped" and cut["legs"][0]["slurm_job"] == job
