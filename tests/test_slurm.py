@@ -37,7 +37,7 @@ def slurm_vision(pristine_vision, tmp_path, cluster):
     """The vision task (a DataLoader with two workers) on the cluster."""
     project = copy_project(pristine_vision, tmp_path, "vision")
     project.env["SLURM_CONF"] = str(cluster.conf)
-    project.configure("longer", epochs=6)
+    project.configure("longer", epochs=40)  # some 8 s: a signal lands inside it
     return project
 
 
