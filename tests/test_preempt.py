@@ -160,7 +160,7 @@ def test_a_signal_stops_after_one_step_with_a_checkpoint(project, how):
                             weights_only=True)
     steps = [step for step, _ in curves(folder)["step/loss"]]
     assert steps[-1] == statistic["step"] == checkpoint["step"]  # no step trained past the checkpoint
-    assert "stopped after epoch" in (folder / "log").read_text()
+    assert "stopped: sig/0 after epoch" in (folder / "log").read_text()
     project.make("continue", TAG="sig", **processes)
     assert project.statistic("sig", 0)["metrics"] == project.statistic("whole", 0)["metrics"]
 
