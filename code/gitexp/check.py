@@ -48,7 +48,7 @@ def digest(tree):
         if torch.is_tensor(value):
             value = value.detach().cpu().contiguous()
             total.update(f"{value.dtype}{tuple(value.shape)}".encode())
-            total.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+            total.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
         elif isinstance(value, np.ndarray):
             total.update(np.ascontiguousarray(value).tobytes())
         elif isinstance(value, dict):
