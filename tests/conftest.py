@@ -205,29 +205,16 @@ def pristine(tmp_path_factory):
     return build_pristine(tmp_path_factory.mktemp("pristine"), "digits")
 
 
-@pytest.fixture(scope="session")
-def pristine_charlm(tmp_path_factory):
-    return build_pristine(tmp_path_factory.mktemp("pristine-charlm"), "charlm")
+def pristine_fixture(task):
+    """The session's pristine copy for `task`, as the fixture pristine_<task>."""
+    @pytest.fixture(scope="session", name=f"pristine_{task}")
+    def built(tmp_path_factory):
+        return build_pristine(tmp_path_factory.mktemp(f"pristine-{task}"), task)
+    return built
 
 
-@pytest.fixture(scope="session")
-def pristine_vision(tmp_path_factory):
-    return build_pristine(tmp_path_factory.mktemp("pristine-vision"), "vision")
-
-
-@pytest.fixture(scope="session")
-def pristine_annealing(tmp_path_factory):
-    return build_pristine(tmp_path_factory.mktemp("pristine-annealing"), "annealing")
-
-
-@pytest.fixture(scope="session")
-def pristine_gan(tmp_path_factory):
-    return build_pristine(tmp_path_factory.mktemp("pristine-gan"), "gan")
-
-
-@pytest.fixture(scope="session")
-def pristine_stream(tmp_path_factory):
-    return build_pristine(tmp_path_factory.mktemp("pristine-stream"), "stream")
+pristine_charlm, pristine_vision, pristine_annealing, pristine_gan, pristine_stream = (
+    pristine_fixture(task) for task in ("charlm", "vision", "annealing", "gan", "stream"))
 
 
 def pristine_of(request, task):

@@ -149,16 +149,22 @@ def test_a_sweep_is_one_job_array_and_a_preempted_task_continues(slurm_project, 
     assert "nothing to submit" in project.make("sweep", NAME="grid", SLURM="1").stdout
 
 
-def test_scancel_of_a_job_with_loader_workers_stops_its_run_which_continues_exactly(slurm_vision, cluster):
-    """scancel without --signal: SIGTERM to every process of the job, workers included, then
-    SIGKILL after KillWait. The run stops at a step with a checkpoint (not failed by a worker's
-    death) and a make continue ends where an uninterrupted run does."""
-    project = slurm_vision
+def whole_then_cut(project, cluster):
+    """A FIX=1 job `whole` run to its end, then a job `cut` of the same, once it has a checkpoint."""
     whole = submit(project, TAG="whole", FIX="1")
     assert wait_done(cluster, whole) == "COMPLETED", output(project, whole) + cluster.log()
     job = submit(project, TAG="cut", FIX="1")
     folder = project.result("cut", 0) / "checkpoint"
     wait_for(lambda: any(folder.glob("*.pth")) if folder.is_dir() else False, 600, 0.05)
+    return job
+
+
+def test_scancel_of_a_job_with_loader_workers_stops_its_run_which_continues_exactly(slurm_vision, cluster):
+    """scancel without --signal: SIGTERM to every process of the job, workers included, then
+    SIGKILL after KillWait. The run stops at a step with a checkpoint (not failed by a worker's
+    death) and a make continue ends where an uninterrupted run does."""
+    project = slurm_vision
+    job = whole_then_cut(project, cluster)
     assert cluster.run("scancel", job) == ""
     assert wait_done(cluster, job) == "CANCELLED", output(project, job)
     statistic = project.statistic("cut", 0)
@@ -175,11 +181,7 @@ def test_a_job_preempted_with_a_grace_time_is_requeued_and_continues_exactly(slu
     preempted job gets SIGTERM everywhere, stops at a step, is requeued by Slurm, and its next
     start continues its own run to the uninterrupted metrics."""
     project = slurm_vision
-    whole = submit(project, TAG="whole", FIX="1")
-    assert wait_done(cluster, whole) == "COMPLETED", output(project, whole) + cluster.log()
-    job = submit(project, TAG="cut", FIX="1")
-    folder = project.result("cut", 0) / "checkpoint"
-    wait_for(lambda: any(folder.glob("*.pth")) if folder.is_dir() else False, 600, 0.05)
+    job = whole_then_cut(project, cluster)
     urgent = cluster.run("sbatch", "--parsable", "--partition=urgent", "--nodes=2", "--exclusive",
                          f"--output={project.path}/urgent.out", "--wrap=sleep 2").strip()
     assert wait_done(cluster, urgent) == "COMPLETED", cluster.log()
