@@ -76,9 +76,8 @@ def set_up(exp_dir, rank, world_size, device, mode):
         quiet_workers(loader)
     model = new_model(start.facts).to(device)
     max_steps = getattr(config, "max_steps", None)  # a run counted in steps: one span over a stream of batches
-    epoch_steps = max_steps or len(train_batches)
     optimizer, schedules, extra, rank_extra = contract.optimizers(
-        task.configure_optimizers(config, model, epoch_steps))
+        task.configure_optimizers(config, model, max_steps or len(train_batches)))
     # several optimizers: the step calls the networks itself (model.G, model.D), which DDP's
     # wrapper would not see; each optimizer averages its gradients over the ranks instead
     wrapped = world_size > 1 and not isinstance(optimizer, dict)
@@ -97,15 +96,11 @@ def set_up(exp_dir, rank, world_size, device, mode):
         position.load_state_dict(checkpoint)  # after the model and optimizer, whose init drew from the RNG
     if world_size > 1 and not wrapped:
         dist.broadcast_model(model)  # rank 0's start on every rank, as DDP's wrapper does
-    eval_every = getattr(config, "eval_every", 0) or 0
-    if protocol.check_epoch() is not None:  # make check: epochs, or a stream's evaluations, a few steps apart
-        if max_steps:
-            eval_every = min(eval_every or protocol.check_epoch(), protocol.check_epoch())
-        else:
-            epoch_steps = min(epoch_steps, protocol.check_epoch())
+    epoch_steps, eval_every = spans(max_steps, train_batches)
     recorder.start((position.epoch, position.done, epoch_steps), position.step, start.path, start.skipped,
-                   world_size, device, start.data_record and dict(start.data_record, facts=start.facts), progress(position.best, position.last, position.seconds)
-                   if checkpoint is not None else None, start.source)
+                   world_size, device, start.data_record and dict(start.data_record, facts=start.facts),
+                   progress(position.best, position.last, position.seconds) if checkpoint is not None else None,
+                   start.source)
     warmstart.note_epochs(start.source, checkpoint, config, rank)
     if position.step == 0 and hasattr(model_file, "example_input"):  # drawn once, by the run's first start
         recorder.graph(model, lambda: contract.on_device(model_file.example_input(), device))
@@ -118,6 +113,18 @@ def set_up(exp_dir, rank, world_size, device, mode):
         with_state={"state": extra | rank_extra} if extra or rank_extra else {},  # declared: passed on
         stop=StopRequest(exp_dir, world_size, device), rank=rank, world_size=world_size, device=device,
         eval_every=eval_every, checkpoint_every=getattr(config, "checkpoint_every", 0) or 0)
+
+
+def spans(max_steps, train_batches):
+    """(the steps of an epoch, or of the whole run where it is counted in steps; eval_every).
+    make check cuts epochs, or a stream's evaluations, to a few steps apart."""
+    epoch_steps, eval_every, cut = max_steps or len(train_batches), getattr(config, "eval_every", 0) or 0, \
+        protocol.check_epoch()
+    if cut is not None and max_steps:
+        eval_every = min(eval_every or cut, cut)
+    elif cut is not None:
+        epoch_steps = min(epoch_steps, cut)
+    return epoch_steps, eval_every
 
 
 def evaluation(run, began=None):

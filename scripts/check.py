@@ -117,8 +117,10 @@ def first_change(a, b):
 
 
 def optimizer_words(change):
+    """"the optimizer's lr", "the optimizer 'D''s betas (group 1)"."""
     name, group, key = change[:3]
-    return f"the optimizer{'' if name == 'optimizer' else ' ' + repr(name)}'s {key}{f' (group {group})' if group else ''}"
+    named = "" if name == "optimizer" else f" {name!r}"
+    return f"the optimizer{named}'s {key}" + (f" (group {group})" if group else "")
 
 
 def compare_steps(first, second, start, what, end=None):

@@ -20,7 +20,7 @@ SPAWN = ("generator=generator, num_workers=cfg.num_workers)",
 @pytest.fixture
 def vision(pristine_vision, tmp_path):
     project = copy_project(pristine_vision, tmp_path, "vision")
-    project.configure(epochs=6)  # time for a signal after the first checkpoint (eval_every = 7)
+    project.configure(epochs=10)  # time for a signal after the first checkpoint (eval_every = 7)
     return project
 
 

@@ -136,8 +136,8 @@ def save_checkpoint(folder, position, staged, is_best, keep=None, final=False):
     """Put the checkpoint of `position`, written into `staged` (files.stage), in place atomically.
 
     At an epoch's end (and at the `final` one of a run stopped early) epoch_last points at it;
-    epoch_best wherever it is the best (inside an epoch too, with eval_every). Epoch files beyond `keep` are pruned; of the step files only
-    the newest and the best are kept."""
+    epoch_best wherever it is the best (inside an epoch too, with eval_every). Epoch files beyond
+    `keep` are pruned; of the step files only the newest and the best are kept."""
     path = checkpoint_path(folder, position)
     publish(staged, path)
     if is_best:

@@ -110,6 +110,7 @@ def note_epochs(source, checkpoint, cfg, rank):
         return
     theirs = checkpoint["hparams"].get("epochs")
     if theirs != getattr(cfg, "epochs", None):
-        print(f"note: {source['experiment']} ran with epochs = {theirs}, this run goes on to epochs = {getattr(cfg, 'epochs', None)}: "
+        print(f"note: {source['experiment']} ran with epochs = {theirs}, this run goes on to epochs = "
+              f"{getattr(cfg, 'epochs', None)}: "
               "a schedule computed from epochs (cosine to the end, say) now follows the new total from here on, "
               "so it differs from the source's")
