@@ -5,6 +5,7 @@
     table = results.rows("finished")             # one row per run: exper, tag, id, hparams.*, run.*, metrics.*
     summary = results.summary("finished")        # per tag: count, repeats, hparams.*, metric mean/std
     curves = results.curves(["lr0.01", "base/0"])  # long: tag, id, step, name, value
+    net = results.model("lr0.01/0")              # its model, by its own code, best weights, eval mode
 
 rows and summary are make table's files (__statistic__/table/<list>.csv, .summary.csv), made
 first by make when anything they come from changed. The curves are read from each run's
@@ -100,3 +101,72 @@ def mean_curves(frame):
     end is averaged over the runs that have it."""
     grouped = frame.groupby(["tag", "name", "step"], sort=True)["value"]
     return grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()
+
+
+def statistic(run, root="."):
+    """A run's statistic.json ("tag/id")."""
+    tag, number = expand(run, root)[0]
+    return json.loads((run_dir(tag, number, root) / "statistic.json").read_text())
+
+
+def snapshot_modules(run, root, names):
+    """The modules `names` of a run's own code (__result__/<tag>/<id>/code/), imported apart: the
+    modules they import from that folder too are this run's, never HEAD's code/ nor another run's,
+    and sys.modules is left as it was (so two runs of different code load side by side)."""
+    tag, number = expand(run, root)[0]
+    code = (run_dir(tag, number, root) / "code").resolve()
+    if not code.is_dir():
+        raise FileNotFoundError(f"{tag}/{number} has no code/ snapshot in {code.parent}")
+    saved, path = dict(sys.modules), list(sys.path)
+    ours = {p.stem for p in code.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()} - {"gitexp"}
+    for name in list(sys.modules):  # a module of the same name (HEAD's config, another run's model)
+        if name.split(".")[0] in ours:
+            del sys.modules[name]
+    sys.path.insert(0, str(code))
+    try:
+        return [__import__(name) for name in names]
+    finally:
+        sys.path[:] = path
+        for name in [n for n in sys.modules if n.split(".")[0] in ours]:
+            del sys.modules[name]
+        sys.modules.update({name: module for name, module in saved.items() if name.split(".")[0] in ours})
+
+
+def config(run, root="."):
+    """The run's config.py as it ran (its snapshot's module)."""
+    return snapshot_modules(run, root, ["config"])[0]
+
+
+def data_dir(run, root="."):
+    """The prepared folder of the run's data key (__data__/<key>/), or None for data of its own."""
+    key = (statistic(run, root).get("data") or {}).get("key")
+    return Path(root) / "__data__" / key if key else None
+
+
+def checkpoint_file(run, checkpoint="best", root="."):
+    """The file of a run's checkpoint: "best", "last", an epoch number, or a file's name."""
+    tag, number = expand(run, root)[0]
+    folder = run_dir(tag, number, root) / "checkpoint"
+    name = {"best": "epoch_best.pth", "last": "epoch_last.pth"}.get(checkpoint) if isinstance(checkpoint, str) else None
+    path = folder / (name or (f"epoch_{checkpoint}.pth" if isinstance(checkpoint, int) else str(checkpoint)))
+    if not path.exists():
+        there = ", ".join(sorted(p.name for p in folder.glob("*.pth"))) if folder.is_dir() else "none"
+        raise FileNotFoundError(f"{tag}/{number} has no checkpoint {checkpoint!r} ({path}); there are: {there}")
+    return path
+
+
+def model(run, checkpoint="best", device="cpu", root="."):
+    """The model of a run ("tag/id"), built by the run's own code (its snapshot's model.py and
+    config.py, with the data facts it recorded), its weights from `checkpoint` ("best", "last",
+    an epoch number, or a checkpoint file's name) loaded as data (weights_only), in eval mode.
+    Needs only __result__/: not HEAD's code, not the git tags."""
+    import torch
+
+    from gitexp.contract import takes_facts
+
+    cfg, code = snapshot_modules(run, root, ["config", "model"])
+    facts = (statistic(run, root).get("data") or {}).get("facts") or {}
+    built = code.build_model(cfg, facts) if takes_facts(code.build_model) else code.build_model(cfg)
+    state = torch.load(checkpoint_file(run, checkpoint, root), map_location=device, weights_only=True)
+    built.load_state_dict(state["model"])
+    return built.to(device).eval()
