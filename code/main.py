@@ -80,8 +80,8 @@ def set_up(exp_dir, rank, world_size, device, mode):
         task.configure_optimizers(config, model, max_steps or len(train_batches)))
     # several optimizers: the step calls the networks itself (model.G, model.D), which DDP's
     # wrapper would not see; each optimizer averages its gradients over the ranks instead
-    wrapped = world_size > 1 and not isinstance(optimizer, dict)
-    if world_size > 1 and not wrapped:
+    averaged = world_size > 1 and isinstance(optimizer, dict)
+    if averaged:
         for one in optimizer.values():
             dist.average_gradients_before_step(one)
     if extra or rank_extra:
@@ -94,7 +94,7 @@ def set_up(exp_dir, rank, world_size, device, mode):
     if checkpoint is not None:
         states.load_state_dict(checkpoint)
         position.load_state_dict(checkpoint)  # after the model and optimizer, whose init drew from the RNG
-    if world_size > 1 and not wrapped:
+    if averaged:
         dist.broadcast_model(model)  # rank 0's start on every rank, as DDP's wrapper does
     epoch_steps, eval_every = spans(max_steps, train_batches)
     recorder.start((position.epoch, position.done, epoch_steps), position.step, start.path, start.skipped,
@@ -106,10 +106,11 @@ def set_up(exp_dir, rank, world_size, device, mode):
         recorder.graph(model, lambda: contract.on_device(model_file.example_input(), device))
     return SimpleNamespace(
         recorder=recorder, start=start, train_batches=train_batches, eval_sets=contract.eval_sets(eval_sets),
-        model=model, net=DistributedDataParallel(model) if wrapped else model, optimizer=optimizer,
+        model=model, net=DistributedDataParallel(model) if world_size > 1 and not averaged else model,
+        optimizer=optimizer,
         schedules=schedules, states=states, position=position, epoch_steps=epoch_steps, max_steps=max_steps,
         epochs=1 if max_steps else config.epochs,
-        broadcast_buffers=world_size > 1 and not wrapped,
+        broadcast_buffers=averaged,
         with_state={"state": extra | rank_extra} if extra or rank_extra else {},  # declared: passed on
         stop=StopRequest(exp_dir, world_size, device), rank=rank, world_size=world_size, device=device,
         eval_every=eval_every, checkpoint_every=getattr(config, "checkpoint_every", 0) or 0)
@@ -241,7 +242,7 @@ def train(exp_dir, rank, world_size, device, mode=protocol.RUN):
                     stopping or due(run.checkpoint_every, position.step) or due(run.eval_every, position.step)):
                 save(run, evaluation(run) if due(run.eval_every, position.step) else False)
                 if stopping:
-                    recorder.stop(epoch, position.done, position.step, run.max_steps)
+                    recorder.stop(epoch, position.done, position.step)
                     raise Stopped
                 if position.early_stop is not None:
                     break
@@ -252,7 +253,7 @@ def train(exp_dir, rank, world_size, device, mode=protocol.RUN):
         position.epoch, position.done = epoch + 1, 0
         save(run, is_best)
         if position.early_stop is None and epoch + 1 < run.epochs and run.stop.agreed():
-            recorder.stop(epoch + 1, 0, position.step, run.max_steps)  # asked during the last step or the evaluation
+            recorder.stop(epoch + 1, 0, position.step)  # asked during the last step or the evaluation
             raise Stopped
     finish(run, loop_began)
 

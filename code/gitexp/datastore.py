@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from gitexp.protocol import ConfigError
+
 ROOT = Path("__data__")
 MANIFEST = ".gitexp-data.json"
 LOCK = ROOT / ".lock"
@@ -323,7 +325,6 @@ def facts(cfg, data_module, folder):
             raise TypeError(type(answer).__name__)
         return json.loads(json.dumps(answer, allow_nan=False))
     except (TypeError, ValueError) as error:
-        from gitexp.protocol import ConfigError
         raise ConfigError(f"data.py's facts() returned {str(error) or type(answer).__name__}: return a dict of plain "
                           "values (numbers, strings, lists), e.g. {'vocab_size': 10000}") from None
 

@@ -265,7 +265,7 @@ class Recorder:
             raise
         publish(statistic, self.exp_dir / STATISTIC)
 
-    def stop(self, epochs, done, step, max_steps=None):
+    def stop(self, epochs, done, step):
         """Stopped on request, its checkpoint written: continuable."""
         if not self.active:
             return
@@ -276,6 +276,7 @@ class Recorder:
         self.end_leg("stopped")
         write_json(self.exp_dir / STATISTIC, self.statistic)
         tag, number = self.statistic["tag"], self.statistic["id"]
+        max_steps = getattr(self.cfg, "max_steps", None)
         where = f"step {step} of {max_steps}" if max_steps else f"epoch {epochs} and {done} step(s) more"
         print(f"stopped: {tag}/{number} after {where}: make continue TAG={tag} ID={number} goes on from step {step}",
               flush=True)
