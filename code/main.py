@@ -135,11 +135,13 @@ def evaluation(run, began=None):
     position = run.position
     results = {"train": position.train_means(run.world_size, run.device)}
     run.model.eval()  # the bare model: evaluation shards differ in length, and DDP must not sync here
+    shown = {}  # the media.Image and media.Text evaluate returned, by <set>_<name>
     with torch.no_grad(), held():  # evaluation loaders' workers start in evaluate: signals are the loop's
         for split, batches in run.eval_sets.items():
-            told = contract.keywords(task.evaluate, split=split, step=position.step)
+            told, made = contract.keywords(task.evaluate, split=split, step=position.step), {}
             results[split] = contract.floats(task.evaluate(run.model, batches, run.device, **run.with_state, **told),
-                                             f"evaluate ({split})")
+                                             f"evaluate ({split})", made)
+            shown |= {f"{split}_{name}": medium for name, medium in made.items()}
     run.net.train()
     at = {"step": position.step} if run.max_steps else \
         {"epoch": position.epoch + 1} | ({"step": position.step} if run.eval_every else {})
@@ -155,6 +157,7 @@ def evaluation(run, began=None):
               + "  ".join(f"{k} {v:.4f}" for k, v in position.last.items() if k not in at)
               + (f"  ({position.seconds[-1]:.1f}s)" if began is not None else ""))
     run.recorder.log_epoch(position.step, results)
+    run.recorder.log_media(position.step, shown)
     is_best = position.judge(config)
     after_evaluation(run, at_epoch_end=began is not None)
     if began is not None and position.epoch + 1 >= run.epochs:

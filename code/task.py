@@ -9,6 +9,7 @@ checkpoint and passed to train_step and evaluate as `state` (README, Make it you
 import torch
 import torch.nn.functional as F
 
+from gitexp import media
 from gitexp.dist import sum_over_ranks
 
 
@@ -38,15 +39,21 @@ def train_step(model, batch, optimizer, device):
 
 def evaluate(model, batches, device):
     """Metrics over one evaluation set (called in eval mode, without gradients), the same on
-    every rank: each rank sees its own shard, so sums are reduced over the ranks."""
+    every rank: each rank sees its own shard, so sums are reduced over the ranks. Beside numbers,
+    pictures and texts (gitexp.media): here the confusion matrix, each true class's row of shares."""
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    count = 0
+    confusion, count = 0, 0
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
+        classes = logits.size(1)
+        confusion = confusion + torch.bincount(y * classes + logits.argmax(1), minlength=classes * classes)
         count += len(y)
     loss_sum, correct, count = sum_over_ranks([loss_sum.item(), correct.item(), count], device)
-    return {"loss": loss_sum / count, "acc": correct / count}
+    counts = torch.tensor(sum_over_ranks(confusion.tolist(), device)).reshape(classes, classes)
+    shares = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    return {"loss": loss_sum / count, "acc": correct / count,
+            "confusion": media.Image(shares.repeat_interleave(12, 0).repeat_interleave(12, 1))}

@@ -162,7 +162,7 @@ def evaluate_once(captured, scalars):
         for split, batches in contract.eval_sets(captured["eval_sets"]).items():
             told = contract.keywords(task.evaluate, split=split, step=0)
             answer = task.evaluate(model, batches, captured["device"], **captured["state"], **told)
-            metrics = contract.floats(answer, f"evaluate ({split})")
+            metrics = contract.floats(answer, f"evaluate ({split})", media={})
             names |= {f"{split}_{name}" for name in metrics}
     if config.monitor is not None and config.monitor not in names:
         raise ConfigError(f"monitor = {config.monitor!r} is not a metric (there are: {', '.join(sorted(names))}): "

@@ -5,6 +5,7 @@ import inspect
 
 import torch
 
+from gitexp.media import is_medium, prepared
 from gitexp.protocol import ConfigError
 
 SCHEDULE_KEYS = {"scheduler", "interval", "frequency", "monitor"}  # of Lightning's lr_scheduler dict: all obeyed
@@ -175,17 +176,24 @@ def stateful(answer, key):
     return state
 
 
-def floats(metrics, who):
-    """A dict of metrics (numbers or one-element tensors) as floats, for statistic.json."""
+def floats(metrics, who, media=None):
+    """A dict of metrics (numbers or one-element tensors) as floats, for statistic.json. Where
+    `media` is a dict (evaluate's answer), its gitexp.media.Image and Text go there instead,
+    ready to record (gitexp.media.prepared); a bad one is one line naming its key."""
     if not isinstance(metrics, dict):
         raise ConfigError(f"{who} returned {type(metrics).__name__}, not a dict of metrics: return {{'loss': ...}}")
     answer = {}
     for name, value in metrics.items():
+        if media is not None and is_medium(value):
+            media[name] = prepared(value, name)
+            continue
         try:
             answer[name] = float(value)
         except (TypeError, ValueError, RuntimeError) as error:
             raise ConfigError(f"{who} returned {name!r} that is not a number ({str(error).splitlines()[0]}): "
-                              "return numbers or 0-dim tensors") from None
+                              "return numbers or 0-dim tensors"
+                              + (", or a picture or text as gitexp.media.Image(...) or media.Text(...)"
+                                 if media is not None else "")) from None
     return answer
 
 

@@ -9,6 +9,8 @@ and warmstart.py). Standard library only.
         checkpoint/epoch_<n>.pth        after epoch n; step_<n>_<k>.pth: k steps into epoch n+1
         checkpoint/epoch_last.pth, epoch_best.pth     links to one of them
         tensorboard/                    its events
+        media/<set>_<name>/<step>.png   evaluate's media.Image at that step (.txt: media.Text)
+        files/                          the task's own files (gitexp.run_dir())
     __statistic__/exper-list/finished.txt           every finished experiment, tag/id a line
 
 A tag is a git tag and a folder: letters, digits, '.', '_' and '-', starting with a letter or
@@ -21,6 +23,8 @@ from pathlib import Path
 RESULTS = Path("__result__")
 FINISHED_LIST = Path("__statistic__/exper-list/finished.txt")
 STATISTIC = "statistic.json"
+MEDIA = "media"
+OWN_FILES = "files"
 
 TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 ID = re.compile(r"0|[1-9][0-9]{0,8}")  # an id (and any count a user gives)

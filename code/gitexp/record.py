@@ -24,13 +24,14 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams.api_pb2 import STATUS_SUCCESS
 from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo, SessionStartInfo
 from torch.utils.tensorboard import _pytorch_graph  # what SummaryWriter.add_graph draws with
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard.summary import text as text_summary
 
 from gitexp import protocol
 from gitexp.checkpoint import checkpoint_path, save_checkpoint, serialize, snapshot
 from gitexp.events import EventFile, drop_past, hparams_summary, tensorboard_hparams
-from gitexp.files import append_line_once, discard, json_bytes, publish, read_json, stage, write_json
-from gitexp.layout import FINISHED_LIST, STATISTIC
+from gitexp.files import append_line_once, atomic_write, discard, json_bytes, publish, read_json, stage, write_json
+from gitexp.layout import FINISHED_LIST, MEDIA, STATISTIC
 
 # the best/last values feed TensorBoard's HParams tab as scalars; '~' sorts their cards after
 # every curve on the Time Series page, which opens on the first cards
@@ -151,6 +152,9 @@ class Recorder:
         # purge covers them all.
         if self.continuing:  # what the last leg logged past its checkpoint: gone from the files
             drop_past(self.exp_dir / "tensorboard", step)
+            for medium in (self.exp_dir / MEDIA).glob("*/*"):
+                if not medium.stem.isdigit() or int(medium.stem) > step:  # a torn temp file among them
+                    medium.unlink()
         self.events = EventFile(self.exp_dir / "tensorboard", purge_step=step + 1 if self.continuing else None)
         self.events.summary(text_summary("environment", f"`{json.dumps(statistic['environment'])}`"), step)
         self.events.write()
@@ -208,6 +212,22 @@ class Recorder:
             self.steps.append((step, time.time(), "", {f"{split}/{name}": float(value)
                                                        for split, metrics in results.items()
                                                        for name, value in metrics.items()}))
+
+    def log_media(self, step, shown):
+        """An evaluation's media (gitexp.media, prepared: by <set>_<name>) into TensorBoard's Images
+        and Text tabs as <set>/<name>, written with the checkpoint that follows, and into
+        media/<set>_<name>/<step>.png or .txt on the writer thread."""
+        if not self.active:
+            return
+        for name, (suffix, content, shape) in shown.items():
+            tag = name.replace("_", "/", 1)
+            if suffix == "png":
+                image = Summary.Image(height=shape[0], width=shape[1], colorspace=shape[2], encoded_image_string=content)
+                self.events.summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+            else:
+                self.events.summary(text_summary(tag, content), step)
+            data = content if isinstance(content, bytes) else content.encode("utf-8")
+            self.submit(atomic_write, self.exp_dir / MEDIA / name / f"{step}.{suffix}", data)
 
     def flush_steps(self):
         """The kept scalars into the events file, one event a step, read from the device in one
