@@ -273,6 +273,9 @@ __statistic__/table/%.csv: __statistic__/title/%.json __statistic__/.deps/%.stat
 	@"$$PY" scripts/table.py write
 
 __statistic__/report/%.html: export STATISTIC_STEM = $*
-__statistic__/report/%.html: __statistic__/table/%.csv scripts/report.py scripts/report_plots.py \
-                             code/gitexp/results.py | $(PY_READY)
+# remade when the list's table, a sweep's record or the scripts change; a run's curves and media
+# change with its statistic.json, and so with the table
+__statistic__/report/%.html: __statistic__/table/%.csv scripts/report.py scripts/report_figures.py \
+                             code/gitexp/results.py code/gitexp/events.py $(wildcard __statistic__/sweeps/*.json) \
+                             | $(PY_READY)
 	@"$$PY" scripts/report.py
