@@ -22,6 +22,7 @@ import subprocess
 
 from cache import DAMAGED, DEPS, MISSING, RACY, keys_of, read_cache, settled_key, stat_all, write_cache
 from cli import UserError, env, run
+from gitexp.layout import OWN_FILES
 from names import NAME, NAME_RULE, NUMBER
 from parallel import in_halves
 from store import RESULTS, load_statistic, status_of
@@ -174,6 +175,13 @@ def list_tags():
     print(aligned(table), end="")
 
 
+def own_files(tag, number):
+    """"N own files" where the run's task wrote some into its run_dir() (files/), counted now."""
+    folder = f"{RESULTS}/{tag}/{number}/{OWN_FILES}"
+    count = sum(len(files) for _, _, files in os.walk(folder))
+    return f"{count} own file{'s' if count != 1 else ''}" if count else ""
+
+
 def list_ids(tag):
     if not NAME.fullmatch(tag):
         raise UserError(f"TAG={tag} is not a tag: {NAME_RULE}")
@@ -185,6 +193,7 @@ def list_ids(tag):
     for number, status, epoch, seed, start, _, monitor, best, note in sorted(rows, key=lambda r: r[0]):
         status = status_of(f"{RESULTS}/{tag}/{number}", status)
         best = round(best * 10000) / 10000 if best is not None else None
+        note = "; ".join(n for n in (note, own_files(tag, number)) if n)
         table.append([cell(v) for v in (number, status, epoch, seed, start, monitor, best, note)])
     print(aligned(table), end="")
 

@@ -47,8 +47,8 @@ def hugging_face_shaped(project):
          ('return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch"}',
           'scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 10, 0.5)\n'
           '    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}'),
-         ('return {"loss": loss_sum / count, "acc": correct / count}',
-          'return {"loss": torch.tensor(loss_sum / count), "acc": torch.tensor(correct / count)}'))
+         ('return {"loss": loss_sum / count, "acc": correct / count,',
+          'return {"loss": torch.tensor(loss_sum / count), "acc": torch.tensor(correct / count),'))
 
 
 def test_a_dict_model_lightning_schedule_and_tensor_metrics_run_through(project):
