@@ -6,7 +6,8 @@
 #   ID=n           experiment id under TAG (continue: highest unfinished; rerun: 0)
 #   FIX=1          fixed seed (code/seed) and deterministic kernels, for exact reruns
 #   MSG="..."      make run: commit tracked changes with this message first
-#   GPUS=0,1       GPUs to use, one process each (without GPUS: CPU, or the default GPU)
+#   GPUS=0,1       GPUs to use, one process each (without GPUS: CPU, or the default GPU; make
+#                  eval: CPU, or the one GPU GPUS names)
 #   NPROC=n        n processes on CPU through torchrun (gloo)
 #   ACCEPT_DATA=1  make continue: go on over data whose fingerprint changed, which you declare
 #                  the same data (a re-sync, a copy); the record keeps both fingerprints
@@ -18,7 +19,11 @@
 #   NAME=s         make sweep: the sweep file code/sweeps/<NAME>.py
 #   JOBS=n         make sweep: n runs at a time on CPU (default 1; with GPUS: one per GPU)
 #   EXP="x/0 y/3"  make record: experiments to add to a list (default: the last finished);
-#                  make rm / restore: the experiments to move to the trash and back
+#                  make rm / restore: the experiments to move to the trash and back; make eval:
+#                  the runs to evaluate
+#   CKPT=best      make eval: the checkpoint evaluated: best (default), last, or an epoch number
+#   WITH=<commit>  make eval: the evaluation code and data (data.py, task.py, config.py) of that
+#                  commit (a tag, branch or hash), applied to the run's model; default: the run's own
 #   A=x/0 B=y/1    make diff: the two experiments to compare (a bare tag: the mean of its distinct runs)
 #   FULL=1         make diff: the whole code diff, not its --stat; make table: every run's row
 #   YES=1          make empty-trash: delete without asking
@@ -42,7 +47,7 @@ SHELL := /bin/sh
 
 USER_VARIABLES := TAG ID FIX MSG GPUS NPROC ACCEPT_DATA NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
                   EXP LIST CHANGED TAGS PORT HOST TB PYTHON BENCH_QUICK BENCH_SCALE NAME JOBS A B FULL YES \
-                  NODES SBATCH SLURM PARALLEL KEY
+                  NODES SBATCH SLURM PARALLEL KEY CKPT WITH
 # make expands $(...) in a value wherever the variable is used, so each value is frozen as
 # literal text here and reaches the scripts through the environment, never a recipe's shell text.
 # A value from the environment (`TB=0 make run`, `export GPUS=0`) is ignored, and said so once.
@@ -108,6 +113,10 @@ continue: $(PY_READY) ## continue the unfinished TAG/ID from its last checkpoint
 .PHONY: rerun
 rerun: $(PY_READY) ## reproduce TAG/ID (default 0) from its tag as a new id, then compare metrics
 	@exec "$$PY" scripts/experiment.py rerun
+
+.PHONY: eval
+eval: $(PY_READY) ## evaluate EXP="x/3 y" again with its checkpoint (CKPT=best|last|<epoch>), by its own code or WITH=<commit>'s; recorded in its statistic.json
+	@"$$PY" scripts/eval.py
 
 .PHONY: check
 check: $(PY_READY) ## prove, in seconds, your task's contract and exact resume, recording nothing (NPROC=2 FIX=1)

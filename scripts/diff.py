@@ -1,8 +1,10 @@
 """Why do two experiments differ: `python scripts/diff.py` (make diff A=x/0 B=y/1 [FULL=1]).
 
-Prints the hparams that differ, every metric side by side with its change, the run facts that
+Prints the hparams that differ, every metric side by side with its change (and make eval's
+latest metrics, eval.<set>_<metric>, where either has been evaluated), the run facts that
 differ (seed, fix, the recorded conditions: world size, threads, data fingerprints, versions,
-host, GPU), and the code: `git diff` of the two tags over code/ (--stat; the whole diff with
+host, GPU), the names and sizes that differ in the runs' own files (__result__/<tag>/<id>/files/,
+gitexp.run_dir(); nothing where they are the same), and the code: `git diff` of the two tags over code/ (--stat; the whole diff with
 FULL=1). A bare tag on either side stands for the mean over its distinct finished runs: one per
 seed, a rerun or a FIX=1 repeat of a seed left out (it is the same sample again). Input comes
 from the environment (A, B, FULL).
@@ -13,7 +15,8 @@ import subprocess
 import sys
 
 from cli import UserError, check_switch, env, run
-from facts import compared_facts, flatten, parting_words
+from facts import compared_facts, evaluated, flatten, parting_words
+from gitexp.layout import OWN_FILES
 from lists import parse_word
 from repo import commit_of
 from store import RESULTS, read_statistic, runs_of_tag, statistic_path
@@ -41,9 +44,9 @@ def hparams_of(runs):
     return flatten(runs[0].get("hparams", {}), "", {})
 
 
-def metrics_of(runs):
-    """Each metric's value, or its mean over the runs."""
-    flats = [flatten(run.get("metrics", {}), "", {}) for run in runs]
+def metrics_of(runs, of=lambda run: flatten(run.get("metrics", {}), "", {})):
+    """Each metric's value (`of` a run: its flat metrics), or its mean over the runs."""
+    flats = [of(run) for run in runs]
     keys = list(dict.fromkeys(k for flat in flats for k in flat))
     means = {}
     for key in keys:
@@ -74,6 +77,32 @@ def table(rows):
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
+def side_by_side(prefix, a_values, b_values):
+    """Rows of the values of two sides, with their change."""
+    rows = [("", "A", "B", "B - A")]
+    for key in dict.fromkeys([*a_values, *b_values]):
+        a, b = a_values.get(key), b_values.get(key)
+        delta = f"{b - a:+.6g}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else ""
+        rows.append((f"{prefix}.{key}", number(a), number(b), delta))
+    return rows
+
+
+def file_sizes(statistic):
+    """{name under the run's files/ folder: its size in bytes}."""
+    folder = RESULTS / statistic["tag"] / str(statistic["id"]) / OWN_FILES
+    return {str(path.relative_to(folder)): path.stat().st_size for path in sorted(folder.rglob("*"))
+            if path.is_file()} if folder.is_dir() else {}
+
+
+def own_files(run_a, run_b):
+    """The names and sizes that differ between two runs' own files/ folders; nothing where none."""
+    sizes_a, sizes_b = file_sizes(run_a), file_sizes(run_b)
+    differ = [name for name in sorted(sizes_a.keys() | sizes_b.keys()) if sizes_a.get(name) != sizes_b.get(name)]
+    if differ:
+        print(f"\n{OWN_FILES}/ that differ (bytes):")
+        table([("", "A", "B")] + [(name, number(sizes_a.get(name)), number(sizes_b.get(name))) for name in differ])
+
+
 def main():
     a_text, b_text = env("A").strip(), env("B").strip()
     label_a, runs_a = side("A", a_text)
@@ -90,14 +119,12 @@ def main():
     if changed:
         table([("", "A", "B")] + [(f"hparams.{k}", a, b) for k, a, b in changed])
 
-    m_a, m_b = metrics_of(runs_a), metrics_of(runs_b)
-    rows = [("", "A", "B", "B - A")]
-    for key in dict.fromkeys([*m_a, *m_b]):
-        a, b = m_a.get(key), m_b.get(key)
-        delta = f"{b - a:+.6g}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else ""
-        rows.append((f"metrics.{key}", number(a), number(b), delta))
     print("\nmetrics:")
-    table(rows)
+    table(side_by_side("metrics", metrics_of(runs_a), metrics_of(runs_b)))
+    e_a, e_b = metrics_of(runs_a, evaluated), metrics_of(runs_b, evaluated)
+    if e_a or e_b:
+        print("\nmake eval (each metric's latest evaluation):")
+        table(side_by_side("eval", e_a, e_b))
 
     facts = [(fact, a, b) for fact, (a, b) in facts_of(runs_a, runs_b).items() if a != b]
     print("\nrun facts that differ:" if facts else
@@ -108,6 +135,9 @@ def main():
         where = parting_words(*((run, RESULTS / run["tag"] / str(run["id"])) for run in (runs_a[0], runs_b[0])))
         if where:
             print(f"\n{where}")
+
+    if len(runs_a) == len(runs_b) == 1:
+        own_files(runs_a[0], runs_b[0])
 
     commit_a, commit_b = runs_a[0].get("commit"), runs_b[0].get("commit")
     if commit_a == commit_b:

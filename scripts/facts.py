@@ -1,6 +1,6 @@
 """What statistic.json says of a run, read in one place: its run facts (what it ran with besides
-its code and hparams: seed, data, versions, world size, threads, host, GPU) and its hparams and
-metrics flattened to dotted keys. The table's run.* columns, make rerun's comparison and make
+its code and hparams: seed, data, versions, world size, threads, host, GPU), its hparams and
+metrics flattened to dotted keys, and the latest of make eval's metrics. The table's run.* columns, make rerun's comparison and make
 diff all take them from here, and where two runs' step curves part (first_parting, which borrows
 the loop's events reader). Standard library only, but for that reader.
 """
@@ -85,6 +85,17 @@ def compared_facts(statistic):
     """{the words for a fact: its value} of the facts two runs are compared by."""
     facts = run_facts(statistic, missing="unrecorded")
     return {words: facts[name] for name, words in COMPARED_FACTS.items()}
+
+
+def evaluated(statistic):
+    """{<set>_<metric>: value} of make eval's evaluations (statistic.json's `evaluations`): each
+    metric's value in the latest evaluation that has it, whichever checkpoint that evaluated (the
+    table's eval.* columns, make diff's eval rows)."""
+    latest = {}
+    for evaluation in statistic.get("evaluations") if isinstance(statistic.get("evaluations"), list) else []:
+        metrics = evaluation.get("metrics") if isinstance(evaluation, dict) else None
+        latest.update(metrics if isinstance(metrics, dict) else {})
+    return latest
 
 
 def flatten(tree, prefix, out):

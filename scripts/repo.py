@@ -107,8 +107,12 @@ def snapshot(tag, folder):
     """Extract the tag's code/ into the experiment folder: the run executes exactly that."""
     if (folder / "code" / "main.py").exists():
         return
-    archive = subprocess.run(["git", "archive", "--format=tar", f"refs/tags/{tag}", "--", "code"],
-                             capture_output=True, check=True)
+    extract_code(f"refs/tags/{tag}", folder)
+
+
+def extract_code(ref, folder):
+    """Extract the code/ of `ref` (a tag or a commit) into `folder`."""
+    archive = subprocess.run(["git", "archive", "--format=tar", ref, "--", "code"], capture_output=True, check=True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(folder, filter="data")
 

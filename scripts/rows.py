@@ -1,8 +1,8 @@
-"""A list's rows, for its title and its table: each listed experiment's hparams, run facts and
-metrics, flattened with dots (hparams.lr, run.seed, metrics.best.val_acc; a list's items as
-hparams.sizes.0), kept by column: {"stats": the stat keys of the files read, one string;
-"shape": each row's index into "shapes", the distinct key sequences; "values": each row's
-marshal of its values}. By column, since a list has 100,000 rows and a tuple a row costs more
+"""A list's rows, for its title and its table: each listed experiment's hparams, run facts,
+metrics and make eval's latest metrics, flattened with dots (hparams.lr, run.seed,
+metrics.best.val_acc, eval.test_acc; a list's items as hparams.sizes.0), kept by column:
+{"stats": the stat keys of the files read, one string; "shape": each row's index into
+"shapes", the distinct key sequences; "values": each row's marshal of its values}. By column, since a list has 100,000 rows and a tuple a row costs more
 than the reading saves.
 
 What the list names, and the stat of each statistic.json, come from scan.py (make's
@@ -16,7 +16,7 @@ import marshal
 import os
 
 from cache import DAMAGED, DEPS, RACY, STAT, indices_of, key_slice, read_cache, settled_key, write_cache
-from facts import flatten, table_facts
+from facts import evaluated, flatten, table_facts
 from parallel import in_parallel
 from scan import list_state
 from store import load_statistic
@@ -26,11 +26,11 @@ CHUNK = 1000  # the least files a process reads
 
 
 def flat_row(statistic):
-    """The flattened hparams, run facts and metrics of one statistic.json: the title's keys and
-    the table's values."""
+    """The flattened hparams, run facts, metrics and make eval's latest metrics (eval.<set>_<metric>)
+    of one statistic.json: the title's keys and the table's values."""
     flat = {}
     for part, tree in (("hparams", statistic.get("hparams")), ("run", table_facts(statistic)),
-                       ("metrics", statistic.get("metrics"))):
+                       ("metrics", statistic.get("metrics")), ("eval", evaluated(statistic))):
         if isinstance(tree, (dict, list)):
             flatten(tree, f"{part}.", flat)
     return flat

@@ -4,7 +4,9 @@ The title __statistic__/title/<LIST>.json names the columns of `make table`: eve
 `hparams`, the run facts and `metrics` found in the listed experiments' statistic.json,
 flattened with dots (hparams.lr, run.seed, metrics.best.val_acc; a list's items as
 hparams.sizes.0). The run facts are what a run ran with besides its code: run.seed, run.fix,
-run.world_size, run.data (the data's fingerprint, 12 digits), run.torch and run.host. Its format is a JSON
+run.world_size, run.data (the data's fingerprint, 12 digits), run.torch and run.host. The eval.*
+keys are make eval's: eval.<set>_<metric>, each metric's value in the run's latest evaluation
+that has it, whichever checkpoint that was (statistic.json's evaluations). Its format is a JSON
 array of strings, one a line, where a line starting with // is a comment and a comma after
 the last item is allowed (JSON with comments, as in VS Code's settings):
 

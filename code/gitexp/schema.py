@@ -3,7 +3,7 @@
 read). Standard library only.
 
 Who writes: L, the launcher (scripts/launch.py's start, before main.py runs; conclude, after a
-crash); R, the loop (gitexp/record.py, rank 0, from its start on). A field marked "always" is
+crash; scripts/eval.py, `evaluations`); R, the loop (gitexp/record.py, rank 0, from its start on). A field marked "always" is
 there from the launcher's first write; the others once something gives them.
 """
 STATUSES = ("running", "stopped", "failed", "finished")
@@ -47,6 +47,22 @@ FIELDS = {
     "point": (dict, False, "L", "make sweep: the point's values"),
     "sweep_run": (int, False, "L", "make sweep: the run's number at its point"),
     "slurm_job": (str, False, "L", "make submit: the Slurm job's id (a requeued job continues this run)"),
+    "evaluations": (list, False, "L", "make eval's evaluations of the run's checkpoints, oldest first, each as "
+                                      "EVALUATION below; the training's own fields never change with them"),
+}
+
+# one item of "evaluations" (scripts/eval.py appends it)
+EVALUATION = {
+    "checkpoint": ((str, int), True, "L", "the checkpoint as CKPT named it: best, last, an epoch, a file's name"),
+    "file": (str, True, "L", "the checkpoint file it was, epoch_<n>.pth or step_<n>_<k>.pth"),
+    "epoch": (int, True, "L", "the checkpoint's epochs done"),
+    "step": (int, True, "L", "the checkpoint's optimizer steps done"),
+    "commit": (str, True, "L", "the commit of the evaluation's code: the run's own, or WITH's"),
+    "data": ((dict, type(None)), True, "L", "the data it read: key (None: data of your own), fingerprint"),
+    "time": (str, True, "L", "when it was evaluated (ISO 8601)"),
+    "device": (str, True, "L", "cpu or cuda"),
+    "metrics": (dict, True, "L", "{<set>_<metric>: value} of every evaluation set"),
+    "media_left_out": (int, False, "L", "how many media (or other values that are not numbers) were left out"),
 }
 
 # the parts of the fields above that are objects: (name, types, always)
@@ -91,6 +107,9 @@ def problems(statistic):
     for name, parts in PARTS.items():
         if isinstance(statistic.get(name), dict):
             found += check_fields(f"{name}.", statistic[name], parts)
+    for number, item in enumerate(statistic.get("evaluations") if isinstance(statistic.get("evaluations"), list) else []):
+        found += check_fields(f"evaluations[{number}].", item, EVALUATION) if isinstance(item, dict) else \
+            [f"evaluations[{number}] is {type(item).__name__}, not an object"]
     if statistic.get("status") not in STATUSES:
         found.append(f"status is {statistic.get('status')!r}, not one of {', '.join(STATUSES)}")
     commit = statistic.get("commit")
