@@ -319,7 +319,7 @@ def media_section(rows, tags):
     if not cards:
         return ""
     parts = ["<h2>Media: each run's latest, the earlier ones on its slider</h2>"]
-    for name, runs in sorted(cards.items()):
+    for name, runs in sorted(cards.items(), key=lambda item: (not item[0].startswith("val_"), item[0])):
         parts.append(f"<h3>{html.escape(name)}</h3><div class=cards>")
         for run, entries in runs:
             step, kind, value = entries[-1]
@@ -342,7 +342,8 @@ def run_links(rows):
             note = " (repeat, not pooled)" if repeat else ""
             links.append(f'{html.escape(tag)}/{number}{note}: <a href="{folder}/log">log</a> '
                          f'<a href="{folder}/statistic.json">statistic.json</a>')
-        parts.append(f'<details><summary>{html.escape(tag)}: {len(links)} runs</summary><p class="note">'
+        parts.append(f'<details><summary>{html.escape(tag)}: {len(links)} run{"s" if len(links) > 1 else ""}</summary>'
+                     '<p class="note">'
                      + "<br>".join(links) + "</p></details>")
     return "\n".join(parts)
 

@@ -11,6 +11,7 @@ another copy of the data.
 """
 import json
 import math
+import warnings
 
 import numpy as np
 
@@ -76,7 +77,8 @@ def mean_line(lines):
         stack = np.vstack([np.where((grid >= x[0]) & (grid <= x[-1]), np.interp(grid, x, y), np.nan)
                            for x, y in lines])
     n = np.sum(~np.isnan(stack), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with warnings.catch_warnings():  # an x that one run alone has: its std is NaN, said here
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(stack, axis=0) if len(lines) > 1 else stack[0]
         std = np.nanstd(stack, axis=0, ddof=1) if len(lines) > 1 else np.full(len(grid), np.nan)
     return grid, mean, np.where(n > 1, std, np.nan), n
