@@ -157,7 +157,8 @@ def causes(result, statistic, with_commit):
     if with_commit:
         found.append(f"WITH's code and data ({with_commit[:10]})")
     if result["drew"]:
-        found.append("evaluate draws from an RNG, whose state at training time a checkpoint does not keep")
+        found.append(f"evaluate draws from {' and '.join(result['drew'])}, which a checkpoint holds as it was after "
+                     "its evaluation, not before")
     if statistic.get("world_size", 1) > 1:
         found.append(f"the run evaluated {statistic['world_size']} shards, summed over its processes")
     trained_on = (statistic.get("environment") or {}).get("device")

@@ -10,10 +10,11 @@ One process for all of a command's runs (torch is imported once); each run impor
 anew, every module of another code folder forgotten first, and is seeded and set up as its
 training was (seed, FIX mode's deterministic kernels, threads), as one process (rank 0 of 1).
 Each job is answered with one JSON line: the metrics ({<set>_<metric>: value}), how many media
-(gitexp.media's Image and Text, or any other value that is not a number) were left out, whether
-evaluate drew from an RNG, the checkpoint's position and the metrics it holds for it, the data
+(gitexp.media's Image and Text, or any other value that is not a number) were left out, what
+evaluate drew from (an RNG, a declared state), the checkpoint's position and the metrics it holds for it, the data
 read; or the one-line error.
 """
+import hashlib
 import importlib
 import json
 import os
@@ -107,14 +108,33 @@ def declared_state(task, contract, cfg, net, train_batches, checkpoint):
     return {"state": extra | rank_extra}
 
 
-def rng_now(generator):
-    """Every RNG's state, to tell whether evaluate drew from one."""
+def digest(tree):
+    """A state_dict's digest: every tensor's bytes, every other value's repr."""
+    import torch
+
+    total = hashlib.sha256()
+    for value in tree.values() if isinstance(tree, dict) else tree if isinstance(tree, (list, tuple)) else [tree]:
+        if isinstance(value, (dict, list, tuple)):
+            total.update(digest(value).encode())
+        elif torch.is_tensor(value):
+            total.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            total.update(repr(value).encode())
+    return total.hexdigest()
+
+
+def sources_now(generator, with_state):
+    """What evaluate may draw from, as it is now: every RNG, and each declared state (an
+    evaluation generator of the task's own), to tell which of them it changed."""
     import numpy as np
     import torch
 
     numpy_state = np.random.get_state()
-    return (torch.get_rng_state().numpy().tobytes(), generator.get_state().numpy().tobytes(), random.getstate(),
-            numpy_state[1].tobytes(), numpy_state[2:])
+    now = {"an RNG": (torch.get_rng_state().numpy().tobytes(), generator.get_state().numpy().tobytes(),
+                      random.getstate(), numpy_state[1].tobytes(), numpy_state[2:])}
+    for name, obj in (with_state.get("state") or {}).items():
+        now[f"its declared state {name!r}"] = digest(obj.state_dict())
+    return now
 
 
 def numbers_of(answer, split):
@@ -159,15 +179,16 @@ def evaluated(job, checkpoint, phase):
     train_batches, sets = data.make_loaders(config, folder, generator, job["seed"], 0, 1)
     phase[0] = "configure_optimizers"
     with_state = declared_state(task, contract, config, net, train_batches, checkpoint)
-    metrics, left_out, drew = {}, 0, False
+    metrics, left_out, drew = {}, 0, []
     net.eval()
     with torch.no_grad():
         for split, batches in contract.eval_sets(sets).items():
             phase[0] = f"evaluate ({split})"
             told = contract.keywords(task.evaluate, split=split, step=checkpoint.get("step"))
-            before = rng_now(generator)
+            before = sources_now(generator, with_state)
             numbers, left = numbers_of(task.evaluate(net, batches, device, **with_state, **told), split)
-            drew = drew or rng_now(generator) != before
+            after = sources_now(generator, with_state)
+            drew += [source for source in before if before[source] != after[source] and source not in drew]
             metrics.update({f"{split}_{name}": value for name, value in numbers.items()})
             left_out += left
     return {"metrics": metrics, "media": left_out, "drew": drew, "device": device.type,
