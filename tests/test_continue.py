@@ -73,6 +73,8 @@ def test_killed_after_second_checkpoint_continues_to_the_same_metrics(task_proje
     project.make("run", TAG="whole", FIX="1")
     tag = kill_when(project, checkpoint_written(2))
     assert "stopped" in project.make("ls", TAG=tag).stdout  # not "running": no process holds its lock
+    past = sorted((project.result(tag, 0) / "media").iterdir())[0] / "100000.png"
+    past.write_bytes(b"made past the checkpoint by the killed leg, whose evaluation the continue makes again")
     result = project.make("continue", TAG=tag)
     assert f"continuing {tag}/0 from epoch 3, step 0 of " in result.stdout
     cut, whole = project.statistic(tag, 0), project.statistic("whole", 0)
@@ -96,6 +98,13 @@ def test_killed_after_second_checkpoint_continues_to_the_same_metrics(task_proje
     assert step_curves
     for name in step_curves:  # one point a step, each once
         assert [e.step for e in events.Scalars(name)] == list(range(1, steps[-1] + 1)), name
+    # its media (the example's confusion matrix, charlm's line, vision's inputs) as the uninterrupted run's
+    assert media(project.result(tag, 0)) == media(project.result("whole", 0)) != {}
+
+
+def media(folder):
+    """Every media file of a run and its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in (folder / "media").rglob("*.*")}
 
 
 @pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
