@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import copy_project, kill_group, wait_for
-from test_continue import assert_equal_trees, assert_same_state
+from test_continue import assert_equal_trees, assert_same_state, media
 
 
 @pytest.fixture
@@ -55,3 +55,7 @@ def test_killed_inside_an_epoch_continues_bit_for_bit_ema_included(vision, nproc
     assert final["extra"]["ema"]["n_averaged"] > 0
     assert_equal_trees(final["extra"], reference["extra"], "extra")
     assert vision.statistic("cut", 0)["metrics"] == vision.statistic("whole", 0)["metrics"]
+    # a grid of its inputs at every evaluation, those of the killed leg past its checkpoint made again
+    assert media(vision.result("cut", 0)) == media(vision.result("whole", 0))
+    assert sorted(int(p.stem) for p in (folder / "media" / "val_inputs").iterdir()) == \
+        [e.step for e in EventAccumulator(str(folder / "tensorboard")).Reload().Scalars("val/acc")]
