@@ -17,6 +17,8 @@ short training in code/config.py), side by side in one run:
                      statistic.json into pandas, with nothing changed, and with one new
                      experiment, and the table step's peak memory, each with its goal.
                      BENCH_SCALE=n: only this part, at n experiments (100000: years of results).
+  report             scripts/bench_report.py: make report at 9, 100 and 1,000 generated runs (9 and
+                     100 quick), cold and with nothing changed, and the page's size, with its goals.
   sweep              make sweep of 8 one-epoch runs with JOBS=2 against the ideal: the runs'
                      own wall times summed, divided by 2 (scheduling efficiency, goal >= 0.9).
   checkpoint stall   what a checkpoint of about 100 MB costs the training thread: its state copied
@@ -243,6 +245,16 @@ def tables():
         return json.loads(out.read_text())
 
 
+def report():
+    """bench_report.py's figures; its rows are printed as they come."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "report.json"
+        command = [sys.executable, str(ROOT / "scripts" / "bench_report.py"), "--json", str(out)]
+        command += ["--runs", "9", "100"] if QUICK else []
+        subprocess.run(command, check=True)
+        return json.loads(out.read_text())
+
+
 def write_figures(figures):
     out = ROOT / "__statistic__" / "bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +279,7 @@ def main():
     figures["checkpoint_stall"] = checkpoint_stall()
     figures["tables"] = tables()
     figures["data_pinning"] = data_pinning()
+    figures["report"] = report()
     t, s, d = figures["tracking"], figures["tables"], figures["data_pinning"]
     rows = [
         ("tracking overhead", f"{t['tracking_overhead']:.3f}",
@@ -295,6 +308,10 @@ def main():
                  f"finding {d['data_mb']} MB of prepared data (goal < 100 ms); preparing it once: {d['prepare_s']:.1f}s"))
     rows.append(("tables", "met" if s["goals_met"] else "NOT met",
                  f"{s['experiments']} experiments: the rows printed above, with their goals"))
+    r = next(f for f in figures["report"]["sizes"] if f["runs"] == 100)
+    rows.append(("report", "met" if figures["report"]["goals_met"] else "NOT met",
+                 f"make report of 100 runs: {r['cold_s']:.1f}s, {r['page_mb']:.1f} MB (goal <= 10 s, <= 10 MB); "
+                 f"nothing changed {r['nochange_s']:.2f}s (goal <= 1 s); every size printed above"))
     width = max(len(name) for name, _, _ in rows)
     print(f"tracking overhead: {t['tracking_overhead']:.3f}")
     for name, value, detail in rows:

@@ -18,6 +18,7 @@ import numpy as np
 AXES = ("step", "epoch", "samples")
 LINE_POINTS = 2000  # a line's points at most
 RUN_POINTS = 300_000  # the faint single runs' points in all, shared between their lines
+MEAN_POINTS = 400_000  # the means' points in all (a band's count twice), shared alike
 DASHES = ("solid", "dot", "dash", "longdash", "dashdot", "longdashdot")
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#393b79", "#e6550d", "#31a354", "#843c39", "#7b4173", "#3182bd", "#636363", "#8ca252",
@@ -100,7 +101,7 @@ def factor_list(factors):
     return [factors[a] for a in AXES]
 
 
-def curve_traces(tag, label, colour, having, name, dash, run_points):
+def curve_traces(tag, label, colour, having, name, dash, run_points, mean_points):
     """One tag's traces of one curve: its ± std band (None for one run), its runs faint (none for
     one run: it is the mean), its mean, whose legend entry the caller shows once a figure."""
     style = {"legendgroup": tag, "showlegend": False, "line": {"color": colour, "dash": dash}}
@@ -114,7 +115,7 @@ def curve_traces(tag, label, colour, having, name, dash, run_points):
     grid, mean, std, n = mean_line([(np.asarray(r["curves"][name][0], float) * r["factors"][unit],
                                      np.asarray(r["curves"][name][1], float)) for r in having])
     scale = factor_list(factors)  # from the tag's unit to each axis
-    keep = np.unique(np.linspace(0, len(grid) - 1, min(len(grid), LINE_POINTS)).round().astype(int))
+    keep = np.unique(np.linspace(0, len(grid) - 1, min(len(grid), mean_points)).round().astype(int))
     band = None
     if len(having) > 1 and np.isfinite(std).any():
         ok = keep[np.isfinite(std[keep])]
@@ -140,6 +141,8 @@ def curve_figures(runs, tags, monitor):
     first = family(monitor) if monitor and any(monitor in run["curves"] for run in runs) else None
     lines = sum(len(run["curves"]) for run in runs)
     run_points = max(50, min(LINE_POINTS, RUN_POINTS // max(lines, 1)))
+    means = len({(run["tag"], name) for run in runs for name in run["curves"]})
+    mean_points = max(200, min(LINE_POINTS, MEAN_POINTS // max(3 * means, 1)))
     figures = []
     for key in sorted(families, key=lambda f: (f != first, f[0], f[1])):
         curves = sorted(families[key], key=lambda n: (n != monitor, not n.startswith("val/"), n))
@@ -149,7 +152,8 @@ def curve_figures(runs, tags, monitor):
             for name in curves:
                 having = [r for r in runs if r["tag"] == tag and name in r["curves"]]
                 if having:
-                    band, runs_faint, mean = curve_traces(tag, label, colour[tag], having, name, dash[name], run_points)
+                    band, runs_faint, mean = curve_traces(tag, label, colour[tag], having, name, dash[name], run_points,
+                                                                 mean_points)
                     mean["showlegend"] = not any(m["legendgroup"] == tag for m in means)
                     bands += [band] if band else []
                     faint += runs_faint
