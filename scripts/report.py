@@ -107,6 +107,8 @@ def monitored(summary):
     better, and the monitor's name (val_acc)."""
     monitor = next((m for m in summary.get("hparams.monitor", []) if isinstance(m, str)), None)
     mode = next((m for m in summary.get("hparams.monitor_mode", []) if isinstance(m, str)), "max")
+    if monitor is None:  # monitor = None: no metric picks a best epoch (a GAN's), so no best row
+        return None, True, None
     stem = f"metrics.best.{monitor}"
     if f"{stem}.mean" not in summary:
         stems = [c[:-5] for c in summary.columns if c.endswith(".mean")]
@@ -363,7 +365,8 @@ def page(name, rows, summary):
     ranked = summary.sort_values(f"{stem}.mean", ascending=not higher, kind="stable") if stem else summary
     body = [f"<h1>Report of {html.escape(name)}</h1>",
             f'<p class="note">{len(rows)} runs, {len(summary)} tags; written {time.strftime("%Y-%m-%d %H:%M:%S")}; '
-            f"best row: {html.escape(str(stem))} ({'max' if higher else 'min'}); mean ± std (n-1) over distinct runs "
+            + (f"best row: {html.escape(stem)} ({'max' if higher else 'min'}); " if stem else
+               "no monitor, so no best row; ") + "mean ± std (n-1) over distinct runs "
             "(one per seed); repeats are not pooled</p>",
             summary_table(summary, swept, stem, higher), curves, sweeps_section(summary, stem, higher, figures),
             media_section(rows, set(list(ranked["tag"])[:CURVE_TAGS])), run_links(rows)]

@@ -52,11 +52,17 @@ def to_js(value):
 
 # ---- curves ---------------------------------------------------------------------------------------
 
+# a metric named with one of these words (d_loss, loss_G) is drawn in that word's figure
+FAMILIES = {"loss", "acc", "accuracy", "err", "error", "nll", "ppl", "perplexity", "mse", "mae", "lr"}
+
+
 def family(name):
-    """(is a step curve, the family): val/acc -> (False, acc), train/loss_G -> (False, loss),
-    step/loss -> (True, loss)."""
+    """(is a step curve, its figure's name): val/acc -> (False, acc), a GAN's train/loss_G and
+    val/d_loss -> (False, loss), step/loss -> (True, loss); a metric with none of FAMILIES' words
+    has its own figure."""
     split, _, metric = name.partition("/")
-    return split == "step", metric.split("_")[0] or metric
+    words = [w for w in metric.lower().split("_") if w in FAMILIES]
+    return split == "step", words[0] if words else metric
 
 
 def thinned(x, y, points):
@@ -138,7 +144,7 @@ def curve_figures(runs, tags, monitor):
     families = {}
     for name in sorted({name for run in runs for name in run["curves"]}):
         families.setdefault(family(name), []).append(name)
-    first = family(monitor) if monitor and any(monitor in run["curves"] for run in runs) else None
+    first = family(monitor) if monitor and any(monitor in run["curves"] for run in runs) else (False, "loss")
     lines = sum(len(run["curves"]) for run in runs)
     run_points = max(50, min(LINE_POINTS, RUN_POINTS // max(lines, 1)))
     means = len({(run["tag"], name) for run in runs for name in run["curves"]})
