@@ -186,6 +186,11 @@ def check_report(project, chromium, tmp_path, tags):
     items = json.loads(html.unescape(confusion[0][0]))
     assert [kind for _, kind, _ in items] == ["image", "image"] and items[0][2].startswith("../../__result__/")
 
+    # TAGS: only those tags, in a page of their own
+    project.make("report", LIST="all", TAGS="two other")
+    tagged = (page.parent / "all.tags.html").read_text()
+    assert "<h1>Report of all</h1>" in tagged and "2 runs, 2 tags" in tagged and "g-lr0.01" not in tagged
+
     shot = tmp_path / "shot.png"
     browse(chromium, page, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000")
     import matplotlib.image
@@ -228,3 +233,29 @@ def test_the_figures_average_over_axes_that_fit():
     assert parallel["dimensions"][1]["values"] == [0, 1] and parallel["dimensions"][1]["ticktext"] == ["adam", "sgd"]
     assert report_figures.to_js({"a</script>": report_figures.Numbers([1.23456789, float("nan")])}) == \
         '{"a\\u003c/script>":[1.2346,null]}'
+
+
+def test_texts_and_pictures_latest_first_earlier_on_a_slider(tmp_path, monkeypatch):
+    """A language model's generated texts and a picture at three evaluations: the latest shown,
+    the earlier ones in the card's items (texts embedded, earlier pictures linked)."""
+    import pandas as pd
+    import report
+
+    monkeypatch.chdir(tmp_path)
+    texts = tmp_path / "__result__" / "lm" / "0" / "media" / "val_sample"
+    pictures = texts.parent / "val_grid"
+    texts.mkdir(parents=True)
+    pictures.mkdir()
+    for step in (10, 20, 30):
+        (texts / f"{step}.txt").write_text(f"def <b>{step}</b> ü")
+        (pictures / f"{step}.png").write_bytes(b"\x89PNG fake " + bytes([step]))
+    (texts / ".30.txt.tmp1").write_text("a torn write")
+    section = report.media_section(pd.DataFrame({"tag": ["lm"], "id": [0]}), {"lm"})
+    assert section.index("<h3>val_grid</h3>") < section.index("<h3>val_sample</h3>")
+    cards = re.findall(r'<div class=card data-items="([^"]*)">lm/0, step <span class=step>30</span>(.*?)</div>', section)
+    (grid_items, grid), (text_items, text) = cards
+    assert "<pre>def &lt;b&gt;30&lt;/b&gt; ü</pre>" in text and "type=range min=0 max=2" in text
+    assert [i[:2] for i in json.loads(html.unescape(text_items))] == [[10, "text"], [20, "text"], [30, "text"]]
+    assert json.loads(html.unescape(text_items))[0][2] == "def <b>10</b> ü"
+    items = json.loads(html.unescape(grid_items))
+    assert items[0][2] == "../../__result__/lm/0/media/val_grid/10.png" and items[2][2].startswith("data:image/png;base64,")
