@@ -1,13 +1,13 @@
 """Why do two experiments differ: `python scripts/diff.py` (make diff A=x/0 B=y/1 [FULL=1]).
 
 Prints the hparams that differ, every metric side by side with its change (and make eval's
-latest metrics, eval.<set>_<metric>, where either has been evaluated), the run facts that
-differ (seed, fix, the recorded conditions: world size, threads, data fingerprints, versions,
-host, GPU), the names and sizes that differ in the runs' own files (__result__/<tag>/<id>/files/,
-gitexp.run_dir(); nothing where they are the same), and the code: `git diff` of the two tags over code/ (--stat; the whole diff with
-FULL=1). A bare tag on either side stands for the mean over its distinct finished runs: one per
-seed, a rerun or a FIX=1 repeat of a seed left out (it is the same sample again). Input comes
-from the environment (A, B, FULL).
+latest metrics, eval.<set>_<metric>, where either has been evaluated), the run facts that differ
+(seed, fix, the recorded conditions: world size, threads, data fingerprints, versions, host,
+GPU), the names and sizes that differ in the runs' own files (__result__/<tag>/<id>/files/,
+gitexp.run_dir(); nothing where they are the same), and the code: `git diff` of the two tags
+over code/ (--stat; the whole diff with FULL=1). A bare tag on either side stands for the mean
+over its distinct finished runs: one per seed, a rerun or a FIX=1 repeat of a seed left out (it
+is the same sample again). Input comes from the environment (A, B, FULL).
 """
 import os
 import statistics

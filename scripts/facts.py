@@ -1,8 +1,9 @@
 """What statistic.json says of a run, read in one place: its run facts (what it ran with besides
 its code and hparams: seed, data, versions, world size, threads, host, GPU), its hparams and
-metrics flattened to dotted keys, and the latest of make eval's metrics. The table's run.* columns, make rerun's comparison and make
-diff all take them from here, and where two runs' step curves part (first_parting, which borrows
-the loop's events reader). Standard library only, but for that reader.
+metrics flattened to dotted keys, and the latest of make eval's metrics. The table's run.*
+columns, make rerun's comparison and make diff all take them from here, and where two runs' step
+curves part (first_parting, which borrows the loop's events reader). Standard library only, but
+for that reader.
 """
 from pathlib import Path
 

@@ -1,9 +1,9 @@
-"""A list's rows, for its title and its table: each listed experiment's hparams, run facts,
-metrics and make eval's latest metrics, flattened with dots (hparams.lr, run.seed,
-metrics.best.val_acc, eval.test_acc; a list's items as hparams.sizes.0), kept by column:
-{"stats": the stat keys of the files read, one string; "shape": each row's index into
-"shapes", the distinct key sequences; "values": each row's marshal of its values}. By column, since a list has 100,000 rows and a tuple a row costs more
-than the reading saves.
+"""A list's rows, for its title and its table: each listed experiment's hparams, run facts, metrics
+and make eval's latest metrics, flattened with dots (hparams.lr, run.seed, metrics.best.val_acc,
+eval.test_acc; a list's items as hparams.sizes.0), kept by column: {"stats": the stat keys of
+the files read, one string; "shape": each row's index into "shapes", the distinct key sequences;
+"values": each row's marshal of its values}. By column, since a list has 100,000 rows and a
+tuple a row costs more than the reading saves.
 
 What the list names, and the stat of each statistic.json, come from scan.py (make's
 prerequisite of the title and the table). The values read are kept in

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import Project, assert_refused
 
-ONLY_VAL = ('return train_batches, {"val": shard(val), "test": shard(test)}', 'return train_batches, {"val": shard(val)}')
+ONLY_VAL = ('return train_batches, {"val": shard(val), "test": shard(test)}',  # data.py's line, and without test
+            'return train_batches, {"val": shard(val)}')
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,8 @@ def test_several_runs_one_line_each_and_bad_input_refused(evaluated):
     assert "eval.val_acc" in diff and "files/" not in diff
     (project.result("x", 0) / "files").mkdir()
     (project.result("x", 0) / "files" / "predictions.csv").write_text("1,2\n")
-    assert re.search(r"files/ that differ.*\n.*\n +predictions.csv +4 +-", project.make("diff", A="x/0", B="x/1").stdout)
+    diff = project.make("diff", A="x/0", B="x/1").stdout
+    assert re.search(r"files/ that differ.*\n.*\n +predictions.csv +4 +-", diff), diff
 
     state = project.snapshot()
     for variables, fragment in [({"EXP": "x/7"}, "there is no experiment x/7"),

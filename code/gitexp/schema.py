@@ -3,8 +3,9 @@
 read). Standard library only.
 
 Who writes: L, the launcher (scripts/launch.py's start, before main.py runs; conclude, after a
-crash; scripts/eval.py, `evaluations`); R, the loop (gitexp/record.py, rank 0, from its start on). A field marked "always" is
-there from the launcher's first write; the others once something gives them.
+crash; scripts/eval.py, `evaluations`); R, the loop (gitexp/record.py, rank 0, from its start
+on). A field marked "always" is there from the launcher's first write; the others once something
+gives them.
 """
 STATUSES = ("running", "stopped", "failed", "finished")
 NUMBER = (int, float)
@@ -107,7 +108,8 @@ def problems(statistic):
     for name, parts in PARTS.items():
         if isinstance(statistic.get(name), dict):
             found += check_fields(f"{name}.", statistic[name], parts)
-    for number, item in enumerate(statistic.get("evaluations") if isinstance(statistic.get("evaluations"), list) else []):
+    evaluations = statistic.get("evaluations")
+    for number, item in enumerate(evaluations if isinstance(evaluations, list) else []):
         found += check_fields(f"evaluations[{number}].", item, EVALUATION) if isinstance(item, dict) else \
             [f"evaluations[{number}] is {type(item).__name__}, not an object"]
     if statistic.get("status") not in STATUSES:
