@@ -27,6 +27,9 @@ def run(main, status=1):
     except BrokenPipeError:  # `make table | head`
         sys.stderr.close()
         sys.exit(1)
+    except KeyboardInterrupt:  # what is written is whole (every file is written through a rename)
+        print("stopped (Ctrl+C)", file=sys.stderr)
+        sys.exit(130)
 
 
 def run_mode(modes, settings="settings come from the environment", status=2):

@@ -1,7 +1,8 @@
 """The table's summary (make table's <LIST>.summary.csv): per tag, its distinct finished runs
 (one per seed) pooled, the repeats left out, the run facts that differ between the pooled runs,
-each hparam, and the mean and std (sample, n-1) of each numeric metrics.* column. A tag's line
-is worked out again only where one of its rows changed. Standard library only.
+each hparam, and the mean and std (sample, n-1) of each numeric metrics.* and eval.* (make eval)
+column. A tag's line is worked out again only where one of its rows changed. Standard library
+only.
 """
 import hashlib
 import math
@@ -54,7 +55,7 @@ def summarise(experiments, rows, keys, numeric, old_summary, touched=None, kept_
     rows changed. numeric: whether each column (exper first) is numeric. touched: where the
     table kept its first kept_rows rows, the tags of the rows
     after them (the others' lines are as they were, in their order)."""
-    metrics = [k for k, right in zip(keys, numeric[1:]) if right and k.startswith("metrics.")]
+    metrics = [k for k, right in zip(keys, numeric[1:]) if right and k.startswith(("metrics.", "eval."))]
     facts = [k for k in POOLING_FACTS if k in keys]
     hparams = [k for k in keys if k.startswith("hparams.")]
     columns = ["tag", "count", "repeats", "differs", *hparams, *(f"{k}.{s}" for k in metrics for s in ("mean", "std"))]

@@ -86,6 +86,10 @@ def test_with_a_commit_that_adds_a_test_set_records_its_metrics_with_that_commit
     project.make("title", LIST="evals")
     title = (project.path / "__statistic__" / "title" / "evals.json").read_text()
     assert '"eval.test_acc"' in title and '"eval.val_loss"' in title
+    # and the per-tag summary pools them as it pools the training's metrics
+    project.make("table", LIST="evals")
+    summary = (project.path / "__statistic__" / "table" / "evals.summary.csv").read_text().splitlines()[0]
+    assert "eval.test_acc.mean" in summary.split(",")
 
 
 def test_several_runs_one_line_each_and_bad_input_refused(evaluated):
