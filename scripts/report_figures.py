@@ -197,7 +197,7 @@ def axis_of(name, values):
     are not numbers."""
     axis = {"title": {"text": name}}
     if spans_decades(values):
-        axis["type"] = "log"
+        axis.update(type="log", tickvals=list(values))  # the swept values, not log's minor ticks
     elif not all(is_number(v) for v in values):
         axis["type"] = "category"
     return axis
@@ -246,7 +246,7 @@ def sweep_figure(name, grid, points, metric, higher):
             dimensions.append({"label": f"{h} (log)", "values": [math.log10(v) for v in values],
                                "tickvals": [math.log10(v) for v in grid[h]], "ticktext": [str(v) for v in grid[h]]})
         elif all(is_number(v) for v in grid[h]):
-            dimensions.append({"label": h, "values": values})
+            dimensions.append({"label": h, "values": values, "tickvals": grid[h]})
         else:
             index = {json.dumps(v): i for i, v in enumerate(grid[h])}
             dimensions.append({"label": h, "values": [index[json.dumps(v)] for v in values],
@@ -256,6 +256,6 @@ def sweep_figure(name, grid, points, metric, higher):
     data = [{"type": "parcoords", "dimensions": dimensions,
              "line": {"color": means, "colorscale": "Viridis", "reversescale": not higher, "showscale": True}}]
     layout = {"title": {"text": f"sweep {name}: {metric} over {', '.join(swept)} (parallel coordinates; "
-                                "drag along an axis to filter)", "font": {"size": 14}},
-              "height": 420, "margin": {"l": 70, "r": 70, "t": 70, "b": 30}}
+                                "drag along an axis to filter)", "font": {"size": 14}, "y": 0.98, "yanchor": "top"},
+              "height": 460, "margin": {"l": 70, "r": 70, "t": 110, "b": 30}}
     return {"data": data, "layout": layout}
