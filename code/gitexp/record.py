@@ -129,7 +129,8 @@ class Recorder:
             for stale in [*self.exp_dir.glob(".*.tmp*"), *self.exp_dir.glob("checkpoint/.*.tmp*")]:
                 stale.unlink()  # a temp file of a write that the interruption cut short
         self.begin_leg(step)
-        statistic.update(status="running", hparams=hparams(self.cfg), world_size=world_size, end=None)
+        statistic.update(status="running", hparams=hparams(self.cfg), world_size=world_size, end=None,
+                         epoch_steps=steps_per_epoch)
         if data_record is not None and not (self.continuing and statistic.get("data")):
             statistic["data"] = {"key": data_record.get("key"), "fingerprint": data_record["fingerprint"]}
             if data_record.get("facts"):  # what the model was sized by (data.py's facts())

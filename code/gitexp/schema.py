@@ -24,6 +24,8 @@ FIELDS = {
     "end": (TEXT_OR_NONE, True, "LR", "when it ended, stopped or failed; None while it runs"),
     "epoch": (int, True, "LR", "epochs done"),
     "step": (int, False, "R", "optimizer steps done, over every epoch"),
+    "epoch_steps": (int, False, "R", "the optimizer steps of an epoch (of the whole run where it is counted in "
+                                     "max_steps): make report's epoch axis"),
     "world_size": (int, True, "LR", "processes in all (nodes x processes a node)"),
     "conditions": (dict, True, "LR", "what changes the numbers besides code, data and seed: world_size, nodes, "
                                      "processes_per_node, gpus, nproc, threads; changed: the continues that went "
