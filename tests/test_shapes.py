@@ -8,7 +8,7 @@ import torch
 
 from conftest import assert_refused, copy_project, pristine_of
 from test_check import assert_fails, assert_passes
-from test_continue import assert_equal_trees, checkpoint_written, kill_when
+from test_continue import assert_equal_trees, checkpoint_written, kill_when, media
 from test_contract import edit
 
 
@@ -106,6 +106,10 @@ def test_gan_killed_after_a_checkpoint_continues_bit_for_bit(gan):
     tag = kill_when(gan, checkpoint_written(2))
     assert f"continuing {tag}/0 from epoch 3, step 0 of " in gan.make("continue", TAG=tag).stdout
     assert_same_training(gan, tag)
+    # its samples of the fixed noise, a matplotlib figure at every evaluation, drawn alike
+    assert media(gan.result(tag, 0)) == media(gan.result("whole", 0))
+    every = whole["epoch_steps"]
+    assert set(media(gan.result(tag, 0))) == {f"media/val_samples/{s}.png" for s in range(every, whole["step"] + 1, every)}
 
 
 # evaluate, edited to fail unless every rank holds rank 0's networks, BatchNorm's running statistics included

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import config
+from gitexp import media
 
 
 def configure_optimizers(cfg, model, steps_per_epoch):
@@ -35,8 +36,8 @@ def train_step(model, batch, optimizer, device):
 
 def evaluate(model, batches, device, *, split, step):
     """D on the set's real points and on G's samples of a fixed noise (dcgan's fixed_noise, one
-    per set): its loss and accuracy, and how far the samples lie from the circle of modes.
-    `step` (the global step) is where dcgan would save the samples; unused here."""
+    per set): its loss and accuracy, how far the samples lie from the circle of modes, and the
+    samples drawn (dcgan saves them at each epoch's end: here a medium, at the step)."""
     fixed = torch.Generator().manual_seed(zlib.crc32(split.encode()))
     loss_sum, correct, count, off_circle = 0.0, 0, 0, 0.0
     for real in batches:
@@ -48,4 +49,18 @@ def evaluate(model, batches, device, *, split, step):
         correct += int((d_real > 0).sum() + (d_fake <= 0).sum())
         count += 2 * len(real)
         off_circle += (fake.norm(dim=1) - config.radius).abs().sum().item()
-    return {"d_loss": loss_sum / count, "d_acc": correct / count, "off_circle": 2 * off_circle / count}
+    return {"d_loss": loss_sum / count, "d_acc": correct / count, "off_circle": 2 * off_circle / count,
+            "samples": media.Image(scatter(real, fake))}
+
+
+def scatter(real, fake):
+    """The last batch's real points and G's samples of the fixed noise, as a matplotlib figure."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(3, 3), dpi=60)
+    axes = figure.add_subplot()
+    axes.scatter(*real.cpu().T, s=4, c="grey", label="real")
+    axes.scatter(*fake.cpu().T, s=4, c="tab:red", label="G(fixed noise)")
+    axes.set_aspect("equal")
+    axes.legend(loc="upper right", fontsize=6)
+    return figure
