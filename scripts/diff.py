@@ -9,17 +9,20 @@ over code/ (--stat; the whole diff with FULL=1). A bare tag on either side stand
 over its distinct finished runs: one per seed, a rerun or a FIX=1 repeat of a seed left out (it
 is the same sample again). Input comes from the environment (A, B, FULL).
 """
+import hashlib
 import os
 import statistics
 import subprocess
 import sys
 
 from cli import UserError, check_switch, env, run
-from facts import compared_facts, evaluated, flatten, parting_words
+from facts import compared_facts, evaluated, evaluated_by, flatten, parting_words
 from gitexp.layout import OWN_FILES
 from lists import parse_word
 from repo import commit_of
 from store import RESULTS, read_statistic, runs_of_tag, statistic_path
+
+CONTENT_LIMIT = 64 << 20  # own files compared by content up to this size, by size above it
 
 
 def side(name, text):
@@ -87,20 +90,26 @@ def side_by_side(prefix, a_values, b_values):
     return rows
 
 
-def file_sizes(statistic):
-    """{name under the run's files/ folder: its size in bytes}."""
+def file_contents(statistic):
+    """{name under the run's files/ folder: (its size in bytes, the sha256 of a file up to
+    CONTENT_LIMIT bytes)}: predictions of a fixed shape differ in content, not in size."""
     folder = RESULTS / statistic["tag"] / str(statistic["id"]) / OWN_FILES
-    return {str(path.relative_to(folder)): path.stat().st_size for path in sorted(folder.rglob("*"))
-            if path.is_file()} if folder.is_dir() else {}
+    return {str(path.relative_to(folder)): (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+                                            if path.stat().st_size <= CONTENT_LIMIT else None)
+            for path in sorted(folder.rglob("*")) if path.is_file()} if folder.is_dir() else {}
 
 
 def own_files(run_a, run_b):
-    """The names and sizes that differ between two runs' own files/ folders; nothing where none."""
-    sizes_a, sizes_b = file_sizes(run_a), file_sizes(run_b)
-    differ = [name for name in sorted(sizes_a.keys() | sizes_b.keys()) if sizes_a.get(name) != sizes_b.get(name)]
+    """The files that differ, in name, size or content, between two runs' own files/ folders;
+    nothing where none do."""
+    files_a, files_b = file_contents(run_a), file_contents(run_b)
+    differ = [name for name in sorted(files_a.keys() | files_b.keys()) if files_a.get(name) != files_b.get(name)]
     if differ:
         print(f"\n{OWN_FILES}/ that differ (bytes):")
-        table([("", "A", "B")] + [(name, number(sizes_a.get(name)), number(sizes_b.get(name))) for name in differ])
+        table([("", "A", "B", "")] + [
+            (name, number(files_a.get(name, (None,))[0]), number(files_b.get(name, (None,))[0]),
+             "other content" if name in files_a and name in files_b and files_a[name][0] == files_b[name][0] else "")
+            for name in differ])
 
 
 def main():
@@ -123,8 +132,13 @@ def main():
     table(side_by_side("metrics", metrics_of(runs_a), metrics_of(runs_b)))
     e_a, e_b = metrics_of(runs_a, evaluated), metrics_of(runs_b, evaluated)
     if e_a or e_b:
-        print("\nmake eval (each metric's latest evaluation):")
+        print("\nmake eval, each metric's latest evaluation:")
         table(side_by_side("eval", e_a, e_b))
+        by_a, by_b = evaluated_by(runs_a), evaluated_by(runs_b)
+        unlike = sorted(name for name in e_a.keys() & e_b.keys() if by_a.get(name) != by_b.get(name))
+        if unlike:
+            print(f"  note: {', '.join(unlike)} of A and B come from unlike evaluations (A: "
+                  f"{'; '.join(sorted({by_a[n] for n in unlike}))}; B: {'; '.join(sorted({by_b[n] for n in unlike}))})")
 
     facts = [(fact, a, b) for fact, (a, b) in facts_of(runs_a, runs_b).items() if a != b]
     print("\nrun facts that differ:" if facts else

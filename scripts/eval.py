@@ -159,6 +159,8 @@ def causes(result, statistic, with_commit):
     if result["drew"]:
         found.append(f"evaluate draws from {' and '.join(result['drew'])}, which a checkpoint holds as it was after "
                      "its evaluation, not before")
+    if with_commit:
+        return found
     if statistic.get("world_size", 1) > 1:
         found.append(f"the run evaluated {statistic['world_size']} shards, summed over its processes")
     trained_on = (statistic.get("environment") or {}).get("device")
@@ -198,6 +200,7 @@ def line(info, label, result, with_commit):
     where = at if label == at else f"{label} ({at})"
     numbers = "  ".join(f"{name} {value:.4f}" for name, value in result["metrics"].items())
     left = f"  |  {result['media']} media left out" if result["media"] else ""
+    left += f"  |  state {', '.join(result['fresh'])} started fresh: not in the checkpoint" if result["fresh"] else ""
     by = f" with {with_commit[:10]}" if with_commit else ""
     return f"eval {info['name']} {where}{by}: {numbers}  |  {verdict(result, statistic, with_commit)}{left}"
 
@@ -209,6 +212,8 @@ def record(info, checkpoint, result, commit):
              "metrics": result["metrics"]}
     if result["media"]:
         entry["media_left_out"] = result["media"]
+    if result["fresh"]:
+        entry["fresh_state"] = result["fresh"]
     statistic = read_statistic(info["folder"])
     statistic.setdefault("evaluations", []).append(entry)
     write_statistic(info["folder"], statistic)

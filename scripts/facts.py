@@ -99,6 +99,21 @@ def evaluated(statistic):
     return latest
 
 
+def evaluated_by(runs):
+    """{<set>_<metric>: which evaluations gave evaluated()'s values, in words, each run's latest
+    ("best with 3f2a1b0c9d")}: make diff notes values of unlike evaluations."""
+    found = {}
+    for statistic in runs:
+        latest = {}
+        for evaluation in statistic.get("evaluations") if isinstance(statistic.get("evaluations"), list) else []:
+            if isinstance(evaluation, dict) and isinstance(evaluation.get("metrics"), dict):
+                said = f"{evaluation.get('checkpoint')} with {str(evaluation.get('commit'))[:10]}"
+                latest.update(dict.fromkeys(evaluation["metrics"], said))
+        for name, said in latest.items():
+            found.setdefault(name, set()).add(said)
+    return {name: ", ".join(sorted(said)) for name, said in found.items()}
+
+
 def flatten(tree, prefix, out):
     """hparams/metrics leaves as `prefix.key` (a list's items as `prefix.key.0`), depth first,
     in the file's order; an empty object or list has none."""

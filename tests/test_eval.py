@@ -15,6 +15,14 @@ ONLY_VAL = ('return train_batches, {"val": shard(val), "test": shard(test)}',  #
             'return train_batches, {"val": shard(val)}')
 
 
+NEW_STATE = [  # task.py's lines, and with a state declared (which the evaluation does not use)
+    ('return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch"}',
+     'return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch",\n'
+     '            "state": {"ema": torch.optim.swa_utils.AveragedModel(model)}}'),
+    ("def train_step(model, batch, optimizer, device):", "def train_step(model, batch, optimizer, device, state):"),
+    ("def evaluate(model, batches, device):", "def evaluate(model, batches, device, state):")]
+
+
 @pytest.fixture(scope="module")
 def trained(pristine, tmp_path_factory):
     """A copy whose data.py evaluates on val alone, with two runs of two epochs: x/0 (FIX=1) and
@@ -71,13 +79,17 @@ def test_with_a_commit_that_adds_a_test_set_records_its_metrics_with_that_commit
     project = evaluated
     data = project.path / "code" / "data.py"
     data.write_text(data.read_text().replace(*reversed(ONLY_VAL)))
-    project.git("commit", "-qam", "a test set")
+    task = project.path / "code" / "task.py"  # and a state the runs' checkpoints lack (an EMA now declared)
+    task.write_text(task.read_text().replace(*NEW_STATE[0]).replace(*NEW_STATE[1]).replace(*NEW_STATE[2]))
+    project.git("commit", "-qam", "a test set, an EMA")
     commit = project.git("rev-parse", "HEAD")
     before = statistic_text(project, "x", 0)
     out = project.make("eval", EXP="x/0", WITH="main").stdout
     assert f"eval x/0 best (epoch {json.loads(before)['metrics']['best']['epoch']}) with {commit[:10]}: " in out
     assert "bit for bit (test_loss, test_acc new)" in out  # val: the same set, the same numbers
+    assert "state ema started fresh: not in the checkpoint" in out
     [record] = project.statistic("x", 0)["evaluations"]
+    assert record["fresh_state"] == ["ema"]
     assert set(record["metrics"]) == {"val_loss", "val_acc", "test_loss", "test_acc"}
     assert record["commit"] == commit and record["data"]["key"] != json.loads(before)["data"]["key"]
     assert without_evaluations(project, "x", 0) == before
@@ -105,6 +117,14 @@ def test_several_runs_one_line_each_and_bad_input_refused(evaluated):
     (project.result("x", 0) / "files" / "predictions.csv").write_text("1,2\n")
     diff = project.make("diff", A="x/0", B="x/1").stdout
     assert re.search(r"files/ that differ.*\n.*\n +predictions.csv +4 +-", diff), diff
+    (project.result("x", 1) / "files").mkdir()
+    (project.result("x", 1) / "files" / "predictions.csv").write_text("1,3\n")  # the same size, other content
+    diff = project.make("diff", A="x/0", B="x/1").stdout
+    assert re.search(r"files/ that differ.*\n.*\n +predictions.csv +4 +4 +other content", diff), diff
+    assert "unlike evaluations" not in diff  # both: last, with their own commit
+    project.make("eval", EXP="x/1")
+    assert re.search(r"note: val_acc, val_loss of A and B come from unlike evaluations \(A: last with \w+; "
+                     r"B: best with \w+\)", project.make("diff", A="x/0", B="x/1").stdout)
 
     state = project.snapshot()
     for variables, fragment in [({"EXP": "x/7"}, "there is no experiment x/7"),

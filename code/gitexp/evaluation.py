@@ -95,17 +95,20 @@ def data_of(job, cfg, data_module):
     return datastore.ensure(cfg, data_module)
 
 
-def declared_state(task, contract, cfg, net, train_batches, checkpoint):
-    """evaluate's keyword `state` where configure_optimizers declares one (an EMA), loaded from
-    the checkpoint (rank 0's of a per-rank state); {} where it declares none."""
+def declared_state(task, contract, cfg, net, train_batches, checkpoint, job):
+    """(evaluate's keyword `state` where configure_optimizers declares one (an EMA), loaded from
+    the checkpoint (rank 0's of a per-rank state), or {}; the names of a WITH commit's states the
+    checkpoint does not hold, which start as configure_optimizers makes them)."""
     steps = getattr(cfg, "max_steps", None) or len(train_batches)
     _, _, extra, rank_extra = contract.optimizers(task.configure_optimizers(cfg, net, steps))
     if not (extra or rank_extra):
-        return {}
-    contract.load_extra(extra, checkpoint.get("extra", {}))
-    if rank_extra:
-        contract.load_extra(rank_extra, (checkpoint.get("rank_extra") or [{}])[0])
-    return {"state": extra | rank_extra}
+        return {}, []
+    fresh = []
+    for declared, saved in ((extra, checkpoint.get("extra") or {}), (rank_extra, (checkpoint.get("rank_extra") or [{}])[0])):
+        if job.get("with"):  # newer code may declare a state (an evaluation generator) older runs lack
+            fresh += sorted(set(declared) - set(saved))
+        contract.load_extra({name: obj for name, obj in declared.items() if name not in fresh}, saved)
+    return {"state": extra | rank_extra}, fresh
 
 
 def digest(tree):
@@ -178,7 +181,7 @@ def evaluated(job, checkpoint, phase):
     phase[0] = "make_loaders"
     train_batches, sets = data.make_loaders(config, folder, generator, job["seed"], 0, 1)
     phase[0] = "configure_optimizers"
-    with_state = declared_state(task, contract, config, net, train_batches, checkpoint)
+    with_state, fresh = declared_state(task, contract, config, net, train_batches, checkpoint, job)
     metrics, left_out, drew = {}, 0, []
     net.eval()
     with torch.no_grad():
@@ -191,7 +194,7 @@ def evaluated(job, checkpoint, phase):
             drew += [source for source in before if before[source] != after[source] and source not in drew]
             metrics.update({f"{split}_{name}": value for name, value in numbers.items()})
             left_out += left
-    return {"metrics": metrics, "media": left_out, "drew": drew, "device": device.type,
+    return {"metrics": metrics, "media": left_out, "drew": drew, "fresh": fresh, "device": device.type,
             "data": record and {"key": record.get("key"), "fingerprint": record["fingerprint"]},
             "epoch": checkpoint.get("epoch"), "step": checkpoint.get("step"), "done": checkpoint.get("done", 0),
             "recorded": recorded_for(checkpoint)}

@@ -66,6 +66,8 @@ EVALUATION = {
     "device": (str, True, "L", "cpu or cuda"),
     "metrics": (dict, True, "L", "{<set>_<metric>: value} of every evaluation set"),
     "media_left_out": (int, False, "L", "how many media (or other values that are not numbers) were left out"),
+    "fresh_state": (list, False, "L", "WITH's declared states the checkpoint did not hold, started as "
+                                      "configure_optimizers made them"),
 }
 
 # the parts of the fields above that are objects: (name, types, always)
