@@ -2,6 +2,7 @@
 the run's own code snapshot and loads its checkpoint, whatever HEAD's code is now, two runs of
 different code side by side in one process, from a copy of __result__/ alone."""
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -43,6 +44,26 @@ def test_a_runs_model_loads_by_its_own_code_after_head_changed(project, tmp_path
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(project.path / "__result__", elsewhere / "__result__", symlinks=True)
     assert_state(results.model("small/0", root=str(elsewhere)), best_state(project, "small"))
+    with pytest.raises(FileNotFoundError, match=r"small/0's data .* is not here: copy it with __result__/"):
+        results.data_dir("small/0", root=str(elsewhere))
+    # there, gitexp itself comes from the run's snapshot; and a notebook in the project's notebooks/
+    # needs no root=
+    (project.path / "notebooks").mkdir()
+    for folder, path in ((elsewhere, "__result__/small/0/code"), (project.path / "notebooks", "../code")):
+        loaded = subprocess.run([sys.executable, "-c", NOTEBOOK.format(path=path)], cwd=folder, capture_output=True,
+                                text=True, env=dict(project.env, PYTHONPATH=""))
+        assert loaded.returncode == 0 and loaded.stdout.split() == ["32", "False"], loaded.stderr
+    project.make("more", TAG="small")
+    with pytest.raises(ValueError, match=r"small names 2 runs \(ids 0, 1\): name one, e.g. small/0"):
+        results.model("small", root=root)
+    with pytest.raises(FileNotFoundError, match="no experiment smal/0 in .*: give root= the folder that holds"):
+        results.model("smal/0", root=root)
+
+
+NOTEBOOK = """import sys; sys.path.insert(0, "{path}")
+from gitexp import results
+net = results.model("small/0")
+print(net.classifier[1].out_features, net.training)"""
 
 
 def test_a_model_sized_by_its_data_loads_with_the_facts_it_recorded(request, tmp_path):

@@ -22,6 +22,15 @@ RESULTS = Path("__result__")
 TABLES = Path("__statistic__/table")
 
 
+def project_root(root=None):
+    """`root` as given; by default the working folder, or where it holds no __result__/ (a notebook
+    in notebooks/) the project whose code/gitexp this module is."""
+    if root is not None:
+        return Path(root)
+    here = Path(__file__).resolve().parents[2]
+    return Path(".") if (Path(".") / RESULTS).is_dir() or not (here / RESULTS).is_dir() else here
+
+
 def run_dir(tag, number, root="."):
     return Path(root) / RESULTS / tag / str(number)
 
@@ -34,10 +43,11 @@ def _table_files(name, root, make):
     return Path(root) / TABLES / f"{name}.csv", Path(root) / TABLES / f"{name}.summary.csv"
 
 
-def rows(name="record", root=".", make=True):
+def rows(name="record", root=None, make=True):
     """The list's table: one row per experiment, the title's columns with their types, plus
     tag and id, and `repeat`: True for a run whose seed an earlier id of its tag already had
     (a rerun, a FIX=1 repeat), which the summary's mean leaves out."""
+    root = project_root(root)
     table, _ = _table_files(name, root, make)
     frame = pd.read_csv(table)
     parts = frame["exper"].str.rpartition("/")
@@ -50,9 +60,9 @@ def rows(name="record", root=".", make=True):
     return frame
 
 
-def summary(name="record", root=".", make=True):
+def summary(name="record", root=None, make=True):
     """The list's per-tag summary (make table's summary csv)."""
-    return pd.read_csv(_table_files(name, root, make)[1])
+    return pd.read_csv(_table_files(name, project_root(root), make)[1])
 
 
 def expand(runs, root="."):
@@ -60,12 +70,24 @@ def expand(runs, root="."):
     found = []
     for run in [runs] if isinstance(runs, str) else runs:
         tag, _, number = run.partition("/")
+        folder = Path(root) / RESULTS / tag
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no experiment {run} in {folder.parent.resolve()}: give root= the folder that "
+                                    "holds __result__/")
         if number:
             found.append((tag, int(number)))
         else:
-            ids = [int(p.name) for p in (Path(root) / RESULTS / tag).iterdir() if p.name.isdigit()]
-            found += [(tag, i) for i in sorted(ids)]
+            found += [(tag, i) for i in sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())]
     return found
+
+
+def one_run(run, root):
+    """(tag, id) of one run: "tag/id", or a bare tag that has one id alone."""
+    found = expand(run, root)
+    if len(found) != 1:
+        ids = ", ".join(str(number) for _, number in found) or "none"
+        raise ValueError(f"{run} names {len(found)} runs (ids {ids}): name one, e.g. {run}/{found[0][1] if found else 0}")
+    return found[0]
 
 
 def run_curves(tag, number, root=".", names=None, steps=False):
@@ -88,9 +110,10 @@ def run_curves(tag, number, root=".", names=None, steps=False):
     return rows
 
 
-def curves(runs, root=".", names=None, steps=False):
+def curves(runs, root=None, names=None, steps=False):
     """The curves of runs ("tag/id" or a bare tag: all its ids) as one long DataFrame with
     columns tag, id, step, name, value; names: only these curves (e.g. ["val/acc"])."""
+    root = project_root(root)
     rows = [row for tag, number in expand(runs, root) for row in run_curves(tag, number, root, names, steps)]
     return pd.DataFrame(rows, columns=["tag", "id", "step", "name", "value"])
 
@@ -103,9 +126,10 @@ def mean_curves(frame):
     return grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()
 
 
-def statistic(run, root="."):
+def statistic(run, root=None):
     """A run's statistic.json ("tag/id")."""
-    tag, number = expand(run, root)[0]
+    root = project_root(root)
+    tag, number = one_run(run, root)
     return json.loads((run_dir(tag, number, root) / "statistic.json").read_text())
 
 
@@ -113,7 +137,7 @@ def snapshot_modules(run, root, names):
     """The modules `names` of a run's own code (__result__/<tag>/<id>/code/), imported apart: the
     modules they import from that folder too are this run's, never HEAD's code/ nor another run's,
     and sys.modules is left as it was (so two runs of different code load side by side)."""
-    tag, number = expand(run, root)[0]
+    tag, number = one_run(run, root)
     code = (run_dir(tag, number, root) / "code").resolve()
     if not code.is_dir():
         raise FileNotFoundError(f"{tag}/{number} has no code/ snapshot in {code.parent}")
@@ -132,20 +156,26 @@ def snapshot_modules(run, root, names):
         sys.modules.update({name: module for name, module in saved.items() if name.split(".")[0] in ours})
 
 
-def config(run, root="."):
+def config(run, root=None):
     """The run's config.py as it ran (its snapshot's module)."""
-    return snapshot_modules(run, root, ["config"])[0]
+    return snapshot_modules(run, project_root(root), ["config"])[0]
 
 
-def data_dir(run, root="."):
+def data_dir(run, root=None):
     """The prepared folder of the run's data key (__data__/<key>/), or None for data of its own."""
+    root = project_root(root)
     key = (statistic(run, root).get("data") or {}).get("key")
-    return Path(root) / "__data__" / key if key else None
+    folder = root / "__data__" / key if key else None
+    if folder is not None and not folder.is_dir():
+        raise FileNotFoundError(f"{run}'s data {folder} is not here: copy it with __result__/, or prepare it with "
+                                f"the run's code (git checkout {run.partition('/')[0]} -- code && make data)")
+    return folder
 
 
-def checkpoint_file(run, checkpoint="best", root="."):
+def checkpoint_file(run, checkpoint="best", root=None):
     """The file of a run's checkpoint: "best", "last", an epoch number, or a file's name."""
-    tag, number = expand(run, root)[0]
+    root = project_root(root)
+    tag, number = one_run(run, root)
     folder = run_dir(tag, number, root) / "checkpoint"
     name = {"best": "epoch_best.pth", "last": "epoch_last.pth"}.get(checkpoint) if isinstance(checkpoint, str) else None
     path = folder / (name or (f"epoch_{checkpoint}.pth" if isinstance(checkpoint, int) else str(checkpoint)))
@@ -155,7 +185,7 @@ def checkpoint_file(run, checkpoint="best", root="."):
     return path
 
 
-def model(run, checkpoint="best", device="cpu", root="."):
+def model(run, checkpoint="best", device="cpu", root=None):
     """The model of a run ("tag/id"), built by the run's own code (its snapshot's model.py and
     config.py, with the data facts it recorded), its weights from `checkpoint` ("best", "last",
     an epoch number, or a checkpoint file's name) loaded as data (weights_only), in eval mode.
@@ -164,6 +194,7 @@ def model(run, checkpoint="best", device="cpu", root="."):
 
     from gitexp.contract import takes_facts
 
+    root = project_root(root)
     cfg, code = snapshot_modules(run, root, ["config", "model"])
     facts = (statistic(run, root).get("data") or {}).get("facts") or {}
     built = code.build_model(cfg, facts) if takes_facts(code.build_model) else code.build_model(cfg)
