@@ -1,8 +1,9 @@
 """Write a list's report: `python scripts/report.py` (make report LIST=record; TAGS="a b").
 
 __statistic__/report/<LIST>.html, one self-contained page that loads nothing from the network
-(plotly.js embedded once, the figures as JSON; it can be mailed), made from make table's files,
-the runs' statistic.json and TensorBoard events, the sweeps' records and the runs' media:
+(plotly.js embedded once, the figures as JSON; it can be mailed, less its links into
+__result__/), made from make table's files, the runs' statistic.json and TensorBoard events, the
+sweeps' records and the runs' media:
     - the summary: per tag (a sweep's point) the monitored best first (mean ± std over distinct
       runs, one per seed), the hparams that differ between tags, the runs pooled and the repeats
       left out, each other metric; the best row marked; wider than the window, it scrolls in its box;
