@@ -21,14 +21,16 @@ def short(text):
 
 def monitored_column(header, rows):
     """The summary column of the monitored metric's best value (the first metrics.best.* one
-    where hparams.monitor is not shown)."""
+    where hparams.monitor is not shown; the first metrics.last.* one where no run has a monitor)."""
     monitors = {row.get("hparams.monitor") for row in rows} - {None, ""}
     for monitor in sorted(monitors):
         if f"metrics.best.{monitor}.mean" in header:
             return f"metrics.best.{monitor}"
+    # no monitor (a GAN's): the last evaluation is the result; its position (epoch, step) is no metric
     means = [k[:-len(".mean")] for k in header if k.endswith(".mean")]
-    best = [k for k in means if k.startswith("metrics.best.")]
-    return (best or means or [None])[0]
+    metrics = [k for k in means if k.rsplit(".", 1)[-1] not in ("epoch", "step")]
+    chosen = [k for k in metrics if k.startswith("metrics.best." if monitors else "metrics.last.")]
+    return (chosen or metrics or means or [None])[0]
 
 
 def mean_std(row, metric):
