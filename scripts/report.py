@@ -51,7 +51,7 @@ td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}
 th.monitored,td.monitored{background:#f3f7ff}tr.best td{background:#e4f5e4;font-weight:bold}
 h2{margin-top:1.4em}.note{color:#555;font-size:13px}.figure{width:100%;min-height:300px}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;padding:6px;font-size:12px;max-width:300px}
-.card img{max-width:288px;image-rendering:pixelated;display:block}.card pre{white-space:pre-wrap;max-height:200px;overflow:auto;margin:4px 0}
+.card img{max-width:288px;min-width:96px;image-rendering:pixelated;display:block}.card pre{white-space:pre-wrap;max-height:200px;overflow:auto;margin:4px 0}
 .card input{width:100%}#axes label{margin-right:1em}"""
 # the page's own glue (no chart code): draw each figure on the chosen axis, hide a tag in every
 # figure from a legend click, step through a run's earlier media

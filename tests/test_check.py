@@ -80,8 +80,8 @@ def test_an_ema_kept_outside_the_checkpoint_is_named(request, tmp_path):
     ("data.py", '{"val": shard(val), "test"', '{"train": shard(val), "test"', "evaluation set named 'train'"),
     ("task.py", 'return {"loss": loss_sum / count, "acc": correct / count,', 'return {"loss": [loss_sum], "acc": 0,',
      "evaluate (val) returned 'loss' that is not a number"),
-    ("task.py", 'media.Image(shares.repeat_interleave(12, 0).repeat_interleave(12, 1))', 'media.Image(shares[None, None])',
-     "evaluate returned media.Image of shape (1, 1, 10, 10) as 'confusion': give (H, W), (C, H, W) or (H, W, C)"),
+    ("task.py", 'media.Image(shares.repeat_interleave(12, 0).repeat_interleave(12, 1))', 'media.Image(shares[None, None, None])',
+     "evaluate returned media.Image of shape (1, 1, 1, 10, 10) as 'confusion': give (H, W), (C, H, W) or (H, W, C)"),
     ("task.py", 'media.Image(shares.repeat_interleave(12, 0).repeat_interleave(12, 1))', 'shares',
      "returned 'confusion' that is not a number (only one element tensors can be converted to Python scalars): "
      "return numbers or 0-dim tensors, or a picture or text as gitexp.media.Image(...) or media.Text(...)"),

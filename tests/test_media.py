@@ -2,6 +2,7 @@
 TensorBoard and as files, and the files it writes into its run's own folder (gitexp.run_dir())."""
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -97,3 +98,29 @@ def test_the_files_a_task_writes_into_its_run_dir_are_part_of_the_run(project):
     assert not files.exists()
     project.make("restore", EXP="own/0")
     assert sorted(p.name for p in files.iterdir()) == ["val_acc_1.txt", "val_acc_2.txt", "val_acc_3.txt"]
+
+
+def test_each_kind_of_picture_becomes_an_rgb_array_and_a_wrong_one_is_one_line():
+    import numpy as np
+    import torch
+    from matplotlib.figure import Figure
+
+    from gitexp import media
+    from gitexp.protocol import ConfigError
+
+    figure = Figure(figsize=(2, 1), dpi=50)
+    figure.add_subplot().plot([0, 1], [1, 0])
+    counts = torch.tensor([[8, 0], [2, 6]])
+    for picture, shape in [(counts, (2, 2, 3)), (torch.rand(3, 5, 7), (5, 7, 3)), (np.zeros((5, 7, 4)), (5, 7, 4)),
+                           (torch.rand(16, 1, 8, 8), (38, 38, 3)), (np.zeros((3, 8, 8, 3)), (18, 18, 3)),
+                           (figure, (50, 100, 3)), (Image.new("L", (7, 5)), (5, 7, 3))]:
+        assert media.pixels(picture, "p").shape == shape and media.pixels(picture, "p").dtype == np.uint8
+    assert media.pixels(counts, "p")[..., 0].tolist() == [[255, 0], [64, 191]]  # counts scaled to their range
+    assert media.pixels(torch.tensor([[0.0, 0.5]]), "p")[..., 0].tolist() == [[0, 128]]  # [0, 1] as it is
+    for wrong, said in [(torch.rand(2, 2, 5, 5), "media.Image of shape (2, 2, 5, 5) as 'w'"),
+                        ("a path.png", "media.Image(str) as 'w': give a tensor or NumPy array"),
+                        (torch.zeros(0, 4), "media.Image of shape (0, 4) as 'w'")]:
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            media.pixels(wrong, "w")
+    with pytest.raises(ConfigError, match=re.escape("media.Text(int) as 's': give a str")):
+        media.prepared(media.Text(3), "s")

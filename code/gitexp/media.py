@@ -3,20 +3,22 @@
 evaluate may return, under any name, beside its metrics:
     from gitexp import media
     return {"loss": loss, "confusion": media.Image(matrix), "sample": media.Text(line)}
-media.Image takes a tensor or NumPy array, (H, W), (C, H, W) or (H, W, C) with C 1, 3 or 4, or a
-matplotlib figure; media.Text a str. At every evaluation of a recorded run, rank 0 writes each
+media.Image takes a tensor or NumPy array, (H, W), (C, H, W) or (H, W, C) with C 1, 3 or 4, a batch
+of them (N, C, H, W) shown as a grid, a PIL image or a matplotlib figure; media.Text a str. At every evaluation of a recorded run, rank 0 writes each
 to TensorBoard (the Images and Text tabs, as <set>/<name> at the step) and to
 __result__/<tag>/<id>/media/<set>_<name>/<step>.png or .txt; make report shows them. They are
 not metrics: no table column, no best, not compared by make check or make rerun.
 """
 import io
+import math
 
 import numpy as np
 import torch
 
 from gitexp.protocol import ConfigError
 
-SHAPES = "(H, W), (C, H, W) or (H, W, C) with C 1, 3 or 4, or a matplotlib figure"
+SHAPES = ("(H, W), (C, H, W) or (H, W, C) with C 1, 3 or 4, a batch of them (N, C, H, W) shown as a grid, a PIL image "
+          "or a matplotlib figure")
 
 
 class Image:
@@ -54,17 +56,21 @@ def pixels(image, name):
     for what is not a picture."""
     if hasattr(image, "canvas") and hasattr(image, "savefig"):
         return figure_pixels(image)
+    if hasattr(image, "getbands"):  # a PIL image
+        image = np.asarray(image.convert("RGBA" if "A" in image.getbands() else "RGB"))
     if torch.is_tensor(image):
         array = image.detach().cpu().float().numpy() if image.is_floating_point() else image.detach().cpu().numpy()
-        channels_first = image.dim() == 3 and image.shape[0] in (1, 3, 4)
+        channels_first = image.dim() in (3, 4) and image.shape[-3] in (1, 3, 4)
     elif isinstance(image, np.ndarray):
         array = image
-        channels_first = image.ndim == 3 and image.shape[-1] not in (1, 3, 4) and image.shape[0] in (1, 3, 4)
+        channels_first = image.ndim in (3, 4) and image.shape[-1] not in (1, 3, 4) and image.shape[-3] in (1, 3, 4)
     else:
         raise ConfigError(f"evaluate returned media.Image({type(image).__name__}) as {name!r}: give a tensor or "
                           f"NumPy array, {SHAPES}")
-    if array.ndim == 3 and channels_first:
-        array = array.transpose(1, 2, 0)
+    if array.ndim in (3, 4) and channels_first:
+        array = np.moveaxis(array, -3, -1)
+    if array.ndim == 4 and array.shape[-1] in (1, 3, 4) and 0 not in array.shape:
+        array = tiled(array)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)) or 0 in array.shape:
         raise ConfigError(f"evaluate returned media.Image of shape {tuple(array.shape)} as {name!r}: give {SHAPES}")
     if array.ndim == 3 and array.shape[2] == 1:
@@ -76,6 +82,18 @@ def pixels(image, name):
             array = (array - low) / (high - low) if high > low else np.zeros_like(array)
         array = np.round(np.nan_to_num(array) * 255).astype(np.uint8)
     return np.stack([array] * 3, axis=-1) if array.ndim == 2 else array
+
+
+def tiled(batch):
+    """A batch of pictures (N, H, W, C) as one, ceil(sqrt(N)) to a row, 2 pixels apart."""
+    count, height, width, channels = batch.shape
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    grid = np.full((rows * (height + 2) - 2, columns * (width + 2) - 2, channels), batch.min(), dtype=batch.dtype)
+    for index, picture in enumerate(batch):
+        top, left = index // columns * (height + 2), index % columns * (width + 2)
+        grid[top:top + height, left:left + width] = picture
+    return grid
 
 
 def png(picture):
