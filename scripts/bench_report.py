@@ -29,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "code"))
-from bench_tables import fake_statistic  # noqa: E402
+from bench_tables import fake_statistic, template_copy  # noqa: E402
 from gitexp.events import EventFile  # noqa: E402
 
 LIST, EPOCHS, EPOCH_STEPS = "bench", 10, 200
@@ -66,13 +66,7 @@ def events_of(folder, seed):
 
 def prepare(folder, runs):
     """N runs in tags of 10 seeds (3 of 3 for 9 runs), each seed's events written once and copied."""
-    for part in ("Makefile", "scripts", "code"):
-        source = ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, folder / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, folder / part)
-    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    template_copy(folder)
     per_tag = 3 if runs < 10 else 10
     seeds = folder / "seeds"
     for seed in range(per_tag):

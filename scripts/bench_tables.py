@@ -90,7 +90,8 @@ def write_statistic(folder, tag, number, rng):
     path.write_text(json.dumps(fake_statistic(tag, number, rng), indent=2) + "\n")
 
 
-def prepare(folder, n):
+def template_copy(folder):
+    """The template's Makefile, scripts/ and code/ in `folder`, made a git repository."""
     for part in ("Makefile", "scripts", "code"):
         source = ROOT / part
         if source.is_dir():
@@ -98,6 +99,10 @@ def prepare(folder, n):
         else:
             shutil.copy2(source, folder / part)
     subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+
+
+def prepare(folder, n):
+    template_copy(folder)
     rng = random.Random(0)
     per_tag = max(1, n // 1000)
     names = []

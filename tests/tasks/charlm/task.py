@@ -42,12 +42,14 @@ def evaluate(model, batches, device):
         loss_sum += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
         count += y.numel()
     loss_sum, count = sum_over_ranks([loss_sum, count], device)
-    return {"loss": loss_sum / count, "sample": media.Text(generated(model, "def ", 60, device))}
+    return {"loss": loss_sum / count, "sample": media.Text(generated(model, "def ", 40, device))}
 
 
 def generated(model, prompt, length, device):
-    """`length` characters after `prompt`, each the most likely (no RNG drawn)."""
-    codes = torch.tensor([[ord(c) for c in prompt]], device=device)
+    """`length` characters after `prompt`, each the most likely (no RNG drawn), one GRU step each."""
+    codes = [ord(c) for c in prompt]
+    out, hidden = model.rnn(model.embed(torch.tensor([codes], device=device)))
     for _ in range(length):
-        codes = torch.cat([codes, model(codes)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return "".join(chr(c) for c in codes[0].tolist())
+        codes.append(int(model.head(out[0, -1]).argmax()))
+        out, hidden = model.rnn(model.embed(torch.tensor([codes[-1:]], device=device)), hidden)
+    return "".join(chr(c) for c in codes)
