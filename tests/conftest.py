@@ -84,6 +84,13 @@ class Project:
             raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
 
+    def side_by_side(self):
+        """Runs started together from here share the CPUs: one thread each (OMP_NUM_THREADS, which
+        the thread policy takes and records), as a user gives them. Each start is a session of
+        its own, and the kernel's autogroups then time-slice OpenMP's spinning threads ten times
+        slower than what the test looks at."""
+        self.env["OMP_NUM_THREADS"] = "1"
+
     def start(self, *args, **variables):
         """Start make in the background, in a process group of its own (to kill it whole)."""
         variables.setdefault("TB", "0")

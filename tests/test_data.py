@@ -110,6 +110,7 @@ def test_two_runs_that_need_new_data_at_once_prepare_it_once(charlm):
     project = charlm
     project.configure(n_files=25)
     before = data_folders(project)
+    project.side_by_side()
     runs = [project.start("run", TAG="twice") for _ in range(2)]
     for run in runs:
         assert run.wait(timeout=300) == 0, run.stderr.read()

@@ -173,6 +173,7 @@ def test_tag_at_another_commit_is_refused(project):
 
 def test_three_runs_started_at_once_get_ids_0_to_2(project):
     project.configure(epochs=1)
+    project.side_by_side()
     runs = [project.start("run", TAG="race") for _ in range(3)]
     for run in runs:
         assert run.wait(timeout=300) == 0, run.stderr.read()

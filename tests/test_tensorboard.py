@@ -90,6 +90,7 @@ def experiments(pristine, tmp_path_factory):
     returns it and the runs' stdout."""
     project = copy_project(pristine, tmp_path_factory.mktemp("tensorboard"))
     outputs = []
+    project.side_by_side()
     try:
         for _ in range(2):
             runs = [project.start("run", TAG=tag, TB="1") for tag in ("a", "b")]
