@@ -74,15 +74,18 @@ def test_an_ema_kept_outside_the_checkpoint_is_named(request, tmp_path):
     assert_fails(vision, "after the restore last.val_", "declare it in configure_optimizers' \"state\"")
 
 
+CONFUSION = 'media.Image(shares.repeat_interleave(12, 0).repeat_interleave(12, 1))'  # the example's medium
+
+
 @pytest.mark.parametrize("file, old, new, fragment", [
     ("task.py", '"interval": "epoch"}', '"interval": "epoch", "gradient_clip": 1}',
      "configure_optimizers returned the keys"),
     ("data.py", '{"val": shard(val), "test"', '{"train": shard(val), "test"', "evaluation set named 'train'"),
     ("task.py", 'return {"loss": loss_sum / count, "acc": correct / count,', 'return {"loss": [loss_sum], "acc": 0,',
      "evaluate (val) returned 'loss' that is not a number"),
-    ("task.py", 'media.Image(shares.repeat_interleave(12, 0).repeat_interleave(12, 1))', 'media.Image(shares[None, None, None])',
+    ("task.py", CONFUSION, 'media.Image(shares[None, None, None])',
      "evaluate returned media.Image of shape (1, 1, 1, 10, 10) as 'confusion': give (H, W), (C, H, W) or (H, W, C)"),
-    ("task.py", 'media.Image(shares.repeat_interleave(12, 0).repeat_interleave(12, 1))', 'shares',
+    ("task.py", CONFUSION, 'shares',
      "returned 'confusion' that is not a number (only one element tensors can be converted to Python scalars): "
      "return numbers or 0-dim tensors, or a picture or text as gitexp.media.Image(...) or media.Text(...)"),
     ("config.py", 'monitor = "val_acc"', 'monitor = "val_accuracy"', "monitor = 'val_accuracy' is not a metric"),

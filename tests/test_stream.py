@@ -122,10 +122,12 @@ def test_an_error_inside_your_code_names_its_phase(project):
      "    net = getattr(model, 'module', model)\n    logits = net.classifier(net.features(x))\n"
      "    loss = F.cross_entropy(logits, y)\n",
      ["after step 1 rank 1's model differs from rank 0's", "return each network's optimizer by name"]),
-    # a counter that differs by rank, declared as the same on every rank
-    ('    return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch"}',
-     '    return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch", "state": {"calls": CALLS}}',
-     ["on rank 1", "declare what differs by rank in configure_optimizers' \"rank_state\""]),
+    # a counter that differs by rank, declared as the same on every rank (make test-faults: test_distributed
+    # restores a declared rank_state in make test)
+    pytest.param('    return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch"}',
+                 '    return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch", "state": {"calls": CALLS}}',
+                 ["on rank 1", "declare what differs by rank in configure_optimizers' \"rank_state\""],
+                 marks=pytest.mark.slow),
 ])
 def test_two_ranks_that_part_are_named(project, old, new, fragments):
     edit(project, "task.py", (old, new), ("def configure_optimizers(", COUNTER + "def configure_optimizers("),
