@@ -112,7 +112,8 @@ def test_gan_killed_after_a_checkpoint_continues_bit_for_bit(gan):
     # its samples of the fixed noise, a matplotlib figure at every evaluation, drawn alike
     assert media(gan.result(tag, 0)) == media(gan.result("whole", 0))
     every = whole["epoch_steps"]
-    assert set(media(gan.result(tag, 0))) == {f"media/val_samples/{s}.png" for s in range(every, whole["step"] + 1, every)}
+    steps = range(every, whole["step"] + 1, every)
+    assert set(media(gan.result(tag, 0))) == {f"media/val_samples/{step}.png" for step in steps}
 
 
 # evaluate, edited to fail unless every rank holds rank 0's networks, BatchNorm's running statistics included

@@ -125,7 +125,8 @@ def test_an_error_inside_your_code_names_its_phase(project):
     # a counter that differs by rank, declared as the same on every rank (make test-faults: test_distributed
     # restores a declared rank_state in make test)
     pytest.param('    return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch"}',
-                 '    return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch", "state": {"calls": CALLS}}',
+                 '    return {"optimizer": optimizer, "scheduler": scheduler, "interval": "epoch",'
+                 ' "state": {"calls": CALLS}}',
                  ["on rank 1", "declare what differs by rank in configure_optimizers' \"rank_state\""],
                  marks=pytest.mark.slow),
 ])
