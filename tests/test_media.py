@@ -124,3 +124,5 @@ def test_each_kind_of_picture_becomes_an_rgb_array_and_a_wrong_one_is_one_line()
             media.pixels(wrong, "w")
     with pytest.raises(ConfigError, match=re.escape("media.Text(int) as 's': give a str")):
         media.prepared(media.Text(3), "s")
+    with pytest.raises(ConfigError, match=re.escape("a medium named 'samples/grid': name it with letters")):
+        media.prepared(media.Image(counts), "samples/grid")

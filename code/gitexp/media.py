@@ -11,12 +11,14 @@ not metrics: no table column, no best, not compared by make check or make rerun.
 """
 import io
 import math
+import re
 
 import numpy as np
 import torch
 
 from gitexp.protocol import ConfigError
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SHAPES = ("(H, W), (C, H, W) or (H, W, C) with C 1, 3 or 4, a batch of them (N, C, H, W) shown as a grid, a PIL image "
           "or a matplotlib figure")
 
@@ -108,6 +110,9 @@ def png(picture):
 def prepared(value, name):
     """A medium ready to record: ("png", its bytes, its (H, W, C)) or ("txt", the str, None); a
     one-line error naming `name`."""
+    if not NAME.fullmatch(str(name)):
+        raise ConfigError(f"evaluate returned a medium named {name!r}: name it with letters, digits, '.', '_' and "
+                          "'-' (it names a folder of media/)")
     if isinstance(value, Text):
         if not isinstance(value.text, str):
             raise ConfigError(f"evaluate returned media.Text({type(value.text).__name__}) as {name!r}: give a str")
