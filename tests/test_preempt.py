@@ -64,7 +64,9 @@ def kill_at_random_steps(project, kills, seed, **variables):
 
 
 @pytest.mark.parametrize("task_project", HEAVY_TASK_PARAMS, indirect=True)
-@pytest.mark.parametrize("kills", [pytest.param(3, id="3-kills"), pytest.param(10, id="10-kills", marks=pytest.mark.slow)])
+# make test-faults: test_continue's kills at checkpoints and inside epochs are make test's
+@pytest.mark.parametrize("kills", [pytest.param(3, id="3-kills", marks=pytest.mark.slow),
+                                   pytest.param(10, id="10-kills", marks=pytest.mark.slow)])
 def test_killed_at_random_steps_continues_exactly(task_project, kills):
     project = task_project
     project.configure(**project.slow)

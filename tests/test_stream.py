@@ -71,6 +71,7 @@ def test_a_stream_passes_make_check_with_two_processes(stream):
     assert "in 2 processes" in assert_passes(stream, NPROC="2")
 
 
+@pytest.mark.slow  # make test-faults: make check NPROC=2's drift case is make test's
 def test_an_evaluation_that_differs_by_rank_is_named(stream):
     # the global RNG is seeded by rank, and the loss is not summed over the ranks
     edit(stream, "task.py", ('batches.draw(state["eval_draws"].generator)', "batches.draw()"),
