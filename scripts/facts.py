@@ -88,15 +88,21 @@ def compared_facts(statistic):
     return {words: facts[name] for name, words in COMPARED_FACTS.items()}
 
 
-def evaluated(statistic):
-    """{<set>_<metric>: value} of make eval's evaluations (statistic.json's `evaluations`): each
-    metric's value in the latest evaluation that has it, whichever checkpoint that evaluated (the
-    table's eval.* columns, make diff's eval rows)."""
+def latest_evaluations(statistic):
+    """{<set>_<metric>: (its value, the evaluation it is from)}: each metric of make eval's
+    evaluations (statistic.json's `evaluations`) from the latest evaluation that has it, whichever
+    checkpoint that evaluated."""
     latest = {}
     for evaluation in statistic.get("evaluations") if isinstance(statistic.get("evaluations"), list) else []:
-        metrics = evaluation.get("metrics") if isinstance(evaluation, dict) else None
-        latest.update(metrics if isinstance(metrics, dict) else {})
+        if isinstance(evaluation, dict) and isinstance(evaluation.get("metrics"), dict):
+            latest.update({name: (value, evaluation) for name, value in evaluation["metrics"].items()})
     return latest
+
+
+def evaluated(statistic):
+    """{<set>_<metric>: value} of latest_evaluations (the table's eval.* columns, make diff's eval
+    rows)."""
+    return {name: value for name, (value, _) in latest_evaluations(statistic).items()}
 
 
 def evaluated_by(runs):
@@ -104,13 +110,8 @@ def evaluated_by(runs):
     ("best with 3f2a1b0c9d")}: make diff notes values of unlike evaluations."""
     found = {}
     for statistic in runs:
-        latest = {}
-        for evaluation in statistic.get("evaluations") if isinstance(statistic.get("evaluations"), list) else []:
-            if isinstance(evaluation, dict) and isinstance(evaluation.get("metrics"), dict):
-                said = f"{evaluation.get('checkpoint')} with {str(evaluation.get('commit'))[:10]}"
-                latest.update(dict.fromkeys(evaluation["metrics"], said))
-        for name, said in latest.items():
-            found.setdefault(name, set()).add(said)
+        for name, (_, evaluation) in latest_evaluations(statistic).items():
+            found.setdefault(name, set()).add(f"{evaluation.get('checkpoint')} with {str(evaluation.get('commit'))[:10]}")
     return {name: ", ".join(sorted(said)) for name, said in found.items()}
 
 

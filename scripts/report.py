@@ -225,9 +225,14 @@ def choose_axis(runs):
 
 # ---- sections -------------------------------------------------------------------------------------
 
-def curves_section(rows, summary, swept, stem, higher, monitor, figures):
+def best_tags(summary, stem, higher):
+    """The CURVE_TAGS best tags by the monitored metric (the list's first ones without a monitor),
+    best first: those the curves and media show."""
     ranked = summary.sort_values(f"{stem}.mean", ascending=not higher, kind="stable") if stem else summary
-    tags = list(ranked["tag"])[:CURVE_TAGS]
+    return list(ranked["tag"])[:CURVE_TAGS]
+
+
+def curves_section(rows, summary, tags, swept, monitor, figures):
     labels = {row["tag"]: label_of(row, swept) for _, row in summary.iterrows()}
     pooled = rows[~rows["repeat"] & rows["tag"].isin(tags)]
     runs = [read_run(t, int(i)) for t, i in zip(pooled["tag"], pooled["id"])]
@@ -362,15 +367,15 @@ def page(name, rows, summary):
     swept = [h for h in hparams if summary[h].nunique(dropna=False) > 1]
     stem, higher, monitor = monitored(summary)
     figures = []
-    curves, axes = curves_section(rows, summary, swept, stem, higher, monitor, figures)
-    ranked = summary.sort_values(f"{stem}.mean", ascending=not higher, kind="stable") if stem else summary
+    tags = best_tags(summary, stem, higher)
+    curves, axes = curves_section(rows, summary, tags, swept, monitor, figures)
     body = [f"<h1>Report of {html.escape(name)}</h1>",
             f'<p class="note">{len(rows)} runs, {len(summary)} tags; written {time.strftime("%Y-%m-%d %H:%M:%S")}; '
             + (f"best row: {html.escape(stem)} ({'max' if higher else 'min'}); " if stem else
                "no monitor, so no best row; ") + "mean ± std (n-1) over distinct runs "
             "(one per seed); repeats are not pooled</p>",
             summary_table(summary, swept, stem, higher), curves, sweeps_section(summary, stem, higher, figures),
-            media_section(rows, set(list(ranked["tag"])[:CURVE_TAGS])), run_links(rows)]
+            media_section(rows, set(tags)), run_links(rows)]
     default = axes[0] if axes else "step"
     script = (f"<script>{plotly_js()}</script>\n<script>const FIGURES = {to_js(figures)};"
               + SCRIPT % (to_js(list(AXES)), to_js(default)) + "</script>") if figures else ""

@@ -65,11 +65,16 @@ def family(name):
     return split == "step", words[0] if words else metric
 
 
+def kept(count, points):
+    """The indices of at most `points` of `count` points, evenly spaced, the first and last kept."""
+    return np.unique(np.linspace(0, count - 1, min(count, points)).round().astype(int))
+
+
 def thinned(x, y, points):
-    """At most `points` of the line, evenly spaced by index, the first and last kept."""
+    """At most `points` of the line (kept())."""
     if len(x) <= points:
         return x, y
-    keep = np.unique(np.linspace(0, len(x) - 1, points).round().astype(int))
+    keep = kept(len(x), points)
     return x[keep], y[keep]
 
 
@@ -121,7 +126,7 @@ def curve_traces(tag, label, colour, having, name, dash, run_points, mean_points
     grid, mean, std, n = mean_line([(np.asarray(r["curves"][name][0], float) * r["factors"][unit],
                                      np.asarray(r["curves"][name][1], float)) for r in having])
     scale = factor_list(factors)  # from the tag's unit to each axis
-    keep = np.unique(np.linspace(0, len(grid) - 1, min(len(grid), mean_points)).round().astype(int))
+    keep = kept(len(grid), mean_points)
     band = None
     if len(having) > 1 and np.isfinite(std).any():
         ok = keep[np.isfinite(std[keep])]
