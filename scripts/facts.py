@@ -111,7 +111,8 @@ def evaluated_by(runs):
     found = {}
     for statistic in runs:
         for name, (_, evaluation) in latest_evaluations(statistic).items():
-            found.setdefault(name, set()).add(f"{evaluation.get('checkpoint')} with {str(evaluation.get('commit'))[:10]}")
+            said = f"{evaluation.get('checkpoint')} with {str(evaluation.get('commit'))[:10]}"
+            found.setdefault(name, set()).add(said)
     return {name: ", ".join(sorted(said)) for name, said in found.items()}
 
 

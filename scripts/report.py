@@ -225,13 +225,6 @@ def choose_axis(runs):
 
 # ---- sections -------------------------------------------------------------------------------------
 
-def best_tags(summary, stem, higher):
-    """The CURVE_TAGS best tags by the monitored metric (the list's first ones without a monitor),
-    best first: those the curves and media show."""
-    ranked = summary.sort_values(f"{stem}.mean", ascending=not higher, kind="stable") if stem else summary
-    return list(ranked["tag"])[:CURVE_TAGS]
-
-
 def curves_section(rows, summary, tags, swept, monitor, figures):
     labels = {row["tag"]: label_of(row, swept) for _, row in summary.iterrows()}
     pooled = rows[~rows["repeat"] & rows["tag"].isin(tags)]
@@ -367,7 +360,8 @@ def page(name, rows, summary):
     swept = [h for h in hparams if summary[h].nunique(dropna=False) > 1]
     stem, higher, monitor = monitored(summary)
     figures = []
-    tags = best_tags(summary, stem, higher)
+    ranked = summary.sort_values(f"{stem}.mean", ascending=not higher, kind="stable") if stem else summary
+    tags = list(ranked["tag"])[:CURVE_TAGS]  # the best, best first: those the curves and the media show
     curves, axes = curves_section(rows, summary, tags, swept, monitor, figures)
     body = [f"<h1>Report of {html.escape(name)}</h1>",
             f'<p class="note">{len(rows)} runs, {len(summary)} tags; written {time.strftime("%Y-%m-%d %H:%M:%S")}; '
